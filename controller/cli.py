@@ -1,0 +1,85 @@
+"""The ``poolpilot`` command: ``run`` the operator, print the ``crd``, or run the ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import pathlib
+import sys
+from collections.abc import Sequence
+
+__all__ = ["main"]
+
+
+def _run(args: argparse.Namespace) -> int:
+    import kopf
+
+    import controller.handlers  # noqa: F401  # registers the handlers with Kopf
+    from controller.settings import OperatorSettings
+
+    settings = OperatorSettings()
+    namespaces = args.namespace or settings.namespaces
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if not args.verbose:
+        # Kopf logs every handler call at INFO: thousands of lines an hour per pool. Keep warnings.
+        for noisy in ("kopf.objects", "kopf.activities.probe", "aiohttp.access"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+    kopf.run(
+        standalone=True,  # one replica with a Recreate strategy: no peering needed
+        clusterwide=not namespaces,
+        namespaces=namespaces,
+        liveness_endpoint=args.liveness or settings.liveness_endpoint,
+    )
+    return 0
+
+
+def _crd(args: argparse.Namespace) -> int:
+    from controller.api.crd import render_crd_yaml
+
+    text = render_crd_yaml()
+    if args.output == "-":
+        sys.stdout.write(text)
+    else:
+        pathlib.Path(args.output).write_text(text)
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    try:
+        from controller.demo import run_demo
+    except ImportError as error:  # kmock, behind the embedded API server, is an extra
+        print(f"the demo needs the devkube extra: pip install 'poolpilot[devkube]' ({error})", file=sys.stderr)
+        return 2
+    exit_code: int = run_demo()
+    return exit_code
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="poolpilot", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="run the operator (in a cluster, or against KUBECONFIG)")
+    run.add_argument("--namespace", "-n", action="append", default=[],
+                     help="watch only this namespace (repeatable); default: all namespaces")
+    run.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    run.set_defaults(handler=_run)
+
+    crd = commands.add_parser("crd", help="print the InferencePool CRD generated from the API models")
+    crd.add_argument("--output", "-o", default="-", help="file to write; - for stdout")
+    crd.set_defaults(handler=_crd)
+
+    demo = commands.add_parser("demo", help="run the operator against an embedded API server and show the result")
+    demo.set_defaults(handler=_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    code: int = args.handler(args)
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Every Event reason PoolPilot posts, and the words it posts them with.
+
+On-call engineers read these in ``kubectl describe ipool``; docs/runbook.md says
+what to do for each reason. Reasons are CamelCase, one per event category.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+__all__ = [
+    "EventReason",
+    "PoolEvent",
+    "object_conflict",
+    "object_created",
+    "object_updated",
+    "spec_accepted",
+    "spec_invalid",
+]
+
+EventType = Literal["Normal", "Warning"]
+
+
+class EventReason:
+    CREATED = "Created"
+    UPDATED = "Updated"
+    OBJECT_CONFLICT = "ObjectConflict"
+    INVALID_SPEC = "InvalidSpec"
+    SPEC_ACCEPTED = "SpecAccepted"
+
+
+@dataclass(frozen=True)
+class PoolEvent:
+    type: EventType
+    reason: str
+    message: str
+
+
+def object_created(kind: str, name: str, detail: str = "") -> PoolEvent:
+    suffix = f" ({detail})" if detail else ""
+    return PoolEvent("Normal", EventReason.CREATED, f"Created {kind} {name}{suffix}")
+
+
+def object_updated(kind: str, name: str, fields: Sequence[str]) -> PoolEvent:
+    shown = ", ".join(fields[:5]) + (f" and {len(fields) - 5} more" if len(fields) > 5 else "")
+    what = f": {shown} changed" if fields else ": fields removed"
+    return PoolEvent("Normal", EventReason.UPDATED, f"Updated {kind} {name}{what}")
+
+
+def object_conflict(kind: str, name: str) -> PoolEvent:
+    return PoolEvent(
+        "Warning", EventReason.OBJECT_CONFLICT,
+        f"{kind} {name} exists and is not owned by this pool; PoolPilot leaves it alone. "
+        "Rename the pool or remove that object.",
+    )
+
+
+def spec_invalid(problems: str) -> PoolEvent:
+    return PoolEvent(
+        "Warning", EventReason.INVALID_SPEC,
+        f"Spec rejected, running replicas left as they are: {problems}",
+    )
+
+
+def spec_accepted(generation: int) -> PoolEvent:
+    return PoolEvent("Normal", EventReason.SPEC_ACCEPTED, f"Spec generation {generation} is valid again")

@@ -1,0 +1,180 @@
+"""One reconcile of a pool, as values: validate, decide the replica split, compute the status.
+
+Nothing here reads a clock or talks to an API; the handler passes ``now`` and
+what it observed, and applies what comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from controller.api.crd import POOL_NAME_RULES
+from controller.api.spec import InferencePoolSpec
+from controller.api.status import InferencePoolStatus, ReplicaCounts
+from controller.core.capacity import CapacitySplit, CapacityType, split_replicas
+from controller.core.conditions import find_condition, set_condition
+
+__all__ = [
+    "DeploymentState",
+    "PoolObservation",
+    "SpecProblem",
+    "compute_status",
+    "describe_problems",
+    "desired_replicas",
+    "invalid_spec_needs_warning",
+    "validate_pool",
+]
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """One reason a pool's spec cannot be acted on, with the field it is about."""
+
+    field: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.field}: {self.reason}"
+
+
+def _field_path(location: Sequence[int | str], extra: str) -> str:
+    parts = ["spec"]
+    for item in location:
+        parts.append(f"[{item}]" if isinstance(item, int) else f".{item}")
+    path = "".join(parts)
+    return f"{path}.{extra}" if extra else path
+
+
+def validate_pool(name: str, raw_spec: Mapping[str, Any] | None) -> InferencePoolSpec | list[SpecProblem]:
+    """The parsed spec, or every problem found in it (the name's problems included)."""
+    problems = [SpecProblem(rule.field_path, rule.message) for rule in POOL_NAME_RULES if not rule.check(name)]
+    try:
+        spec = InferencePoolSpec.model_validate(dict(raw_spec or {}))
+    except ValidationError as error:
+        for detail in error.errors(include_url=False):
+            context = detail.get("ctx") or {}
+            extra = str(context.get("field", "")) if detail["type"] == "cross_field" else ""
+            problems.append(SpecProblem(_field_path(detail["loc"], extra), detail["msg"]))
+        return problems
+    return problems or spec
+
+
+def describe_problems(problems: Sequence[SpecProblem]) -> str:
+    return "; ".join(str(problem) for problem in problems)
+
+
+@dataclass(frozen=True)
+class DeploymentState:
+    """What one owned Deployment looks like now."""
+
+    replicas: int
+    ready: int
+
+
+@dataclass(frozen=True)
+class PoolObservation:
+    """What the operator sees of a pool's owned Deployments, by capacity type."""
+
+    deployments: Mapping[CapacityType, DeploymentState]
+
+    @property
+    def total_replicas(self) -> int | None:
+        if not self.deployments:
+            return None
+        return sum(state.replicas for state in self.deployments.values())
+
+    def ready(self, capacity_type: CapacityType) -> int:
+        state = self.deployments.get(capacity_type)
+        return state.ready if state else 0
+
+    def replicas(self, capacity_type: CapacityType) -> int:
+        state = self.deployments.get(capacity_type)
+        return state.replicas if state else 0
+
+
+def desired_replicas(spec: InferencePoolSpec, observation: PoolObservation) -> int:
+    """Keep what runs now, within the spec's bounds; a new pool starts at its minimum."""
+    current = observation.total_replicas
+    wanted = spec.replicas.min if current is None else current
+    return max(spec.replicas.min, min(spec.replicas.max, wanted))
+
+
+def invalid_spec_needs_warning(previous: InferencePoolStatus, generation: int) -> bool:
+    """Warn once per invalid generation: not on every loop, and not again after a restart."""
+    condition = find_condition(previous.conditions, "SpecValid")
+    return not (condition and condition.status == "False" and condition.observed_generation == generation)
+
+
+def _replica_counts(desired: CapacitySplit, observation: PoolObservation) -> ReplicaCounts:
+    spot_ready = observation.ready(CapacityType.SPOT)
+    on_demand_ready = observation.ready(CapacityType.ON_DEMAND)
+    return ReplicaCounts(
+        desired=desired.total,
+        ready=spot_ready + on_demand_ready,
+        spot_desired=desired.spot,
+        spot_ready=spot_ready,
+        on_demand_desired=desired.on_demand,
+        on_demand_ready=on_demand_ready,
+    )
+
+
+def _readiness(counts: ReplicaCounts) -> tuple[bool, str, str]:
+    detail = (
+        f"spot {counts.spot_ready}/{counts.spot_desired}, on-demand {counts.on_demand_ready}/{counts.on_demand_desired}"
+    )
+    if counts.desired == 0:
+        return True, "ScaledToZero", "no replicas wanted"
+    if counts.ready >= counts.desired:
+        return True, "ReplicasReady", f"{counts.ready}/{counts.desired} replicas ready ({detail})"
+    return False, "ReplicasNotReady", f"{counts.ready}/{counts.desired} replicas ready ({detail})"
+
+
+def compute_status(
+    previous: InferencePoolStatus,
+    *,
+    generation: int,
+    spec: InferencePoolSpec | Sequence[SpecProblem],
+    observation: PoolObservation,
+    conflicts: Sequence[str] = (),
+    now: datetime,
+) -> InferencePoolStatus:
+    """The whole status as a value; the caller writes it only when it differs from the previous one.
+
+    ``conflicts`` names objects the pool should own but somebody else does ("Service llama").
+    """
+    conditions = list(previous.conditions)
+    if isinstance(spec, InferencePoolSpec):
+        split = split_replicas(desired_replicas(spec, observation), spec.capacity)
+        counts = _replica_counts(split, observation)
+        ready, reason, message = _readiness(counts)
+        if conflicts:
+            ready, reason = False, "ObjectConflict"
+            message = f"{', '.join(conflicts)} already exist and belong to somebody else; {message}"
+        conditions = set_condition(conditions, "SpecValid", "True", "Valid",
+                                   f"generation {generation} is valid", generation=generation, now=now)
+        conditions = set_condition(conditions, "Ready", "True" if ready else "False", reason, message,
+                                   generation=generation, now=now)
+    else:
+        # Nothing is changed on an invalid spec: report the replicas as they are.
+        as_is = CapacitySplit(spot=observation.replicas(CapacityType.SPOT),
+                              on_demand=observation.replicas(CapacityType.ON_DEMAND))
+        counts = _replica_counts(as_is, observation)
+        problems = describe_problems(spec)
+        conditions = set_condition(conditions, "SpecValid", "False", "InvalidSpec", problems,
+                                   generation=generation, now=now)
+        conditions = set_condition(
+            conditions, "Ready", "False", "InvalidSpec",
+            f"the spec is invalid, so running replicas are left as they are ({counts.ready}/{counts.desired} "
+            "ready); fix the spec (see SpecValid)",
+            generation=generation, now=now,
+        )
+    return previous.model_copy(update={
+        "observed_generation": generation,
+        "conditions": conditions,
+        "replicas": counts,
+    })

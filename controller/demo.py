@@ -1,0 +1,228 @@
+"""``poolpilot demo``: the operator at work on the example pools, with no cluster.
+
+It starts the embedded API server (``controller.devkube``) with the CRD from
+``crds/``, runs the real operator as a process against it, applies the example
+pools as an admin would, and prints what ``kubectl get`` and ``kubectl describe``
+would show: the pools, the objects they own, their conditions and Events. Then it
+changes a spec, and breaks one, to show what the operator does with each.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import pathlib
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import yaml
+
+from controller.api.crd import generate_crd
+from controller.api.spec import API_GROUP, API_VERSION, PLURAL
+from controller.devkube.cluster import DevCluster
+from controller.localrun import OperatorProcess
+
+__all__ = ["run_demo"]
+
+Manifest = dict[str, Any]
+NAMESPACE = "llm"
+EXAMPLES = ("minimal-pool.yaml", "spot-fallback-pool.yaml")
+WAIT_SECONDS = 30.0
+TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io"
+
+
+class DemoFailed(Exception):
+    """The operator did not reach the state the demo waited for."""
+
+
+def _repo_root() -> pathlib.Path:
+    return pathlib.Path(__file__).resolve().parent.parent
+
+
+def _examples() -> list[Manifest]:
+    directory = _repo_root() / "manifests" / "examples"
+    return [yaml.safe_load((directory / name).read_text()) for name in EXAMPLES]
+
+
+class _Api:
+    """Plain HTTP to the embedded API server: what kubectl sends, without needing kubectl."""
+
+    def __init__(self, base_url: str) -> None:
+        self._base = base_url.rstrip("/")
+
+    def _request(self, method: str, path: str, body: Manifest | None = None, accept: str = "application/json",
+                 content_type: str = "application/json") -> Manifest:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self._base + path, data=data, method=method,
+                                         headers={"Accept": accept, "Content-Type": content_type,
+                                                  "User-Agent": "poolpilot-demo"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            parsed: Manifest = json.loads(response.read())
+            return parsed
+
+    def get(self, path: str) -> Manifest:
+        return self._request("GET", path)
+
+    def table(self, path: str) -> Manifest:
+        return self._request("GET", path, accept=TABLE_ACCEPT)
+
+    def create(self, path: str, body: Manifest) -> Manifest:
+        return self._request("POST", path, body)
+
+    def merge_patch(self, path: str, patch: Manifest) -> Manifest:
+        return self._request("PATCH", path, patch, content_type="application/merge-patch+json")
+
+
+def _pools_path(name: str = "") -> str:
+    suffix = f"/{name}" if name else ""
+    return f"/apis/{API_GROUP}/{API_VERSION}/namespaces/{NAMESPACE}/{PLURAL}{suffix}"
+
+
+def _format_table(table: Mapping[str, Any]) -> str:
+    """Columns as kubectl prints them: upper-case headers, priority-0 columns only, 3 spaces apart."""
+    columns = table.get("columnDefinitions", [])
+    shown = [i for i, column in enumerate(columns) if column.get("priority", 0) == 0]
+    header = [str(columns[i]["name"]).upper() for i in shown]
+    rows = [["<none>" if row["cells"][i] in (None, "") else str(row["cells"][i]) for i in shown]
+            for row in table.get("rows", [])]
+    widths = [max(len(cell) for cell in column) for column in zip(header, *rows, strict=True)]
+    lines = ["   ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+             for line in [header, *rows]]
+    return "\n".join(lines)
+
+
+def _wait(what: str, probe: Callable[[], Any], timeout: float = WAIT_SECONDS) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        result = probe()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise DemoFailed(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+def _condition(pool: Mapping[str, Any], condition_type: str) -> Manifest | None:
+    conditions = pool.get("status", {}).get("conditions", [])
+    return next((c for c in conditions if c.get("type") == condition_type), None)
+
+
+def _settled(api: _Api, name: str) -> Manifest | None:
+    """The pool once the operator has acted on its latest generation and all its replicas are ready."""
+    pool = api.get(_pools_path(name))
+    ready = _condition(pool, "Ready")
+    current = pool.get("status", {}).get("observedGeneration") == pool["metadata"].get("generation")
+    return pool if current and ready and ready["status"] == "True" else None
+
+
+def _events(api: _Api, name: str) -> list[Manifest]:
+    selector = f"involvedObject.name={name},involvedObject.kind=InferencePool"
+    items: list[Manifest] = api.get(f"/api/v1/namespaces/{NAMESPACE}/events?fieldSelector={selector}")["items"]
+    return sorted(items, key=lambda e: str(e.get("eventTime") or e.get("lastTimestamp") or ""))
+
+
+def _describe(api: _Api, name: str, since: int = 0) -> str:
+    pool = api.get(_pools_path(name))
+    lines = [f"Name: {name}    Namespace: {NAMESPACE}    Generation: {pool['metadata'].get('generation')}",
+             "Conditions:"]
+    for condition in pool.get("status", {}).get("conditions", []):
+        lines.append(f"  {condition['type']:<10} {condition['status']:<6} {condition['reason']:<17} "
+                     f"{condition['message']}")
+    lines.append("Events:")
+    for event in _events(api, name)[since:]:
+        lines.append(f"  {event['type']:<8} {event['reason']:<13} {event['message']}")
+    return "\n".join(lines)
+
+
+def _owned_summary(api: _Api) -> str:
+    deployments = api.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments")["items"]
+    lines = []
+    for deployment in sorted(deployments, key=lambda d: d["metadata"]["name"]):
+        pod = deployment["spec"]["template"]["spec"]
+        vllm = pod["containers"][0]
+        placement = pod.get("nodeSelector") or {}
+        count = deployment["spec"]["replicas"]
+        lines.append(f"  {deployment['metadata']['name']}: {count} replica{'' if count == 1 else 's'} on "
+                     f"{', '.join(f'{k}={v}' for k, v in placement.items()) or 'any node'}; "
+                     f"grace {pod['terminationGracePeriodSeconds']} s")
+        lines.append(f"      {' '.join(vllm['command'] + vllm['args'])}")
+    return "\n".join(lines)
+
+
+def _section(title: str) -> None:
+    print(f"\n== {title}\n")
+
+
+def _show(command: str, output: str) -> None:
+    print(f"$ {command}")
+    print(output)
+    print()
+
+
+def _resource_versions(api: _Api) -> dict[str, str]:
+    deployments = api.get(f"/apis/apps/v1/namespaces/{NAMESPACE}/deployments")["items"]
+    return {d["metadata"]["name"]: d["metadata"]["resourceVersion"] for d in deployments}
+
+
+def _walkthrough(api: _Api, pools: Sequence[Manifest]) -> None:
+    _section("1. An admin applies the example pools (manifests/examples/)")
+    for pool in pools:
+        api.create(_pools_path(), pool)
+        print(f"inferencepool.poolpilot.io/{pool['metadata']['name']} created")
+    for name in (pool["metadata"]["name"] for pool in pools):
+        _wait(f"pool {name} to be ready", functools.partial(_settled, api, name))
+    print()
+    _show(f"kubectl get ipool -n {NAMESPACE}", _format_table(api.table(_pools_path())))
+    _show(f"kubectl get deployments,services,pdb -n {NAMESPACE}", "\n\n".join(
+        _format_table(api.table(f"/apis/{path}/namespaces/{NAMESPACE}/{kind}"))
+        for path, kind in (("apps/v1", "deployments"), ("../api/v1", "services"),
+                           ("policy/v1", "poddisruptionbudgets"))))
+    print("What runs in each Deployment:")
+    print(_owned_summary(api))
+    print()
+    _show(f"kubectl describe ipool llama-8b -n {NAMESPACE}", _describe(api, "llama-8b"))
+
+    _section("2. The admin raises qwen-small's minimum from 1 to 3 replicas")
+    seen = len(_events(api, "qwen-small"))
+    api.merge_patch(_pools_path("qwen-small"), {"spec": {"replicas": {"min": 3, "max": 3}}})
+    _wait("qwen-small to roll out", lambda: _settled(api, "qwen-small"))
+    _show(f"kubectl describe ipool qwen-small -n {NAMESPACE}   (new Events only)",
+          _describe(api, "qwen-small", since=seen))
+
+    _section("3. A bad spec gets past the API server (an old CRD, or CEL off): min 9 > max 8")
+    before = _resource_versions(api)
+    seen = len(_events(api, "llama-8b"))
+    api.merge_patch(_pools_path("llama-8b"), {"spec": {"replicas": {"min": 9}}})
+    _wait("the SpecValid=False condition", lambda: (_condition(api.get(_pools_path("llama-8b")), "SpecValid")
+                                                   or {}).get("status") == "False")
+    time.sleep(2.0)  # a few more evaluations: still one Warning, still no writes
+    _show(f"kubectl describe ipool llama-8b -n {NAMESPACE}   (new Events only)",
+          _describe(api, "llama-8b", since=seen))
+    untouched = _resource_versions(api) == before
+    print(f"Running Deployments untouched (resourceVersions unchanged): {'yes' if untouched else 'NO'}")
+    if not untouched:
+        raise DemoFailed("the operator wrote to Deployments while the spec was invalid")
+    api.merge_patch(_pools_path("llama-8b"), {"spec": {"replicas": {"min": 2}}})
+    _wait("llama-8b to be valid again", lambda: _settled(api, "llama-8b"))
+    print("After the fix: " + _describe(api, "llama-8b").splitlines()[-1].strip())
+
+
+def run_demo() -> int:
+    print("PoolPilot demo: the operator against an embedded Kubernetes API server on 127.0.0.1 (no cluster).")
+    print("Pods are not run; a stand-in Deployment controller marks replicas ready at once.")
+    with DevCluster.in_thread(crds=[generate_crd()], namespaces=["default", NAMESPACE]) as cluster:
+        api = _Api(cluster.url)
+        operator = OperatorProcess(cluster.kubeconfig_path)
+        print(f"Started `poolpilot run` against {cluster.url} (log: {operator.log_path.parent})")
+        operator.start()
+        try:
+            _walkthrough(api, _examples())
+        except DemoFailed as failure:
+            print(f"\nDEMO FAILED: {failure}\n--- operator log ---\n{operator.log()[-5000:]}", file=sys.stderr)
+            return 1
+        finally:
+            operator.stop()
+    print("\nDone. `make test` runs the same flows as tests, and with the real kubectl.")
+    return 0

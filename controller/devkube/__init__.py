@@ -1,0 +1,32 @@
+"""
+devkube: a local Kubernetes API server for tests and the demo, built on KMock.
+
+``DevCluster`` serves :class:`DevKubeEmulator` (a subclass of ``kmock.KubernetesEmulator``)
+on 127.0.0.1 with a kubeconfig, so that Kopf, the ``kubernetes`` client and the real
+``kubectl`` (no extra flags needed) work against it. What differs from a real API server
+is listed in the docstrings of :mod:`.store` (object semantics), :mod:`.emulator` (HTTP),
+:mod:`.patching`, :mod:`.selectors`, :mod:`.tables`, :mod:`.crds`, :mod:`.defaults`,
+:mod:`.openapi` and :mod:`.workloads` — the e2e tests on a real cluster must cover those.
+"""
+
+from controller.devkube.cluster import DevCluster, KubectlError, load_crds
+from controller.devkube.emulator import DevKubeEmulator
+from controller.devkube.errors import ApiError
+from controller.devkube.resources import Resource
+from controller.devkube.store import ObjectStore, WatchEvent
+from controller.devkube.workloads import FakeDeploymentController
+from controller.devkube.writelog import WriteLog, WriteRecord
+
+__all__ = [
+    "ApiError",
+    "DevCluster",
+    "DevKubeEmulator",
+    "FakeDeploymentController",
+    "KubectlError",
+    "ObjectStore",
+    "Resource",
+    "WatchEvent",
+    "WriteLog",
+    "WriteRecord",
+    "load_crds",
+]

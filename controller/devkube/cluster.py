@@ -1,0 +1,360 @@
+"""
+``DevCluster``: the emulator served on 127.0.0.1, with a kubeconfig and test helpers.
+
+Async code::
+
+    async with DevCluster(crd_paths=['crds/'], namespaces=['default', 'pools']) as cluster:
+        ...  # KUBECONFIG=cluster.kubeconfig_path; cluster.url; cluster.emulator.objects
+
+Sync code (pytest sync tests, subprocesses, the demo) runs the loop in a thread::
+
+    with DevCluster.in_thread(crd_paths=['crds/']) as cluster:
+        cluster.kubectl('get', 'pools', '-A')
+
+The helpers (``get``, ``list``, ``put_object``, ``create``, ``delete``, ``writes``, ``mark``,
+``set_deployment_ready``, ``apply_crd``) can be called from any thread: calls from other
+threads are marshalled onto the cluster's loop. ``kubectl`` and ``wait_until`` block, so
+they must not be called on the cluster's own loop (use ``asyncio.to_thread`` there).
+
+kubectl needs no special flags: use ``cluster.kubectl_env()`` (``KUBECONFIG`` plus a
+private ``KUBECACHEDIR``, so that discovery caches of random ports do not pile up in ~/.kube).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import concurrent.futures
+import contextlib
+import os
+import pathlib
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from types import TracebackType
+from typing import Any, ParamSpec, Self, TypeVar
+
+import aiohttp.web
+import kmock
+import yaml
+
+from controller.devkube import crds
+from controller.devkube.emulator import DevKubeEmulator
+from controller.devkube.resources import Resource, lookup
+from controller.devkube.workloads import FakeDeploymentController
+from controller.devkube.writelog import WriteRecord
+
+P = ParamSpec("P")
+T = TypeVar("T")
+ResourceSpec = str | kmock.resource
+
+_MARSHAL_TIMEOUT = 30.0
+
+
+class KubectlError(RuntimeError):
+    def __init__(self, result: subprocess.CompletedProcess[str]) -> None:
+        super().__init__(
+            f"kubectl {' '.join(result.args[1:])} exited with {result.returncode}:\n"
+            f"{result.stdout}\n{result.stderr}"
+        )
+        self.result = result
+
+
+class DevCluster:
+    def __init__(
+        self,
+        *,
+        crd_paths: Iterable[str | os.PathLike[str]] = (),
+        crds: Iterable[Mapping[str, Any]] = (),
+        namespaces: Iterable[str] = ("default",),
+        fake_workloads: bool = True,
+        workload_delay: float = 0.0,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        history_size: int = 10_000,
+        kubectl_binary: str = "kubectl",
+    ) -> None:
+        self.emulator = DevKubeEmulator(history_size=history_size)
+        with warnings.catch_warnings():
+            # kmock 0.8 reads its bundled file with the deprecated importlib.resources.read_binary().
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self.emulator.resources.load_bundled()
+        self.workloads = (
+            FakeDeploymentController(self.emulator.store, delay=workload_delay) if fake_workloads else None
+        )
+        self._crds = [*load_crds(crd_paths), *crds]
+        self._namespaces = list(namespaces)
+        self._host, self._port = host, port
+        self._kubectl_binary = kubectl_binary
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._runner: aiohttp.web.ServerRunner | None = None
+        self._tmpdir: pathlib.Path | None = None
+        self.url = ""
+        self.kubeconfig_path = pathlib.Path()
+
+    # --- lifecycle ------------------------------------------------------------------------
+
+    async def __aenter__(self) -> Self:
+        self._loop = asyncio.get_running_loop()
+        await self.emulator.__aenter__()
+        self._tmpdir = pathlib.Path(tempfile.mkdtemp(prefix="devkube-"))
+        try:
+            await self._start_server()
+            self.kubeconfig_path = self._write_kubeconfig(self._tmpdir)
+            self._populate()
+            if self.workloads is not None:
+                self.workloads.start()
+        except BaseException:
+            await self.__aexit__(None, None, None)
+            raise
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if self.workloads is not None:
+            self.workloads.stop()
+        self.emulator.close_watches()  # open watch streams would delay the server's shutdown
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.emulator.__aexit__(exc_type, exc, tb)
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+        self._loop = None
+
+    async def _start_server(self) -> None:
+        # Cancel the handlers of clients that went away, or their watch streams would linger.
+        server = aiohttp.web.Server(self.emulator, handler_cancellation=True)
+        self._runner = aiohttp.web.ServerRunner(server, shutdown_timeout=2.0)
+        await self._runner.setup()
+        site = aiohttp.web.TCPSite(self._runner, self._host, self._port)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://{self._host}:{port}"
+
+    def _write_kubeconfig(self, directory: pathlib.Path) -> pathlib.Path:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "devkube", "cluster": {"server": self.url}}],
+            "users": [{"name": "devkube", "user": {}}],
+            "contexts": [{"name": "devkube", "context": {"cluster": "devkube", "user": "devkube"}}],
+            "current-context": "devkube",
+            "preferences": {},
+        }
+        path = directory / "kubeconfig.yaml"
+        path.write_text(yaml.safe_dump(config), encoding="utf-8")
+        return path
+
+    def _populate(self) -> None:
+        store = self.emulator.store
+        for namespace in self._namespaces:
+            store.create(store.resolve("", "v1", "namespaces"), None, {"metadata": {"name": namespace}})
+        for crd in self._crds:
+            self.apply_crd(crd)
+
+    @classmethod
+    @contextlib.contextmanager
+    def in_thread(cls, **kwargs: Any) -> Iterator[DevCluster]:
+        """Run the cluster's event loop in a background thread for synchronous code."""
+        runner = _ThreadRunner(cls(**kwargs))
+        runner.start()
+        try:
+            yield runner.cluster
+        finally:
+            runner.stop()
+
+    # --- helpers: objects -----------------------------------------------------------------
+
+    def resource(self, spec: ResourceSpec) -> Resource:
+        return self._call(lookup, self.emulator.resources, spec)
+
+    def get(self, resource: ResourceSpec, ns: str | None, name: str) -> dict[str, Any] | None:
+        """A deep copy of the stored object, or None (``ns=None`` for cluster-scoped kinds)."""
+        return self._call(lambda: self.emulator.store.find(self._resolve(resource), ns, name))
+
+    def list(self, resource: ResourceSpec, ns: str | None = None) -> builtins.list[dict[str, Any]]:
+        """Deep copies of the objects, in one namespace or in all (``ns=None``), sorted by namespace/name."""
+        return self._call(lambda: self.emulator.store.list_objects(self._resolve(resource), ns))
+
+    def put_object(self, resource: ResourceSpec, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create or overwrite an object as given, incl. status, bypassing HTTP and API checks."""
+        return self._call(lambda: self.emulator.store.put(self._resolve(resource), body))
+
+    def create(self, resource: ResourceSpec, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create as the API would (metadata, checks, events), in-process: not in the write log."""
+        namespace = (body.get("metadata") or {}).get("namespace")
+        return self._call(lambda: self.emulator.store.create(self._resolve(resource), namespace, body))
+
+    def delete(self, resource: ResourceSpec, ns: str | None, name: str) -> dict[str, Any]:
+        """Delete as the API would (finalizers, garbage collection), in-process."""
+        return self._call(lambda: self.emulator.store.delete(self._resolve(resource), ns, name))
+
+    def apply_crd(self, crd: Mapping[str, Any]) -> builtins.list[kmock.resource]:
+        """Create or replace a CRD object; its resources are declared the same way as via the API."""
+
+        def apply() -> builtins.list[kmock.resource]:
+            store = self.emulator.store
+            crd_resource = store.resolve("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            name = str((crd.get("metadata") or {}).get("name", ""))
+            if store.find(crd_resource, None, name) is None:
+                store.create(crd_resource, None, crd)
+            else:
+                store.replace(crd_resource, None, name, crd)
+            return [version.resource for version in crds.parse_crd(crd)]
+
+        return self._call(apply)
+
+    def set_deployment_ready(self, ns: str, name: str, ready: int | None) -> None:
+        """Cap the Deployment's ready replicas (slow rollouts); ``None`` lifts the cap."""
+        if self.workloads is None:
+            raise RuntimeError("the fake workload controller is disabled in this cluster")
+        workloads = self.workloads
+        self._call(lambda: workloads.set_ready(ns, name, ready))
+
+    def _resolve(self, spec: ResourceSpec) -> Resource:
+        return lookup(self.emulator.resources, spec)
+
+    # --- helpers: the write log -------------------------------------------------------------
+
+    def mark(self) -> int:
+        return self._call(self.emulator.write_log.mark)
+
+    def writes(self, since: int = 0, **filters: Any) -> builtins.list[WriteRecord]:
+        """Client writes since a mark; filters as in :meth:`WriteLog.select`."""
+        return self._call(lambda: self.emulator.write_log.select(since, **filters))
+
+    # --- helpers: kubectl and waiting -------------------------------------------------------
+
+    def kubectl_env(self, base: Mapping[str, str] | None = None) -> dict[str, str]:
+        if self._tmpdir is None:
+            raise RuntimeError("the cluster is not running")
+        env = dict(os.environ if base is None else base)
+        env["KUBECONFIG"] = str(self.kubeconfig_path)
+        env["KUBECACHEDIR"] = str(self._tmpdir / "kubectl-cache")
+        return env
+
+    def kubectl(
+        self,
+        *args: str,
+        input: str | None = None,
+        check: bool = True,
+        timeout: float = 60.0,
+    ) -> subprocess.CompletedProcess[str]:
+        self._refuse_on_own_loop("kubectl")
+        result = subprocess.run(
+            [self._kubectl_binary, *args],
+            env=self.kubectl_env(),
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            check=False,
+        )
+        if check and result.returncode != 0:
+            raise KubectlError(result)
+        return result
+
+    def wait_until(
+        self, predicate: Callable[[], T | None], *, timeout: float = 10.0, interval: float = 0.05
+    ) -> T:
+        """Poll until the predicate returns a truthy value; return it (TimeoutError if never)."""
+        self._refuse_on_own_loop("wait_until")
+        deadline = time.monotonic() + timeout
+        while not (result := predicate()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the condition was not met in {timeout} seconds")
+            time.sleep(interval)
+        return result
+
+    # --- thread marshalling ---------------------------------------------------------------
+
+    def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the cluster is not running")
+        if _running_loop() is loop:
+            return fn(*args, **kwargs)
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+
+        def run() -> None:
+            try:
+                future.set_result(fn(*args, **kwargs))
+            except BaseException as e:
+                future.set_exception(e)
+
+        loop.call_soon_threadsafe(run)
+        return future.result(timeout=_MARSHAL_TIMEOUT)
+
+    def _refuse_on_own_loop(self, what: str) -> None:
+        if self._loop is not None and _running_loop() is self._loop:
+            raise RuntimeError(f"{what}() blocks; on the cluster's own loop, use asyncio.to_thread()")
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
+
+
+def load_crds(paths: Iterable[str | os.PathLike[str]]) -> list[dict[str, Any]]:
+    """CRD documents from YAML files or directories of them (other kinds are skipped)."""
+    found: list[dict[str, Any]] = []
+    for raw_path in paths:
+        path = pathlib.Path(raw_path)
+        files = sorted([*path.glob("*.yaml"), *path.glob("*.yml")]) if path.is_dir() else [path]
+        for file in files:
+            for document in yaml.safe_load_all(file.read_text(encoding="utf-8")):
+                if isinstance(document, dict) and document.get("kind") == "CustomResourceDefinition":
+                    found.append(document)
+    return found
+
+
+class _ThreadRunner:
+    """Runs ``async with cluster`` in a thread's own event loop until stopped."""
+
+    def __init__(self, cluster: DevCluster) -> None:
+        self.cluster = cluster
+        self._started = threading.Event()
+        self._failure: BaseException | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._thread = threading.Thread(target=self._run, name="devkube", daemon=True)
+
+    def start(self, timeout: float = 30.0) -> None:
+        self._thread.start()
+        if not self._started.wait(timeout):
+            raise TimeoutError("the dev cluster did not start in time")
+        if self._failure is not None:
+            self._thread.join(timeout)
+            raise self._failure
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self._loop is not None and self._stop is not None:
+            self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(timeout)
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except BaseException as e:
+            self._failure = e
+        finally:
+            self._started.set()  # also on failures: start() must not wait for nothing
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop = asyncio.Event()
+        async with self.cluster:
+            self._started.set()
+            await self._stop.wait()

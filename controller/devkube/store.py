@@ -1,0 +1,650 @@
+"""
+The object store: what a Kubernetes API server does on reads and writes, in-process.
+
+Objects live in kmock's ``ObjectsArray`` (``emulator.objects``, with their history of
+versions), keyed by the resource of the *storage* version. All operations are synchronous
+and run on the event loop's thread, so they are atomic without locks; watchers are fed
+through per-watch queues.
+
+Semantics, as on a real server:
+
+* ``metadata.uid``, ``creationTimestamp``, ``resourceVersion`` (one global counter, bumped by
+  every write), ``generation`` (1 on create; +1 when anything outside ``metadata`` and
+  ``status`` changes, also when a deletion with finalizers starts); ``generateName``.
+* A write that changes nothing is a no-op: no new resourceVersion, no watch event.
+* Status subresource: writes to ``/status`` change only ``.status``; writes to the object
+  ignore ``.status``; create drops ``.status``.
+* Optimistic concurrency: a ``metadata.resourceVersion`` in a PUT or PATCH body must match;
+  a PUT of a custom resource must carry one.
+* Deletion: finalizers block it (``deletionTimestamp`` is set; new finalizers are refused);
+  once released, dependents are garbage-collected by ``ownerReferences`` (recursively);
+  deleting a Namespace deletes its content and keeps it ``Terminating`` until it is empty;
+  deleting a CRD deletes its custom resources (ignoring their finalizers, unlike a real
+  server) and undeclares them.
+
+Differences from a real server (cover them in e2e tests on a real cluster):
+
+* No admission, no RBAC, no schema validation or pruning; only names are validated.
+* ``generation`` is tracked for every kind; a real server has none for ConfigMaps, Secrets,
+  Namespaces and other kinds without a spec, and counts only ``spec`` changes for some kinds.
+* Server-side defaults only for Deployments, Services and Namespaces (see :mod:`.defaults`).
+* No ``managedFields``; server-side apply (``application/apply-patch+yaml``) is refused.
+* Garbage collection is immediate and synchronous, ``propagationPolicy`` is ignored
+  (always background), and owner references to deleted owners are not removed from
+  dependents that still have another live owner.
+* Graceful deletion (``gracePeriodSeconds``) is not emulated: objects go away at once.
+* All served versions of a CRD share one storage without conversion (only ``apiVersion``
+  is rewritten). Core and ``events.k8s.io`` Events are separate stores.
+* Watch history is kept for the last ``history_size`` events; older resourceVersions
+  get ``410 Expired``, as after a real server's compaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import copy
+import dataclasses
+import datetime
+import re
+import secrets
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import kmock
+
+from controller.devkube import crds, defaults, errors, patching, selectors
+from controller.devkube.resources import Resource, resolve
+
+ObjectKey = tuple[kmock.resource, str | None, str]
+Listener = Callable[["WatchEvent"], None]
+
+NAMESPACES = kmock.resource("", "v1", "namespaces")
+CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+
+# Fields of metadata that only the server sets; clients' values are ignored on updates.
+_SERVER_OWNED_METADATA = (
+    "uid",
+    "creationTimestamp",
+    "generation",
+    "resourceVersion",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "name",
+    "namespace",
+)
+_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_LABEL_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$")
+_GENERATED_SUFFIX_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # as the real server: no vowels, no 0/1/3
+
+
+@dataclasses.dataclass(frozen=True)
+class WatchEvent:
+    type: str  # ADDED, MODIFIED, DELETED
+    resource: kmock.resource  # the storage key: group, storage version, plural
+    object: dict[str, Any]
+    old: dict[str, Any] | None  # the previous state for MODIFIED (to re-evaluate selectors)
+    rv: int
+
+
+class Subscription:
+    """A live feed of all watch events; ``None`` means the store is closing."""
+
+    def __init__(self) -> None:
+        self.queue: asyncio.Queue[WatchEvent | None] = asyncio.Queue()
+
+
+def now_utc() -> datetime.datetime:
+    return datetime.datetime.now(tz=datetime.UTC)
+
+
+def timestamp(moment: datetime.datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class ObjectStore:
+    def __init__(
+        self, objects: kmock.ObjectsArray, resources: kmock.ResourcesArray, *, history_size: int
+    ) -> None:
+        self.objects = objects
+        self.resources = resources
+        self.crds = crds.CrdRegistry(resources)
+        self._rv = 0
+        self._uids: dict[str, ObjectKey] = {}
+        self._history: collections.deque[WatchEvent] = collections.deque(maxlen=history_size)
+        self._subscriptions: set[Subscription] = set()
+        self.listeners: list[Listener] = []
+
+    # --- resources -------------------------------------------------------------------------
+
+    @property
+    def resource_version(self) -> int:
+        return self._rv
+
+    def resolve(self, group: str, version: str, plural: str) -> Resource:
+        resource = resolve(self.resources, group, version, plural)
+        if resource is None:
+            raise errors.unknown_resource()
+        return resource
+
+    def is_custom(self, resource: Resource) -> bool:
+        return self.crds.storage_version(resource.group, resource.plural) is not None
+
+    def storage_key(self, resource: Resource) -> kmock.resource:
+        version = self.crds.storage_version(resource.group, resource.plural) or resource.version
+        return kmock.resource(resource.group, version, resource.plural)
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def find(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any] | None:
+        stored = self._live(self._key(resource, namespace, name))
+        return None if stored is None else self.present(resource, stored)
+
+    def get(self, resource: Resource, namespace: str | None, name: str) -> dict[str, Any]:
+        found = self.find(resource, namespace, name)
+        if found is None:
+            raise errors.not_found(resource, name)
+        return found
+
+    def list_objects(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        labels: selectors.LabelSelector | None = None,
+        fields: selectors.FieldSelector | None = None,
+    ) -> list[dict[str, Any]]:
+        storage_key = self.storage_key(resource)
+        found = [
+            self.present(resource, stored)
+            for (key, ns, _), stored in self._live_items()
+            if key == storage_key and (namespace is None or ns == namespace)
+            if (labels is None or labels.matches(stored)) and (fields is None or fields.matches(stored))
+        ]
+        return sorted(
+            found, key=lambda obj: (obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
+        )
+
+    def _live_items(self) -> Iterator[tuple[ObjectKey, dict[str, Any]]]:
+        for key, obj in list(self.objects.items()):
+            if not obj.deleted:
+                yield key, obj.raw
+
+    def _live(self, key: ObjectKey) -> dict[str, Any] | None:
+        if key not in self.objects:
+            return None
+        obj = self.objects[key]
+        return None if obj.deleted else obj.raw
+
+    def _key(self, resource: Resource, namespace: str | None, name: str) -> ObjectKey:
+        return (self.storage_key(resource), namespace if resource.namespaced else None, name)
+
+    def present(self, resource: Resource, stored: Mapping[str, Any]) -> dict[str, Any]:
+        # Deep copies: callers (HTTP rendering, tests) must never alias the stored state.
+        obj = copy.deepcopy(dict(stored))
+        obj["apiVersion"] = resource.api_version  # other served versions of a CRD share the storage
+        return obj
+
+    # --- creation ---------------------------------------------------------------------------
+
+    def create(
+        self, resource: Resource, namespace: str | None, body: Any, *, dry_run: bool = False
+    ) -> dict[str, Any]:
+        obj = self._prepare_new(resource, namespace, body)
+        name = obj["metadata"]["name"]
+        key = self._key(resource, obj["metadata"].get("namespace"), name)
+        if self._live(key) is not None:
+            raise errors.already_exists(resource, name)
+        self._check_namespace_accepts(resource, obj["metadata"].get("namespace"))
+        if resource.key == CRDS:
+            self._validate_crd(obj)
+            obj["status"] = crds.established_status(obj, now_utc())
+        if resource.key == NAMESPACES:
+            obj["status"] = {"phase": "Active"}
+        if dry_run:
+            return self.present(resource, obj)
+        return self.present(resource, self._commit(key, "ADDED", obj, old=None))
+
+    def _prepare_new(self, resource: Resource, namespace: str | None, body: Any) -> dict[str, Any]:
+        if not isinstance(body, Mapping) or not isinstance(body.get("metadata", {}), Mapping):
+            raise errors.bad_request("the body must be a JSON object with an object in metadata")
+        obj = copy.deepcopy(dict(body))
+        meta = obj.setdefault("metadata", {})
+        obj["apiVersion"] = self._storage_api_version(resource)
+        obj["kind"] = resource.kind
+        meta["name"] = self._new_name(resource, meta)
+        self._set_namespace(resource, namespace, meta)
+        for field in (
+            "resourceVersion",
+            "deletionTimestamp",
+            "deletionGracePeriodSeconds",
+            "managedFields",
+            "selfLink",
+        ):
+            meta.pop(field, None)
+        meta["uid"] = str(uuid.uuid4())
+        meta["creationTimestamp"] = timestamp(now_utc())
+        meta["generation"] = 1
+        if resource.has_status:
+            obj.pop("status", None)
+        defaults.apply_defaults(resource.group, resource.plural, obj, previous=None)
+        return obj
+
+    def _storage_api_version(self, resource: Resource) -> str:
+        version = self.storage_key(resource).version
+        return f"{resource.group}/{version}" if resource.group else str(version)
+
+    def _new_name(self, resource: Resource, meta: Mapping[str, Any]) -> str:
+        name = meta.get("name") or ""
+        if not name and meta.get("generateName"):
+            suffix = "".join(secrets.choice(_GENERATED_SUFFIX_ALPHABET) for _ in range(5))
+            name = f"{meta['generateName']}{suffix}"
+        if not name:
+            raise errors.invalid(
+                resource, None, "metadata.name: Required value: name or generateName is required"
+            )
+        pattern = _LABEL_NAME_RE if resource.key == NAMESPACES else _NAME_RE
+        if not isinstance(name, str) or len(name) > 253 or not pattern.match(name):
+            raise errors.invalid(
+                resource, str(name), f"metadata.name: Invalid value: {name!r}: a lowercase RFC 1123 name"
+            )
+        return name
+
+    def _set_namespace(self, resource: Resource, namespace: str | None, meta: dict[str, Any]) -> None:
+        if not resource.namespaced:
+            meta.pop("namespace", None)
+            return
+        body_namespace = meta.get("namespace")
+        if namespace and body_namespace and body_namespace != namespace:
+            raise errors.bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
+        if not (namespace or body_namespace):
+            raise errors.bad_request("a namespaced object must be created in a namespace")
+        meta["namespace"] = namespace or body_namespace
+
+    def _check_namespace_accepts(self, resource: Resource, namespace: str | None) -> None:
+        if not resource.namespaced or namespace is None:
+            return
+        ns = self._live((NAMESPACES, None, namespace))
+        if ns is None:
+            raise errors.ApiError(
+                404,
+                "NotFound",
+                f'namespaces "{namespace}" not found',
+                {"name": namespace, "kind": "namespaces"},
+            )
+        if ns["metadata"].get("deletionTimestamp"):
+            raise errors.forbidden(
+                f'{resource.plural} "" is forbidden: unable to create new content in '
+                f"namespace {namespace} because it is being terminated"
+            )
+
+    # --- updates ----------------------------------------------------------------------------
+
+    def patch(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        content_type: str,
+        patch: Any,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        media_type = content_type.split(";")[0].strip().lower()
+        if media_type not in patching.PATCH_TYPES:
+            raise errors.unsupported_media_type(media_type)  # incl. server-side apply
+        if media_type == patching.STRATEGIC_MERGE_PATCH and self.is_custom(resource):
+            raise errors.unsupported_media_type(f"{media_type} is not supported for custom resources")
+
+        def compute(current: dict[str, Any]) -> dict[str, Any]:
+            try:
+                return patching.apply_patch(media_type, current, patch)
+            except (patching.PatchError, ValueError) as e:
+                raise errors.invalid(resource, name, str(e)) from e
+
+        return self._update(resource, namespace, name, compute, subresource=subresource, dry_run=dry_run)
+
+    def replace(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        body: Any,
+        *,
+        subresource: str | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        if not isinstance(body, Mapping) or not isinstance(body.get("metadata", {}), Mapping):
+            raise errors.bad_request("the body must be a JSON object with an object in metadata")
+        body_name = body.get("metadata", {}).get("name")
+        if self.is_custom(resource) and not body.get("metadata", {}).get("resourceVersion"):
+            # Custom resources allow no unconditional updates (built-in kinds mostly do).
+            message = "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+            raise errors.invalid(resource, name, message)
+        if body_name and body_name != name:
+            raise errors.bad_request(
+                f"the name of the object ({body_name}) does not match the name on the URL ({name})"
+            )
+        return self._update(
+            resource,
+            namespace,
+            name,
+            lambda current: copy.deepcopy(dict(body)),
+            subresource=subresource,
+            dry_run=dry_run,
+        )
+
+    def write_status(
+        self, resource: Resource, namespace: str | None, name: str, status: Mapping[str, Any]
+    ) -> None:
+        """An in-process status write (the fake controllers); no-op if nothing changes."""
+
+        def compute(current: dict[str, Any]) -> dict[str, Any]:
+            return {**current, "status": copy.deepcopy(dict(status))}
+
+        self._update(
+            resource, namespace, name, compute, subresource="status" if resource.has_status else None
+        )
+
+    def _update(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        compute: Callable[[dict[str, Any]], dict[str, Any]],
+        *,
+        subresource: str | None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        if subresource is not None and subresource not in resource.subresources:
+            raise errors.not_found(resource, name)
+        if subresource not in (None, "status"):
+            raise errors.method_not_allowed(f"the subresource {subresource!r} is not served by this emulator")
+        key = self._key(resource, namespace, name)
+        current = self._live(key)
+        if current is None:
+            raise errors.not_found(resource, name)
+        proposed = compute(copy.deepcopy(current))
+        if not isinstance(proposed.get("metadata", {}), Mapping):
+            raise errors.bad_request("metadata must be an object")
+        expected_rv = (proposed.get("metadata") or {}).get("resourceVersion")
+        if expected_rv and expected_rv != current["metadata"]["resourceVersion"]:
+            raise errors.conflict(resource, name)
+        result = self._merge_update(resource, current, proposed, subresource)
+        if result == current:
+            return self.present(resource, current)  # a no-op: no new resourceVersion, no event
+        if resource.key == CRDS and subresource is None:
+            self._validate_crd(result)
+        if dry_run:
+            return self.present(resource, result)
+        if result["metadata"].get("deletionTimestamp") and not result["metadata"].get("finalizers"):
+            # The last finalizer is gone: the object is deleted instead of updated (one DELETED event).
+            return self.present(resource, self._remove(key, resource, result))
+        return self.present(resource, self._commit(key, "MODIFIED", result, old=current))
+
+    def _merge_update(
+        self,
+        resource: Resource,
+        current: dict[str, Any],
+        proposed: dict[str, Any],
+        subresource: str | None,
+    ) -> dict[str, Any]:
+        if subresource == "status":
+            # Everything but the status comes from the stored object, as on a real server.
+            result = copy.deepcopy(current)
+            _set_or_drop(result, "status", proposed.get("status"))
+            return result
+        result = copy.deepcopy(proposed)
+        if resource.has_status:
+            _set_or_drop(result, "status", current.get("status"))
+        meta = result.setdefault("metadata", {})
+        for field in _SERVER_OWNED_METADATA:
+            _set_or_drop(meta, field, current["metadata"].get(field))
+        meta.pop("managedFields", None)
+        result["apiVersion"], result["kind"] = current["apiVersion"], current["kind"]
+        defaults.apply_defaults(resource.group, resource.plural, result, previous=current)
+        self._check_finalizers(resource, current, result)
+        if _spec_part(result) != _spec_part(current):
+            meta["generation"] = current["metadata"].get("generation", 0) + 1
+        return result
+
+    def _check_finalizers(self, resource: Resource, current: dict[str, Any], result: dict[str, Any]) -> None:
+        if not current["metadata"].get("deletionTimestamp"):
+            return
+        added = set(result["metadata"].get("finalizers") or []) - set(
+            current["metadata"].get("finalizers") or []
+        )
+        if added:
+            raise errors.invalid(
+                resource,
+                current["metadata"]["name"],
+                f"metadata.finalizers: Forbidden: no new finalizers can be added if the object "
+                f"is being deleted, found new finalizers {sorted(added)!r}",
+            )
+
+    # --- deletion ---------------------------------------------------------------------------
+
+    def delete(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        name: str,
+        *,
+        preconditions: Mapping[str, Any] | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        key = self._key(resource, namespace, name)
+        current = self._live(key)
+        if current is None:
+            raise errors.not_found(resource, name)
+        self._check_preconditions(resource, current, preconditions or {})
+        if dry_run:
+            return self.present(resource, current)
+        return self.present(resource, self._delete_object(key, resource, current))
+
+    def delete_collection(
+        self,
+        resource: Resource,
+        namespace: str | None,
+        labels: selectors.LabelSelector,
+        fields: selectors.FieldSelector,
+    ) -> list[dict[str, Any]]:
+        doomed = self.list_objects(resource, namespace, labels, fields)
+        for obj in doomed:
+            self.delete(resource, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+        return doomed
+
+    def _check_preconditions(
+        self, resource: Resource, current: dict[str, Any], preconditions: Mapping[str, Any]
+    ) -> None:
+        for field in ("uid", "resourceVersion"):
+            expected = preconditions.get(field)
+            actual = current["metadata"].get(field)
+            if expected and expected != actual:
+                name = current["metadata"]["name"]
+                message = (
+                    f'Operation cannot be fulfilled on {resource.plural} "{name}": Precondition failed: '
+                    f"{field} in precondition: {expected}, {field} in object meta: {actual}"
+                )
+                raise errors.ApiError(409, "Conflict", message)
+
+    def _delete_object(self, key: ObjectKey, resource: Resource, current: dict[str, Any]) -> dict[str, Any]:
+        """Delete or start deleting (finalizers); returns the object's latest state."""
+        if current["metadata"].get("deletionTimestamp"):
+            return current  # already being deleted, waiting for the finalizers
+        if current["metadata"].get("finalizers") or self._is_nonempty_namespace(resource, current):
+            marked = copy.deepcopy(current)
+            marked["metadata"]["deletionTimestamp"] = timestamp(now_utc())
+            marked["metadata"]["deletionGracePeriodSeconds"] = 0
+            marked["metadata"]["generation"] = current["metadata"].get("generation", 0) + 1
+            if resource.key == NAMESPACES:
+                marked["status"] = {**(marked.get("status") or {}), "phase": "Terminating"}
+            marked = self._commit(key, "MODIFIED", marked, old=current)
+            if resource.key == NAMESPACES:
+                self._delete_namespace_content(current["metadata"]["name"])
+            return self._live(key) or marked
+        return self._remove(key, resource, current)
+
+    def _remove(self, key: ObjectKey, resource: Resource, last: dict[str, Any]) -> dict[str, Any]:
+        """The final removal: the DELETED event, then what depends on the object."""
+        removed = self._commit(key, "DELETED", last, old=self._live(key))
+        self._collect_dependents(last["metadata"]["uid"])
+        if resource.key == CRDS:
+            self._undeclare_crd(last)
+        self._release_terminating_namespace(last["metadata"].get("namespace"))
+        return removed
+
+    def _is_nonempty_namespace(self, resource: Resource, obj: Mapping[str, Any]) -> bool:
+        if resource.key != NAMESPACES:
+            return False
+        name = obj["metadata"]["name"]
+        return any(key[1] == name for key, _ in self._live_items())
+
+    def _delete_namespace_content(self, namespace: str) -> None:
+        for key, stored in list(self._live_items()):
+            if key[1] == namespace and self._live(key) is not None:
+                self._delete_object(key, self._resource_of(key), stored)
+        self._release_terminating_namespace(namespace)
+
+    def _release_terminating_namespace(self, namespace: str | None) -> None:
+        if namespace is None:
+            return
+        ns_key: ObjectKey = (NAMESPACES, None, namespace)
+        ns = self._live(ns_key)
+        if ns is None or not ns["metadata"].get("deletionTimestamp") or ns["metadata"].get("finalizers"):
+            return
+        if not any(key[1] == namespace for key, _ in self._live_items()):
+            self._remove(ns_key, self._resource_of(ns_key), ns)
+
+    def _collect_dependents(self, owner_uid: str) -> None:
+        for key, stored in list(self._live_items()):
+            owner_uids = [ref.get("uid") for ref in stored["metadata"].get("ownerReferences") or []]
+            if owner_uid not in owner_uids or any(uid in self._uids for uid in owner_uids):
+                continue  # not a dependent, or another owner is still alive
+            current = self._live(key)
+            if current is not None:
+                self._delete_object(key, self._resource_of(key), current)
+
+    def _resource_of(self, key: ObjectKey) -> Resource:
+        group, version, plural = key[0].group or "", key[0].version or "", key[0].plural or ""
+        return self.resolve(group, version, plural)
+
+    # --- test setup -------------------------------------------------------------------------
+
+    def put(self, resource: Resource, body: Mapping[str, Any]) -> dict[str, Any]:
+        """Create or overwrite an object as given (status included), bypassing the API checks."""
+        meta = body.get("metadata") or {}
+        key = self._key(resource, meta.get("namespace"), meta.get("name", ""))
+        current = self._live(key)
+        obj = copy.deepcopy(dict(body))
+        obj["apiVersion"], obj["kind"] = self._storage_api_version(resource), resource.kind
+        new_meta = obj.setdefault("metadata", {})
+        if current is None:
+            new_meta.setdefault("uid", str(uuid.uuid4()))
+            new_meta.setdefault("creationTimestamp", timestamp(now_utc()))
+            new_meta.setdefault("generation", 1)
+        else:
+            for field in ("uid", "creationTimestamp"):
+                new_meta.setdefault(field, current["metadata"].get(field))
+            changed = _spec_part(obj) != _spec_part(current)
+            new_meta.setdefault("generation", current["metadata"].get("generation", 0) + int(changed))
+        new_meta.pop("resourceVersion", None)
+        if resource.key == CRDS:
+            self._validate_crd(obj)
+        return self.present(
+            resource, self._commit(key, "ADDED" if current is None else "MODIFIED", obj, old=current)
+        )
+
+    # --- CRDs -------------------------------------------------------------------------------
+
+    def register_crd(self, crd: Mapping[str, Any]) -> list[kmock.resource]:
+        """Declare the CRD's served versions as resources, replacing an older declaration."""
+        self._validate_crd(crd)
+        return self.crds.register(crd)
+
+    def _validate_crd(self, crd: Mapping[str, Any]) -> None:
+        try:
+            crds.parse_crd(crd)
+        except crds.CrdError as e:
+            crd_resource = self.resolve("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+            raise errors.invalid(crd_resource, (crd.get("metadata") or {}).get("name"), str(e)) from e
+
+    def _undeclare_crd(self, crd: Mapping[str, Any]) -> None:
+        """A deleted CRD takes its custom resources with it (without their finalizers, unlike a real one)."""
+        name = str(crd["metadata"]["name"])
+        for declared in self.crds.declared(name):
+            for key, stored in list(self._live_items()):
+                if key[0] == declared and self._live(key) is not None:
+                    self._remove(key, self._resource_of(key), stored)
+        self.crds.unregister(name)
+
+    # --- events -----------------------------------------------------------------------------
+
+    def _commit(
+        self,
+        key: ObjectKey,
+        event_type: str,
+        obj: dict[str, Any],
+        *,
+        old: dict[str, Any] | None,
+    ) -> dict[str, Any]:
+        """Store a new state (or the deletion) with the next resourceVersion; notify the watchers."""
+        self._rv += 1
+        stored = copy.deepcopy(obj)
+        stored["metadata"]["resourceVersion"] = str(self._rv)
+        if event_type == "DELETED":
+            self.objects[key].delete()
+            self._uids.pop(stored["metadata"].get("uid", ""), None)
+        elif key in self.objects:
+            self.objects[key].history.append(stored)
+        else:
+            self.objects[key] = stored
+        if event_type != "DELETED":
+            self._uids[stored["metadata"]["uid"]] = key
+        if key[0] == CRDS and event_type != "DELETED":
+            self.register_crd(stored)  # before the event: watchers may look the new resource up at once
+        event = WatchEvent(event_type, key[0], stored, old, self._rv)
+        self._history.append(event)
+        for subscription in self._subscriptions:
+            subscription.queue.put_nowait(event)
+        for listener in list(self.listeners):
+            listener(event)
+        return stored
+
+    def subscribe(self) -> Subscription:
+        subscription = Subscription()
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+
+    def events_since(self, rv: int) -> list[WatchEvent]:
+        """Past events after a resourceVersion, for watches that resume; 410 if forgotten."""
+        if rv >= self._rv:
+            return []
+        oldest_kept = self._history[0].rv if self._history else self._rv + 1
+        if rv < oldest_kept - 1:
+            raise errors.expired(f"too old resource version: {rv} ({oldest_kept - 1})")
+        return [event for event in self._history if event.rv > rv]
+
+    def close(self) -> None:
+        for subscription in self._subscriptions:
+            subscription.queue.put_nowait(None)
+
+
+def _set_or_drop(container: dict[str, Any], key: str, value: Any) -> None:
+    if value is None:
+        container.pop(key, None)
+    else:
+        container[key] = copy.deepcopy(value)
+
+
+def _spec_part(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """What the generation tracks: everything outside metadata and status."""
+    return {
+        key: value for key, value in obj.items() if key not in ("metadata", "status", "apiVersion", "kind")
+    }

@@ -1,0 +1,173 @@
+"""Kopf wiring only: settings at start-up, watch caches, one evaluation loop per pool.
+
+Level-based: each pool's daemon evaluates the pool on a timer and at once when
+the pool or one of its objects changes (an ``on.event`` wakes it). No Kopf
+create/update handlers, so Kopf keeps no per-object progress state and a
+restart costs no writes: the loop simply finds everything as it should be.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from controller.api.spec import API_GROUP, API_VERSION, PLURAL
+from controller.kube.client import KubeApi, build_api_client
+from controller.kube.render import MANAGED_BY_LABEL, MANAGER, POOL_LABEL, PoolRef
+from controller.reconcile import PoolSnapshot, reconcile_pool
+from controller.settings import OperatorSettings
+
+__all__ = ["Runtime"]
+
+OWNED = {MANAGED_BY_LABEL: MANAGER}
+PoolKey = tuple[str, str]  # (namespace, pool name)
+
+# After an unexpected error, evaluate again no sooner than this; errors are logged every time.
+ERROR_RETRY_SECONDS = 10.0
+
+
+@dataclass
+class Runtime:
+    """What every handler shares: built once at start-up, kept in Kopf's memo."""
+
+    api: KubeApi
+    settings: OperatorSettings
+    wakeups: dict[PoolKey, asyncio.Event] = field(default_factory=dict)
+
+    def wakeup_for(self, key: PoolKey) -> asyncio.Event:
+        return self.wakeups.setdefault(key, asyncio.Event())
+
+    def wake(self, key: PoolKey) -> None:
+        event = self.wakeups.get(key)
+        if event is not None:
+            event.set()
+
+
+def _runtime(memo: kopf.Memo) -> Runtime:
+    runtime = memo.get("runtime")
+    if not isinstance(runtime, Runtime):
+        raise kopf.PermanentError("the operator did not start properly: no runtime in memo")
+    return runtime
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
+    operator_settings = OperatorSettings()
+    settings.persistence.finalizer = f"{API_GROUP}/finalizer"
+    # Keep whatever Kopf stores in our own annotations, never in the status we own.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=API_GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=API_GROUP)
+    settings.posting.reporting_component = MANAGER
+    settings.posting.reporting_instance = operator_settings.reporting_instance
+    settings.posting.event_name_prefix = f"{MANAGER}-"
+    memo["runtime"] = Runtime(api=KubeApi(build_api_client(operator_settings.kubeconfig)),
+                              settings=operator_settings)
+    logger.info("PoolPilot started; watching %s", ", ".join(operator_settings.namespaces) or "all namespaces")
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    runtime = memo.get("runtime")
+    if isinstance(runtime, Runtime):
+        runtime.api.close()
+
+
+def _index_entry(body: kopf.Body, namespace: str | None, labels: kopf.Labels) -> dict[PoolKey, dict[str, Any]]:
+    pool = labels.get(POOL_LABEL)
+    if not pool or namespace is None:
+        return {}
+    return {(namespace, pool): copy.deepcopy(dict(body))}
+
+
+@kopf.index("apps", "v1", "deployments", labels=OWNED)
+def owned_deployments(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> Any:
+    return _index_entry(body, namespace, labels)
+
+
+@kopf.index("v1", "services", labels=OWNED)
+def owned_services(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> Any:
+    return _index_entry(body, namespace, labels)
+
+
+@kopf.index("policy", "v1", "poddisruptionbudgets", labels=OWNED)
+def owned_pdbs(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> Any:
+    return _index_entry(body, namespace, labels)
+
+
+@kopf.on.event("apps", "v1", "deployments", labels=OWNED)
+@kopf.on.event("v1", "services", labels=OWNED)
+@kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
+def wake_on_owned_change(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    pool = labels.get(POOL_LABEL)
+    if namespace and pool:
+        _runtime(memo).wake((namespace, pool))
+
+
+@kopf.on.event(API_GROUP, API_VERSION, PLURAL)
+def wake_on_pool_change(namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
+    if namespace and name:
+        _runtime(memo).wake((namespace, name))
+
+
+def _first(index: kopf.Index[PoolKey, dict[str, Any]], key: PoolKey, name: str) -> dict[str, Any] | None:
+    return next((obj for obj in index.get(key, []) if obj.get("metadata", {}).get("name") == name), None)
+
+
+def _snapshot(body: kopf.Body, indexes: Mapping[str, Any]) -> PoolSnapshot:
+    meta = body.get("metadata", {})
+    key: PoolKey = (meta["namespace"], meta["name"])
+    by_kind = {"Deployment": indexes["owned_deployments"], "Service": indexes["owned_services"],
+               "PodDisruptionBudget": indexes["owned_pdbs"]}
+    return PoolSnapshot(
+        ref=PoolRef(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", "")),
+        generation=int(meta.get("generation") or 0),
+        raw_spec=copy.deepcopy(body.get("spec")),
+        raw_status=copy.deepcopy(body.get("status")),
+        deployments=list(indexes["owned_deployments"].get(key, [])),
+        cached=lambda kind, name: _first(by_kind[kind], key, name),
+    )
+
+
+async def _sleep_until_woken(wakeup: asyncio.Event, seconds: float) -> None:
+    # On deletion or shutdown, Kopf cancels this task; no need to watch `stopped` here as well.
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(wakeup.wait(), timeout=seconds)
+    wakeup.clear()
+
+
+@kopf.daemon(API_GROUP, API_VERSION, PLURAL, cancellation_timeout=5.0)
+async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: kopf.Logger, **kwargs: Any) -> None:
+    """Kopf passes the owned_* indexes in kwargs (by their function names)."""
+    runtime = _runtime(memo)
+    key: PoolKey = (body.metadata.namespace or "", body.metadata.name or "")
+    wakeup = runtime.wakeup_for(key)
+    indexes = {name: kwargs[name] for name in ("owned_deployments", "owned_services", "owned_pdbs")}
+    try:
+        while True:  # Kopf cancels this task when the pool is deleted or the operator stops
+            wakeup.clear()
+            interval = ERROR_RETRY_SECONDS
+            try:
+                result = await reconcile_pool(runtime.api, _snapshot(body, indexes), now=datetime.now(UTC))
+                for event in result.events:
+                    kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+                if result.spec is not None:
+                    interval = float(result.spec.scaling.evaluation_interval_seconds)
+            except Exception:
+                # The loop must outlive a flaky API server; every failure is logged with its cause.
+                logger.exception("evaluation of pool %s/%s failed; retrying in %.0f s", *key, interval)
+            await _sleep_until_woken(wakeup, interval)
+            await asyncio.sleep(runtime.settings.wake_debounce_seconds)
+    finally:
+        runtime.wakeups.pop(key, None)
+
+
+@kopf.on.probe(id="pools")
+def count_pools(memo: kopf.Memo, **_: Any) -> int:
+    return len(_runtime(memo).wakeups)

@@ -1,0 +1,79 @@
+"""Bring a pool's owned objects to what was rendered, writing only what differs.
+
+Reads come from Kopf's indexes (the watch cache), so a steady pool costs no API
+calls. A cache can lag our own last write; when it claims a difference, the live
+object is read once before anything is written, so a stale cache costs a read,
+never a spurious write.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from kubernetes.client.exceptions import ApiException
+
+from controller.kube.client import KubeApi
+from controller.kube.diff import drifted_fields, merge_patch_for, with_last_applied
+from controller.kube.render import OwnedObject
+
+__all__ = ["AppliedChange", "CachedLookup", "apply_owned_objects"]
+
+Manifest = dict[str, Any]
+CachedLookup = Callable[[str, str], Manifest | None]  # (kind, name) -> the cached live object
+
+
+@dataclass(frozen=True)
+class AppliedChange:
+    kind: str
+    name: str
+    action: Literal["created", "updated", "conflict"]
+    fields: tuple[str, ...] = ()
+
+
+def _owned_by(live: Manifest, owner_uid: str) -> bool:
+    references = live.get("metadata", {}).get("ownerReferences") or []
+    return any(reference.get("uid") == owner_uid for reference in references)
+
+
+async def _apply_one(api: KubeApi, namespace: str, owner_uid: str, owned: OwnedObject,
+                     cached: Manifest | None) -> AppliedChange | None:
+    wanted = with_last_applied(owned.manifest)
+    live = cached
+    if live is not None and merge_patch_for(wanted, live) is not None:
+        live = await api.read(owned.kind, namespace, owned.name)  # the cache may lag our last write
+    elif live is None:
+        live = await api.read(owned.kind, namespace, owned.name)
+    if live is None:
+        try:
+            await api.create(owned.kind, namespace, wanted)
+        except ApiException as error:
+            if error.status != 409:
+                raise
+            live = await api.read(owned.kind, namespace, owned.name)  # created meanwhile: patch below
+            if live is None:
+                raise
+        else:
+            return AppliedChange(owned.kind, owned.name, "created")
+    if not _owned_by(live, owner_uid):
+        # Somebody else's object with our name: never take it over.
+        return AppliedChange(owned.kind, owned.name, "conflict")
+    patch = merge_patch_for(wanted, live)
+    if patch is None:
+        return None
+    fields = tuple(f for f in drifted_fields(owned.manifest, live) if not f.startswith("metadata.annotations"))
+    await api.patch(owned.kind, namespace, owned.name, patch)
+    return AppliedChange(owned.kind, owned.name, "updated", fields)
+
+
+async def apply_owned_objects(
+    api: KubeApi, namespace: str, owner_uid: str, objects: Sequence[OwnedObject], cached: CachedLookup,
+) -> list[AppliedChange]:
+    """Create or patch each object as needed; returns what was written (and any name conflicts)."""
+    changes = []
+    for owned in objects:
+        change = await _apply_one(api, namespace, owner_uid, owned, cached(owned.kind, owned.name))
+        if change is not None:
+            changes.append(change)
+    return changes

@@ -1,0 +1,101 @@
+"""The operator's own Kubernetes API access, through the official ``kubernetes`` client.
+
+Kopf watches and posts Events with its own client; this one creates and patches
+the objects a pool owns and writes the pool's status. The client is synchronous,
+so every call runs in a worker thread to keep Kopf's event loop free. Bodies go
+and come as plain dicts (``_preload_content=False``): no model round trip that
+could drop fields.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import kubernetes
+from kubernetes.client.exceptions import ApiException
+
+from controller.api.spec import API_GROUP, API_VERSION, PLURAL
+
+__all__ = ["KubeApi", "NotFound", "build_api_client"]
+
+Manifest = dict[str, Any]
+
+MERGE_PATCH = "application/merge-patch+json"
+
+
+class NotFound(Exception):
+    """The object does not exist."""
+
+
+def build_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (``KUBECONFIG`` or the given path)."""
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(client_configuration=configuration)
+    except kubernetes.config.ConfigException:
+        kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+    return kubernetes.client.ApiClient(configuration)
+
+
+@dataclass(frozen=True)
+class _KindApi:
+    api: Any
+    suffix: str  # e.g. "namespaced_deployment" in read_namespaced_deployment
+
+
+class KubeApi:
+    """Create, read and patch the kinds a pool owns, and patch a pool's status."""
+
+    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+        self._kinds = {
+            "Deployment": _KindApi(kubernetes.client.AppsV1Api(api_client), "namespaced_deployment"),
+            "Service": _KindApi(kubernetes.client.CoreV1Api(api_client), "namespaced_service"),
+            "PodDisruptionBudget": _KindApi(kubernetes.client.PolicyV1Api(api_client),
+                                            "namespaced_pod_disruption_budget"),
+        }
+        self._custom = kubernetes.client.CustomObjectsApi(api_client)
+        self._api_client = api_client
+
+    async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Manifest:
+        def blocking() -> Manifest:
+            try:
+                response = method(*args, _preload_content=False, **kwargs)
+            except ApiException as error:
+                if error.status == 404:
+                    raise NotFound(str(error.reason)) from error
+                raise
+            parsed: Manifest = json.loads(response.data)
+            return parsed
+
+        return await asyncio.to_thread(blocking)
+
+    def _method(self, verb: str, kind: str) -> Callable[..., Any]:
+        kind_api = self._kinds[kind]
+        method: Callable[..., Any] = getattr(kind_api.api, f"{verb}_{kind_api.suffix}")
+        return method
+
+    async def read(self, kind: str, namespace: str, name: str) -> Manifest | None:
+        try:
+            return await self._call(self._method("read", kind), name, namespace)
+        except NotFound:
+            return None
+
+    async def create(self, kind: str, namespace: str, body: Manifest) -> Manifest:
+        return await self._call(self._method("create", kind), namespace, body)
+
+    async def patch(self, kind: str, namespace: str, name: str, patch: Manifest) -> Manifest:
+        return await self._call(self._method("patch", kind), name, namespace, patch, _content_type=MERGE_PATCH)
+
+    async def patch_pool_status(self, namespace: str, name: str, status: Manifest) -> Manifest:
+        return await self._call(
+            self._custom.patch_namespaced_custom_object_status,
+            API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status},
+            _content_type=MERGE_PATCH,
+        )
+
+    def close(self) -> None:
+        self._api_client.close()

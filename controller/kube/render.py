@@ -1,0 +1,273 @@
+"""Render the objects a pool owns, as plain dicts: pure functions of the pool's spec.
+
+Per pool: a Deployment for spot replicas and one for on-demand replicas, a
+Service over serving replicas, and a PodDisruptionBudget. The Deployments'
+selectors do NOT include the serving label, so a later drain can flip that label
+on a doomed pod to drop it from the Service without the ReplicaSet disowning it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from controller.api.spec import API_GROUP, API_VERSION, KIND, InferencePoolSpec, Toleration
+from controller.core.capacity import CapacitySplit, CapacityType, Placement, placement_for
+
+__all__ = [
+    "CAPACITY_TYPE_LABEL",
+    "MANAGED_BY_LABEL",
+    "POOL_LABEL",
+    "SERVING_LABEL",
+    "OwnedObject",
+    "PoolRef",
+    "deployment_name",
+    "render_deployment",
+    "render_owned_objects",
+    "render_pdb",
+    "render_service",
+]
+
+Manifest = dict[str, Any]
+
+POOL_LABEL = f"{API_GROUP}/pool"
+CAPACITY_TYPE_LABEL = f"{API_GROUP}/capacity-type"
+SERVING_LABEL = f"{API_GROUP}/serving"
+MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
+MANAGER = "poolpilot"
+
+# A startup probe this often; its failure budget comes from scaling.startupSeconds.
+STARTUP_PROBE_PERIOD_SECONDS = 10
+
+
+@dataclass(frozen=True)
+class PoolRef:
+    """The identity of a pool: enough to name and own its objects."""
+
+    name: str
+    namespace: str
+    uid: str
+
+
+@dataclass(frozen=True)
+class OwnedObject:
+    """A desired object and where it lives in the API."""
+
+    api_version: str
+    kind: str
+    plural: str
+    name: str
+    manifest: Manifest
+
+
+def deployment_name(pool_name: str, capacity_type: CapacityType) -> str:
+    return f"{pool_name}-{capacity_type.value}"
+
+
+def _pool_labels(pool: PoolRef) -> dict[str, str]:
+    return {
+        "app.kubernetes.io/name": "vllm",
+        "app.kubernetes.io/instance": pool.name,
+        "app.kubernetes.io/component": "inference",
+        MANAGED_BY_LABEL: MANAGER,
+        POOL_LABEL: pool.name,
+    }
+
+
+def _owner_reference(pool: PoolRef) -> Manifest:
+    return {
+        "apiVersion": f"{API_GROUP}/{API_VERSION}",
+        "kind": KIND,
+        "name": pool.name,
+        "uid": pool.uid,
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+def _metadata(pool: PoolRef, name: str, extra_labels: dict[str, str] | None = None) -> Manifest:
+    return {
+        "name": name,
+        "namespace": pool.namespace,
+        "labels": {**_pool_labels(pool), **(extra_labels or {})},
+        "ownerReferences": [_owner_reference(pool)],
+    }
+
+
+def _toleration(toleration: Toleration) -> Manifest:
+    rendered: Manifest = {"operator": toleration.operator}
+    if toleration.key is not None:
+        rendered["key"] = toleration.key
+    if toleration.value is not None:
+        rendered["value"] = toleration.value
+    if toleration.effect is not None:
+        rendered["effect"] = toleration.effect
+    return rendered
+
+
+def _quantity(value: int | str) -> str:
+    # The API server stores quantities as strings; writing them so keeps the comparison exact.
+    return str(value)
+
+
+def _vllm_args(spec: InferencePoolSpec) -> list[str]:
+    model = spec.model
+    args = [
+        model.name,
+        f"--served-model-name={model.served_name}",
+        "--host=0.0.0.0",
+        f"--port={model.port}",
+        # Reject new requests on SIGTERM and finish in-flight ones, inside the grace period.
+        f"--shutdown-timeout={spec.interruption.vllm_shutdown_timeout_seconds}",
+    ]
+    has_tensor_parallel = any(a.startswith(("--tensor-parallel-size", "-tp")) for a in model.args)
+    if model.gpus_per_replica > 1 and not has_tensor_parallel:
+        args.append(f"--tensor-parallel-size={model.gpus_per_replica}")
+    return args + list(model.args)
+
+
+def _container(spec: InferencePoolSpec) -> Manifest:
+    model = spec.model
+    limits = {key: _quantity(value) for key, value in model.resources.limits.items()}
+    requests = {key: _quantity(value) for key, value in model.resources.requests.items()}
+    if model.gpus_per_replica > 0:
+        limits[model.gpu_resource_name] = str(model.gpus_per_replica)
+        requests[model.gpu_resource_name] = str(model.gpus_per_replica)
+    resources: Manifest = {}
+    if requests:
+        resources["requests"] = requests
+    if limits:
+        resources["limits"] = limits
+    env = [
+        {"name": e.name, **({"value": e.value} if e.value is not None else {}),
+         **({"valueFrom": e.value_from} if e.value_from is not None else {})}
+        for e in model.env
+    ]
+    http_get = {"path": "/health", "port": "http"}
+    container: Manifest = {
+        "name": "vllm",
+        "image": model.image,
+        "imagePullPolicy": model.image_pull_policy,
+        "command": ["vllm", "serve"],
+        "args": _vllm_args(spec),
+        "ports": [{"name": "http", "containerPort": model.port, "protocol": "TCP"}],
+        "readinessProbe": {"httpGet": http_get, "periodSeconds": 5, "failureThreshold": 3},
+        # Weights take minutes to load; the startup probe holds liveness off until then.
+        "startupProbe": {
+            "httpGet": http_get,
+            "periodSeconds": STARTUP_PROBE_PERIOD_SECONDS,
+            "failureThreshold": max(1, -(-spec.scaling.startup_seconds // STARTUP_PROBE_PERIOD_SECONDS)),
+        },
+        "livenessProbe": {"httpGet": http_get, "periodSeconds": 10, "failureThreshold": 6},
+        "lifecycle": {
+            # Routing drops the pod while it sleeps; then SIGTERM starts vLLM's drain.
+            "preStop": {"exec": {"command": ["sleep", str(spec.interruption.pre_stop_seconds)]}},
+        },
+        "volumeMounts": [{"name": "shm", "mountPath": "/dev/shm"}],
+    }
+    if env:
+        container["env"] = env
+    if resources:
+        container["resources"] = resources
+    return container
+
+
+def _affinity(placement: Placement) -> Manifest | None:
+    if not placement.required_node_expressions:
+        return None
+    expressions = [
+        {"key": r.key, "operator": r.operator, **({"values": list(r.values)} if r.values else {})}
+        for r in placement.required_node_expressions
+    ]
+    return {
+        "nodeAffinity": {
+            "requiredDuringSchedulingIgnoredDuringExecution": {
+                "nodeSelectorTerms": [{"matchExpressions": expressions}],
+            },
+        },
+    }
+
+
+def render_deployment(pool: PoolRef, spec: InferencePoolSpec, capacity_type: CapacityType, replicas: int) -> Manifest:
+    selector_labels = {POOL_LABEL: pool.name, CAPACITY_TYPE_LABEL: capacity_type.value}
+    pod_labels = {**_pool_labels(pool), **selector_labels, SERVING_LABEL: "true"}
+    placement = placement_for(spec.capacity, capacity_type)
+    gpu_toleration = (
+        [{"key": spec.model.gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}]
+        if spec.model.gpus_per_replica > 0 else []
+    )
+    pod_spec: Manifest = {
+        "terminationGracePeriodSeconds": spec.interruption.drain_seconds,
+        "containers": [_container(spec)],
+        "volumes": [{"name": "shm", "emptyDir": {"medium": "Memory"}}],
+        "tolerations": gpu_toleration + [_toleration(t) for t in placement.tolerations],
+    }
+    if placement.node_selector:
+        pod_spec["nodeSelector"] = dict(placement.node_selector)
+    affinity = _affinity(placement)
+    if affinity is not None:
+        pod_spec["affinity"] = affinity
+    if capacity_type is CapacityType.SPOT:
+        # Spread spot replicas over zones: reclaims come in waves per zone and instance type.
+        pod_spec["topologySpreadConstraints"] = [{
+            "maxSkew": 1,
+            "topologyKey": "topology.kubernetes.io/zone",
+            "whenUnsatisfiable": "ScheduleAnyway",
+            "labelSelector": {"matchLabels": selector_labels},
+        }]
+    if not pod_spec["tolerations"]:
+        del pod_spec["tolerations"]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": _metadata(pool, deployment_name(pool.name, capacity_type),
+                              {CAPACITY_TYPE_LABEL: capacity_type.value}),
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": selector_labels},
+            # New replicas must be ready before old ones go: a GPU replica is slow to replace.
+            "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}},
+            "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
+        },
+    }
+
+
+def render_service(pool: PoolRef, spec: InferencePoolSpec) -> Manifest:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": _metadata(pool, pool.name),
+        "spec": {
+            "type": "ClusterIP",
+            "selector": {POOL_LABEL: pool.name, SERVING_LABEL: "true"},
+            "ports": [{"name": "http", "port": spec.model.port, "targetPort": "http", "protocol": "TCP"}],
+        },
+    }
+
+
+def render_pdb(pool: PoolRef) -> Manifest:
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": _metadata(pool, pool.name),
+        "spec": {
+            # One at a time: voluntary drains proceed, but never take the pool down at once.
+            "maxUnavailable": 1,
+            "selector": {"matchLabels": {POOL_LABEL: pool.name}},
+            # A replica that never became ready must not block a node drain.
+            "unhealthyPodEvictionPolicy": "AlwaysAllow",
+        },
+    }
+
+
+def render_owned_objects(pool: PoolRef, spec: InferencePoolSpec, split: CapacitySplit) -> list[OwnedObject]:
+    """Everything the pool owns, in the order they are applied."""
+    objects = [
+        OwnedObject("apps/v1", "Deployment", "deployments", deployment_name(pool.name, capacity_type),
+                    render_deployment(pool, spec, capacity_type, split.for_type(capacity_type)))
+        for capacity_type in (CapacityType.ON_DEMAND, CapacityType.SPOT)
+    ]
+    objects.append(OwnedObject("v1", "Service", "services", pool.name, render_service(pool, spec)))
+    objects.append(OwnedObject("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", pool.name,
+                               render_pdb(pool)))
+    return objects

@@ -1,0 +1,100 @@
+"""Run the real operator (`poolpilot run`) as a local process against the API server a kubeconfig names.
+
+The demo and the integration tests use it; so can a developer with a kind cluster.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+
+__all__ = ["OperatorProcess", "running_operator"]
+
+STARTUP_TIMEOUT_SECONDS = 30.0
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class OperatorProcess:
+    """`python -m controller.cli run`, its liveness probe, and its log (printed when a test fails)."""
+
+    def __init__(self, kubeconfig: str | os.PathLike[str], namespaces: list[str] | None = None) -> None:
+        self._kubeconfig = str(kubeconfig)
+        self._namespaces = namespaces or []
+        self._process: subprocess.Popen[bytes] | None = None
+        self._log_dir = pathlib.Path(tempfile.mkdtemp(prefix="poolpilot-operator-"))
+        self._starts = 0
+        self.log_path = self._log_dir / "operator-0.log"
+
+    def start(self) -> None:
+        if self._process is not None:
+            raise RuntimeError("the operator is already running")
+        port = _free_port()
+        self.log_path = self._log_dir / f"operator-{self._starts}.log"
+        self._starts += 1
+        env = {**os.environ, "KUBECONFIG": self._kubeconfig, "POOLPILOT_REPORTING_INSTANCE": "poolpilot-test"}
+        args = [sys.executable, "-m", "controller.cli", "run", "--verbose",
+                f"--liveness=http://127.0.0.1:{port}/healthz"]
+        for namespace in self._namespaces:
+            args += ["--namespace", namespace]
+        with self.log_path.open("wb") as log:
+            self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
+        self._wait_until_live(f"http://127.0.0.1:{port}/healthz")
+
+    def _wait_until_live(self, url: str) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS
+        while time.monotonic() < deadline:
+            if self._process is not None and self._process.poll() is not None:
+                raise RuntimeError(f"the operator exited with {self._process.returncode}:\n{self.log()}")
+            with contextlib.suppress(urllib.error.URLError, ConnectionError, TimeoutError), \
+                    urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+            time.sleep(0.1)
+        raise TimeoutError(f"the operator did not become live in {STARTUP_TIMEOUT_SECONDS} s:\n{self.log()}")
+
+    def stop(self) -> int:
+        """SIGTERM, as the kubelet does; returns the exit code."""
+        if self._process is None:
+            return 0
+        process, self._process = self._process, None
+        process.send_signal(signal.SIGTERM)
+        try:
+            return process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=5)
+            raise
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def log(self) -> str:
+        return "\n".join(path.read_text(errors="replace") for path in sorted(self._log_dir.glob("*.log")))
+
+
+@contextlib.contextmanager
+def running_operator(kubeconfig: str | os.PathLike[str], namespaces: list[str] | None = None
+                     ) -> Iterator[OperatorProcess]:
+    operator = OperatorProcess(kubeconfig, namespaces)
+    operator.start()
+    try:
+        yield operator
+    finally:
+        operator.stop()

@@ -1,0 +1,118 @@
+"""One evaluation of one pool: observe, decide, apply, report.
+
+The decisions are the core's; this module wires them to the API. It returns the
+Events to post and writes the status only when it differs, so an idle pool costs
+no writes at all.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from controller.api.spec import InferencePoolSpec
+from controller.api.status import InferencePoolStatus
+from controller.core import events
+from controller.core.capacity import split_replicas
+from controller.core.conditions import find_condition
+from controller.core.pool import (
+    compute_status,
+    describe_problems,
+    desired_replicas,
+    invalid_spec_needs_warning,
+    validate_pool,
+)
+from controller.kube.apply import AppliedChange, CachedLookup, apply_owned_objects
+from controller.kube.client import KubeApi
+from controller.kube.observe import observe_deployments
+from controller.kube.render import PoolRef, render_owned_objects
+
+__all__ = ["PoolSnapshot", "ReconcileResult", "parse_status", "reconcile_pool"]
+
+Manifest = dict[str, Any]
+
+
+@dataclass(frozen=True)
+class PoolSnapshot:
+    """The pool and its owned objects as the operator sees them at the start of an evaluation."""
+
+    ref: PoolRef
+    generation: int
+    raw_spec: Mapping[str, Any] | None
+    raw_status: Mapping[str, Any] | None
+    deployments: Iterable[Mapping[str, Any]]
+    cached: CachedLookup
+
+
+@dataclass(frozen=True)
+class ReconcileResult:
+    events: list[events.PoolEvent]
+    status_written: bool
+    spec: InferencePoolSpec | None
+
+
+def parse_status(raw_status: Mapping[str, Any] | None) -> InferencePoolStatus:
+    """The status as last written; a status we cannot read is treated as empty and rewritten."""
+    try:
+        return InferencePoolStatus.model_validate(dict(raw_status or {}))
+    except ValidationError:
+        return InferencePoolStatus()
+
+
+def _change_events(changes: list[AppliedChange], detail: Mapping[str, str]) -> list[events.PoolEvent]:
+    result = []
+    for change in changes:
+        if change.action == "created":
+            result.append(events.object_created(change.kind, change.name, detail.get(change.name, "")))
+        elif change.action == "updated":
+            result.append(events.object_updated(change.kind, change.name, change.fields))
+    return result
+
+
+def _replicas_phrase(count: int) -> str:
+    return f"{count} replica" if count == 1 else f"{count} replicas"
+
+
+def _status_dump(status: InferencePoolStatus) -> Manifest:
+    return status.model_dump(by_alias=True, exclude_none=True, mode="json")
+
+
+async def reconcile_pool(api: KubeApi, pool: PoolSnapshot, *, now: datetime) -> ReconcileResult:
+    previous = parse_status(pool.raw_status)
+    observation = observe_deployments(pool.deployments)
+    spec = validate_pool(pool.ref.name, pool.raw_spec)
+    pool_events: list[events.PoolEvent] = []
+    conflicts: list[str] = []
+
+    if isinstance(spec, InferencePoolSpec):
+        split = split_replicas(desired_replicas(spec, observation), spec.capacity)
+        owned = render_owned_objects(pool.ref, spec, split)
+        changes = await apply_owned_objects(api, pool.ref.namespace, pool.ref.uid, owned, pool.cached)
+        replicas_by_name = {o.name: _replicas_phrase(o.manifest["spec"]["replicas"]) for o in owned
+                            if o.kind == "Deployment"}
+        pool_events += _change_events(changes, replicas_by_name)
+        conflicts = [f"{c.kind} {c.name}" for c in changes if c.action == "conflict"]
+        previous_valid = find_condition(previous.conditions, "SpecValid")
+        if previous_valid is not None and previous_valid.status == "False":
+            pool_events.append(events.spec_accepted(pool.generation))
+    elif invalid_spec_needs_warning(previous, pool.generation):
+        pool_events.append(events.spec_invalid(describe_problems(spec)))
+
+    status = compute_status(previous, generation=pool.generation, spec=spec, observation=observation,
+                            conflicts=conflicts, now=now)
+    previous_ready = find_condition(previous.conditions, "Ready")
+    if conflicts and not (previous_ready and previous_ready.reason == "ObjectConflict"):
+        pool_events += [events.object_conflict(*name.split(" ", 1)) for name in conflicts]
+
+    status_written = _status_dump(status) != _status_dump(previous)
+    if status_written:
+        await api.patch_pool_status(pool.ref.namespace, pool.ref.name, _status_dump(status))
+    return ReconcileResult(
+        events=pool_events,
+        status_written=status_written,
+        spec=spec if isinstance(spec, InferencePoolSpec) else None,
+    )

@@ -1,0 +1,33 @@
+"""Operator settings, from the environment (``POOLPILOT_*``); one place, typed, with units in the names."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["OperatorSettings"]
+
+
+class OperatorSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="POOLPILOT_", frozen=True)
+
+    namespaces: list[str] = Field(
+        default_factory=list,
+        description="Namespaces to watch; empty watches the whole cluster. Env: a JSON list.",
+    )
+    kubeconfig: str | None = Field(
+        default=None, description="Path of a kubeconfig; unset uses in-cluster credentials or KUBECONFIG."
+    )
+    prometheus_url: str | None = Field(
+        default=None, description="Prometheus for pools with metrics.source=prometheus and no url of their own."
+    )
+    liveness_endpoint: str = Field(
+        default="http://0.0.0.0:8080/healthz", description="Where Kopf serves its liveness probe."
+    )
+    reporting_instance: str = Field(
+        default="poolpilot", description="Shown as the Event's reporting instance; the pod name in-cluster."
+    )
+    wake_debounce_seconds: float = Field(
+        default=0.2, ge=0, le=5,
+        description="After an event wakes a pool, wait this long so a burst of events costs one evaluation.",
+    )

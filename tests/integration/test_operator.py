@@ -1,0 +1,121 @@
+"""The operator's foundation scenarios on the embedded API server, with its write log as the witness."""
+
+from __future__ import annotations
+
+from controller.devkube.cluster import DevCluster
+from controller.devkube.writelog import WriteRecord
+from tests.integration.conftest import TEST_USER_AGENT
+from tests.support import scenarios
+from tests.support.kube import condition
+from tests.support.scenarios import ScenarioEnv, create_and_settle, is_current, owned_versions, wait_for_quiet
+from tests.support.waiting import eventually
+
+
+def operator_writes(cluster: DevCluster, since: int) -> list[WriteRecord]:
+    return [w for w in cluster.writes(since) if w.user_agent != TEST_USER_AGENT and w.succeeded]
+
+
+def summary(writes: list[WriteRecord]) -> list[tuple[str, str, str | None]]:
+    return [(w.method, w.resource + (f"/{w.subresource}" if w.subresource else ""), w.name) for w in writes]
+
+
+def test_creating_a_pool_creates_its_objects(env: ScenarioEnv, cluster: DevCluster) -> None:
+    start = cluster.mark()
+    scenarios.creating_a_pool_creates_its_objects(env)
+    writes = summary(operator_writes(cluster, start))
+    for kind, name in (("deployments", "qwen-on-demand"), ("deployments", "qwen-spot"), ("services", "qwen"),
+                       ("poddisruptionbudgets", "qwen")):
+        assert writes.count(("POST", kind, name)) == 1, writes
+    assert not [w for w in writes if w[0] in ("PUT", "DELETE")], writes
+
+
+def test_changing_the_spec_patches_the_deployments_and_nothing_else(env: ScenarioEnv, cluster: DevCluster) -> None:
+    scenarios.create_and_settle(env, "other", {"model": {"name": "m"}})  # a neighbour that must stay untouched
+    scenarios.create_and_settle(env, "qwen")
+    start = cluster.mark()
+    scenarios.changing_the_spec_patches_only_what_changed(env)
+    writes = summary(operator_writes(cluster, start))
+    owned_writes = [w for w in writes if w[1] not in ("events", "inferencepools/status", "inferencepools")]
+    assert sorted(owned_writes) == [("PATCH", "deployments", "qwen-on-demand"),
+                                    ("PATCH", "deployments", "qwen-spot")]
+    assert not [w for w in writes if w[2] and w[2].startswith("other")], writes
+
+
+def test_restarting_the_operator_writes_nothing(env: ScenarioEnv, cluster: DevCluster) -> None:
+    scenarios.create_and_settle(env, "qwen")
+    start = cluster.mark()
+    scenarios.restarting_the_operator_writes_nothing(env)
+    assert summary(operator_writes(cluster, start)) == []
+
+
+def test_deleting_the_pool_removes_its_objects(env: ScenarioEnv) -> None:
+    scenarios.create_and_settle(env, "qwen")
+    scenarios.deleting_the_pool_removes_its_objects(env)
+
+
+def test_an_invalid_spec_is_reported_once_and_changes_nothing(env: ScenarioEnv, cluster: DevCluster) -> None:
+    create_and_settle(env, "qwen")
+    before = owned_versions(env, "qwen")
+    start = cluster.mark()
+    # The embedded server runs no CEL, like a cluster with an older CRD: the operator is the last line.
+    env.kube.patch_pool(env.namespace, "qwen", {"spec": {"replicas": {"min": 9}, "capacity": {"spotPercentage": 150}}})
+    pool = eventually(lambda: env.kube.get_pool(env.namespace, "qwen"),
+                      lambda p: (condition(p, "SpecValid") or {}).get("status") == "False",
+                      what="SpecValid=False")
+    spec_valid = condition(pool, "SpecValid") or {}
+    assert spec_valid["reason"] == "InvalidSpec"
+    assert "spec.replicas.min: replicas.min must not exceed replicas.max" in spec_valid["message"]
+    assert "spec.capacity.spotPercentage" in spec_valid["message"]
+    assert (condition(pool, "Ready") or {}).get("reason") == "InvalidSpec"
+    wait_for_quiet()  # several more evaluations
+    warnings = [e for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "InvalidSpec"]
+    assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
+    assert "spec.replicas.min" in warnings[0]["message"]
+    after = owned_versions(env, "qwen")
+    assert {k: v for k, v in after.items() if not k.startswith("InferencePool")} == {
+        k: v for k, v in before.items() if not k.startswith("InferencePool")}
+    owned_writes = [w for w in summary(operator_writes(cluster, start))
+                    if w[1] not in ("events", "inferencepools/status")]
+    assert owned_writes == []
+
+    env.kube.patch_pool(env.namespace, "qwen", {"spec": {"replicas": {"min": 3}, "capacity": {"spotPercentage": 100}}})
+    eventually(lambda: env.kube.get_pool(env.namespace, "qwen"),
+               lambda p: is_current(p) and (condition(p, "SpecValid") or {}).get("status") == "True",
+               what="SpecValid=True again")
+    assert any(e["reason"] == "SpecAccepted" for e in env.kube.events_for(env.namespace, "qwen"))
+
+
+def test_a_pool_invalid_from_the_start_gets_no_objects(env: ScenarioEnv, cluster: DevCluster) -> None:
+    env.kube.create_pool(env.namespace, "broken", {"model": {"name": "m", "args": ["--port=9000"]}})
+    pool = eventually(lambda: env.kube.get_pool(env.namespace, "broken"), is_current, what="the pool evaluated")
+    assert "spec.model.args" in (condition(pool, "SpecValid") or {}).get("message", "")
+    wait_for_quiet(1.5)
+    assert cluster.list("deployments", env.namespace) == []
+    assert cluster.list("services", env.namespace) == []
+
+
+def test_hand_edits_to_owned_objects_are_reverted(env: ScenarioEnv) -> None:
+    create_and_settle(env, "qwen")
+    env.kube.patch("Deployment", env.namespace, "qwen-spot", {"spec": {"template": {"spec": {
+        "terminationGracePeriodSeconds": 5}}}})
+    eventually(lambda: env.kube.get("Deployment", env.namespace, "qwen-spot"),
+               lambda d: d is not None and d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 90,
+               what="the grace period restored")
+    updated = [e["message"] for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "Updated"]
+    assert any("spec.template.spec.terminationGracePeriodSeconds" in m for m in updated), updated
+
+
+def test_an_object_owned_by_somebody_else_is_left_alone(env: ScenarioEnv, cluster: DevCluster) -> None:
+    env.kube.create_service(env.namespace, {"metadata": {"name": "qwen"}, "spec": {
+        "selector": {"app": "legacy"}, "ports": [{"port": 80}]}})
+    version = env.kube.resource_version("Service", env.namespace, "qwen")
+    env.kube.create_pool(env.namespace, "qwen", scenarios.POOL_SPEC)
+    pool = eventually(lambda: env.kube.get_pool(env.namespace, "qwen"),
+                      lambda p: (condition(p, "Ready") or {}).get("reason") == "ObjectConflict",
+                      what="Ready=False with ObjectConflict")
+    assert "Service qwen" in (condition(pool, "Ready") or {})["message"]
+    wait_for_quiet(1.5)
+    assert env.kube.resource_version("Service", env.namespace, "qwen") == version
+    conflicts = [e for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "ObjectConflict"]
+    assert len(conflicts) == 1 and conflicts[0]["type"] == "Warning"
+    assert env.kube.get("Deployment", env.namespace, "qwen-spot") is not None  # the rest is still managed
