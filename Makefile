@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.demo-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: demo test lint unit e2e crd bench clean prometheus
+.PHONY: demo test lint unit e2e crd clean prometheus
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ prometheus:
 	else echo "prometheus is not installed and this is not root: the tests that need it will fail" >&2; fi
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check controller tests bench
+	$(BIN)/ruff check controller tests
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -3,10 +3,19 @@ devkube: a local Kubernetes API server for tests and the demo, built on KMock.
 
 ``DevCluster`` serves :class:`DevKubeEmulator` (a subclass of ``kmock.KubernetesEmulator``)
 on 127.0.0.1 with a kubeconfig, so that Kopf, the ``kubernetes`` client and the real
-``kubectl`` (no extra flags needed) work against it. What differs from a real API server
-is listed in the docstrings of :mod:`.store` (object semantics), :mod:`.emulator` (HTTP),
-:mod:`.patching`, :mod:`.selectors`, :mod:`.tables`, :mod:`.crds`, :mod:`.defaults`,
-:mod:`.openapi` and :mod:`.workloads` — the e2e tests on a real cluster must cover those.
+``kubectl`` work against it::
+
+    with DevCluster.in_thread(crd_paths=["crds/"], namespaces=["default", "llm"]) as cluster:
+        cluster.kubectl("apply", "-f", "manifests/examples/")   # KUBECONFIG is set for you
+        subprocess.run(["kopf", "run", ...], env=cluster.kubectl_env())
+
+kubectl needs no extra flags (not even ``--validate=false``): only ``KUBECONFIG`` pointing
+to ``cluster.kubeconfig_path``; ``cluster.kubectl_env()`` also sets a private ``KUBECACHEDIR``.
+
+What differs from a real API server is listed in the docstrings of :mod:`.store` (object
+semantics), :mod:`.emulator` (HTTP), :mod:`.patching`, :mod:`.selectors`, :mod:`.tables`,
+:mod:`.crds`, :mod:`.defaults`, :mod:`.openapi` and :mod:`.workloads`; the e2e tests on a
+real cluster must cover those.
 """
 
 from controller.devkube.cluster import DevCluster, KubectlError, load_crds

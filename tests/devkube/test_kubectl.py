@@ -3,7 +3,6 @@
 import datetime
 import pathlib
 import re
-import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -14,8 +13,6 @@ import yaml
 from controller.devkube import DevCluster, KubectlError
 
 DATA = pathlib.Path(__file__).parent / "data"
-
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl is not installed")
 
 
 @pytest.fixture
