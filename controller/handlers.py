@@ -29,8 +29,13 @@ __all__ = ["Runtime"]
 OWNED = {MANAGED_BY_LABEL: MANAGER}
 PoolKey = tuple[str, str]  # (namespace, pool name)
 
-# After an unexpected error, evaluate again no sooner than this; errors are logged every time.
-ERROR_RETRY_SECONDS = 10.0
+# After a failed evaluation, retry after 1, 2, 4, ... seconds, at most this long: quick after a blip,
+# gentle on an API server that is down. Every failure is logged with its cause.
+MAX_ERROR_BACKOFF_SECONDS = 30.0
+
+
+def error_backoff_seconds(consecutive_failures: int) -> float:
+    return float(min(MAX_ERROR_BACKOFF_SECONDS, 2 ** max(0, consecutive_failures - 1)))
 
 
 @dataclass
@@ -149,19 +154,24 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
     key: PoolKey = (body.metadata.namespace or "", body.metadata.name or "")
     wakeup = runtime.wakeup_for(key)
     indexes = {name: kwargs[name] for name in ("owned_deployments", "owned_services", "owned_pdbs")}
+    failures = 0
     try:
         while True:  # Kopf cancels this task when the pool is deleted or the operator stops
             wakeup.clear()
-            interval = ERROR_RETRY_SECONDS
             try:
                 result = await reconcile_pool(runtime.api, _snapshot(body, indexes), now=datetime.now(UTC))
+            except Exception:
+                # The loop must outlive a flaky API server.
+                failures += 1
+                interval = error_backoff_seconds(failures)
+                logger.exception("evaluation of pool %s/%s failed (%d in a row); retrying in %.0f s",
+                                 *key, failures, interval)
+            else:
+                failures = 0
                 for event in result.events:
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
-                if result.spec is not None:
-                    interval = float(result.spec.scaling.evaluation_interval_seconds)
-            except Exception:
-                # The loop must outlive a flaky API server; every failure is logged with its cause.
-                logger.exception("evaluation of pool %s/%s failed; retrying in %.0f s", *key, interval)
+                interval = float(result.spec.scaling.evaluation_interval_seconds if result.spec
+                                 else MAX_ERROR_BACKOFF_SECONDS)  # an invalid spec waits for its fix (an event)
             await _sleep_until_woken(wakeup, interval)
             await asyncio.sleep(runtime.settings.wake_debounce_seconds)
     finally:

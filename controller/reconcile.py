@@ -27,7 +27,7 @@ from controller.core.pool import (
     validate_pool,
 )
 from controller.kube.apply import AppliedChange, CachedLookup, apply_owned_objects
-from controller.kube.client import KubeApi
+from controller.kube.client import KubeApi, NotFound
 from controller.kube.observe import observe_deployments
 from controller.kube.render import PoolRef, render_owned_objects
 
@@ -86,7 +86,7 @@ async def reconcile_pool(api: KubeApi, pool: PoolSnapshot, *, now: datetime) -> 
     observation = observe_deployments(pool.deployments)
     spec = validate_pool(pool.ref.name, pool.raw_spec)
     pool_events: list[events.PoolEvent] = []
-    conflicts: list[str] = []
+    conflicts: list[AppliedChange] = []
 
     if isinstance(spec, InferencePoolSpec):
         split = split_replicas(desired_replicas(spec, observation), spec.capacity)
@@ -95,7 +95,7 @@ async def reconcile_pool(api: KubeApi, pool: PoolSnapshot, *, now: datetime) -> 
         replicas_by_name = {o.name: _replicas_phrase(o.manifest["spec"]["replicas"]) for o in owned
                             if o.kind == "Deployment"}
         pool_events += _change_events(changes, replicas_by_name)
-        conflicts = [f"{c.kind} {c.name}" for c in changes if c.action == "conflict"]
+        conflicts = [c for c in changes if c.action == "conflict"]
         previous_valid = find_condition(previous.conditions, "SpecValid")
         if previous_valid is not None and previous_valid.status == "False":
             pool_events.append(events.spec_accepted(pool.generation))
@@ -103,14 +103,18 @@ async def reconcile_pool(api: KubeApi, pool: PoolSnapshot, *, now: datetime) -> 
         pool_events.append(events.spec_invalid(describe_problems(spec)))
 
     status = compute_status(previous, generation=pool.generation, spec=spec, observation=observation,
-                            conflicts=conflicts, now=now)
+                            conflicts=[f"{c.kind} {c.name}" for c in conflicts], now=now)
     previous_ready = find_condition(previous.conditions, "Ready")
     if conflicts and not (previous_ready and previous_ready.reason == "ObjectConflict"):
-        pool_events += [events.object_conflict(*name.split(" ", 1)) for name in conflicts]
+        pool_events += [events.object_conflict(c.kind, c.name) for c in conflicts]
 
     status_written = _status_dump(status) != _status_dump(previous)
     if status_written:
-        await api.patch_pool_status(pool.ref.namespace, pool.ref.name, _status_dump(status))
+        try:
+            await api.patch_pool_status(pool.ref.namespace, pool.ref.name, _status_dump(status))
+        except NotFound:
+            # Deleted while we evaluated it: nothing left to report on, and Kopf is stopping this loop.
+            return ReconcileResult(events=[], status_written=False, spec=None)
     return ReconcileResult(
         events=pool_events,
         status_written=status_written,

@@ -119,3 +119,21 @@ def test_an_object_owned_by_somebody_else_is_left_alone(env: ScenarioEnv, cluste
     conflicts = [e for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "ObjectConflict"]
     assert len(conflicts) == 1 and conflicts[0]["type"] == "Warning"
     assert env.kube.get("Deployment", env.namespace, "qwen-spot") is not None  # the rest is still managed
+
+
+def test_the_operator_outlives_api_errors_and_converges(env: ScenarioEnv, cluster: DevCluster) -> None:
+    create_and_settle(env, "qwen")
+    # The next three patches of the spot Deployment fail as an overloaded API server would.
+    cluster.emulator["patch /apis/apps/v1/namespaces/llm/deployments/qwen-spot"][:3] << 503
+    env.kube.patch_pool(env.namespace, "qwen", {"spec": {"replicas": {"min": 4}}})
+    eventually(lambda: env.kube.get("Deployment", env.namespace, "qwen-spot"),
+               lambda d: d is not None and d["spec"]["replicas"] == 3, timeout=30,
+               what="the spot Deployment scaled once the API recovered")
+    failed = [w for w in cluster.writes(resource="deployments", name="qwen-spot", method="PATCH")
+              if w.status == 503]
+    assert len(failed) == 3
+    assert "evaluation of pool llm/qwen failed (3 in a row)" in env.operator.log()
+    pool = eventually(lambda: env.kube.get_pool(env.namespace, "qwen"),
+                      lambda p: is_current(p) and (condition(p, "Ready") or {}).get("status") == "True",
+                      what="the pool Ready at generation 2")
+    assert pool["status"]["replicas"]["desired"] == 4
