@@ -136,4 +136,4 @@ def test_the_operator_outlives_api_errors_and_converges(env: ScenarioEnv, cluste
     pool = eventually(lambda: env.kube.get_pool(env.namespace, "qwen"),
                       lambda p: is_current(p) and (condition(p, "Ready") or {}).get("status") == "True",
                       what="the pool Ready at generation 2")
-    assert pool["status"]["replicas"]["desired"] == 4
+    assert pool is not None and pool["status"]["replicas"]["desired"] == 4
