@@ -19,10 +19,12 @@ from typing import Any
 import kopf
 
 from controller.api.spec import API_GROUP, API_VERSION, PLURAL
+from controller.core.scaling import ScalingState
 from controller.kube.client import KubeApi, build_api_client
 from controller.kube.render import MANAGED_BY_LABEL, MANAGER, POOL_LABEL, PoolRef
-from controller.reconcile import PoolSnapshot, reconcile_pool
+from controller.reconcile import PoolSnapshot, Reporting, reconcile_pool
 from controller.settings import OperatorSettings
+from controller.signal_reader import SignalReader
 
 __all__ = ["Runtime"]
 
@@ -43,8 +45,11 @@ class Runtime:
     """What every handler shares: built once at start-up, kept in Kopf's memo."""
 
     api: KubeApi
+    reader: SignalReader
     settings: OperatorSettings
     wakeups: dict[PoolKey, asyncio.Event] = field(default_factory=dict)
+    # The scaler's memory (recent recommendations) per pool; lost on restart, which only delays a scale-down.
+    scaling_states: dict[PoolKey, ScalingState] = field(default_factory=dict)
 
     def wakeup_for(self, key: PoolKey) -> asyncio.Event:
         return self.wakeups.setdefault(key, asyncio.Event())
@@ -73,7 +78,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     settings.posting.reporting_instance = operator_settings.reporting_instance
     settings.posting.event_name_prefix = f"{MANAGER}-"
     memo["runtime"] = Runtime(api=KubeApi(build_api_client(operator_settings.kubeconfig)),
-                              settings=operator_settings)
+                              reader=SignalReader(operator_settings), settings=operator_settings)
     logger.info("PoolPilot started; watching %s", ", ".join(operator_settings.namespaces) or "all namespaces")
 
 
@@ -81,6 +86,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
 async def close(memo: kopf.Memo, **_: Any) -> None:
     runtime = memo.get("runtime")
     if isinstance(runtime, Runtime):
+        await runtime.reader.close()
         runtime.api.close()
 
 
@@ -106,6 +112,23 @@ def owned_pdbs(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_:
     return _index_entry(body, namespace, labels)
 
 
+def _pod_is_ready(status: Mapping[str, Any]) -> bool:
+    conditions = status.get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+@kopf.index("v1", "pods", labels=OWNED)
+def ready_pod_ips(namespace: str | None, labels: kopf.Labels, status: kopf.Status, meta: kopf.Meta,
+                  **_: Any) -> Any:
+    """The pool's ready replicas, where the pods source scrapes them."""
+    pool = labels.get(POOL_LABEL)
+    ip = status.get("podIP")
+    if not pool or namespace is None or not ip or meta.get("deletionTimestamp") or not _pod_is_ready(status):
+        return {}
+    return {(namespace, pool): ip}
+
+
+@kopf.on.event("v1", "pods", labels=OWNED)
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
 @kopf.on.event("v1", "services", labels=OWNED)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
@@ -125,7 +148,7 @@ def _first(index: kopf.Index[PoolKey, dict[str, Any]], key: PoolKey, name: str) 
     return next((obj for obj in index.get(key, []) if obj.get("metadata", {}).get("name") == name), None)
 
 
-def _snapshot(body: kopf.Body, indexes: Mapping[str, Any]) -> PoolSnapshot:
+def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], scaling_state: ScalingState) -> PoolSnapshot:
     meta = body.get("metadata", {})
     key: PoolKey = (meta["namespace"], meta["name"])
     by_kind = {"Deployment": indexes["owned_deployments"], "Service": indexes["owned_services"],
@@ -137,6 +160,8 @@ def _snapshot(body: kopf.Body, indexes: Mapping[str, Any]) -> PoolSnapshot:
         raw_status=copy.deepcopy(body.get("status")),
         deployments=list(indexes["owned_deployments"].get(key, [])),
         cached=lambda kind, name: _first(by_kind[kind], key, name),
+        ready_pod_ips=tuple(sorted(indexes["ready_pod_ips"].get(key, []))),
+        scaling_state=scaling_state,
     )
 
 
@@ -153,13 +178,16 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
     runtime = _runtime(memo)
     key: PoolKey = (body.metadata.namespace or "", body.metadata.name or "")
     wakeup = runtime.wakeup_for(key)
-    indexes = {name: kwargs[name] for name in ("owned_deployments", "owned_services", "owned_pdbs")}
+    indexes = {name: kwargs[name] for name in ("owned_deployments", "owned_services", "owned_pdbs", "ready_pod_ips")}
+    reporting = Reporting(signals_refresh_seconds=runtime.settings.signals_refresh_seconds)
     failures = 0
     try:
         while True:  # Kopf cancels this task when the pool is deleted or the operator stops
             wakeup.clear()
             try:
-                result = await reconcile_pool(runtime.api, _snapshot(body, indexes), now=datetime.now(UTC))
+                snapshot = _snapshot(body, indexes, runtime.scaling_states.get(key, ScalingState()))
+                result = await reconcile_pool(runtime.api, runtime.reader, snapshot, now=datetime.now(UTC),
+                                              reporting=reporting)
             except Exception:
                 # The loop must outlive a flaky API server.
                 failures += 1
@@ -168,6 +196,7 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
                                  *key, failures, interval)
             else:
                 failures = 0
+                runtime.scaling_states[key] = result.scaling_state
                 for event in result.events:
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
                 interval = float(result.spec.scaling.evaluation_interval_seconds if result.spec
@@ -176,6 +205,8 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
             await asyncio.sleep(runtime.settings.wake_debounce_seconds)
     finally:
         runtime.wakeups.pop(key, None)
+        runtime.scaling_states.pop(key, None)
+        runtime.reader.forget(key)
 
 
 @kopf.on.probe(id="pools")

@@ -8,7 +8,7 @@ no writes at all.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -20,18 +20,22 @@ from controller.core import events
 from controller.core.capacity import split_replicas
 from controller.core.conditions import find_condition
 from controller.core.pool import (
+    PoolObservation,
     compute_status,
     describe_problems,
     desired_replicas,
     invalid_spec_needs_warning,
     validate_pool,
 )
+from controller.core.scaling import ScalingInputs, ScalingState, decide_replicas
+from controller.core.scaling_report import ScalingOutcome, metrics_events
 from controller.kube.apply import AppliedChange, CachedLookup, apply_owned_objects
 from controller.kube.client import KubeApi, NotFound
 from controller.kube.observe import observe_deployments
 from controller.kube.render import PoolRef, render_owned_objects
+from controller.signal_reader import SignalReader
 
-__all__ = ["PoolSnapshot", "ReconcileResult", "parse_status", "reconcile_pool"]
+__all__ = ["PoolSnapshot", "ReconcileResult", "Reporting", "parse_status", "reconcile_pool"]
 
 Manifest = dict[str, Any]
 
@@ -46,6 +50,8 @@ class PoolSnapshot:
     raw_status: Mapping[str, Any] | None
     deployments: Iterable[Mapping[str, Any]]
     cached: CachedLookup
+    ready_pod_ips: tuple[str, ...] = ()  # where the pods source scrapes
+    scaling_state: ScalingState = field(default_factory=ScalingState)
 
 
 @dataclass(frozen=True)
@@ -53,6 +59,14 @@ class ReconcileResult:
     events: list[events.PoolEvent]
     status_written: bool
     spec: InferencePoolSpec | None
+    scaling_state: ScalingState = field(default_factory=ScalingState)
+
+
+@dataclass(frozen=True)
+class Reporting:
+    """How the status reports: the operator's settings that shape it."""
+
+    signals_refresh_seconds: float = 15.0
 
 
 def parse_status(raw_status: Mapping[str, Any] | None) -> InferencePoolStatus:
@@ -81,15 +95,43 @@ def _status_dump(status: InferencePoolStatus) -> Manifest:
     return status.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-async def reconcile_pool(api: KubeApi, pool: PoolSnapshot, *, now: datetime) -> ReconcileResult:
+async def _scale(reader: SignalReader, pool: PoolSnapshot, spec: InferencePoolSpec, observation: PoolObservation,
+                 *, now: datetime) -> tuple[ScalingOutcome | None, ScalingState]:
+    """Read the signals and decide; a pool with no Deployments yet starts at its minimum instead."""
+    current = observation.total_replicas
+    if current is None:
+        return None, pool.scaling_state
+    endpoints = tuple(f"http://{ip}:{spec.model.port}" for ip in pool.ready_pod_ips)
+    key = (pool.ref.namespace, pool.ref.name)
+    reading = await reader.read(key, spec, endpoints, now=now)
+    ready = observation.ready_total
+    inputs = ScalingInputs(signals=reading, current_replicas=current, ready_replicas=ready,
+                           starting_replicas=max(0, current - ready))
+    decision, state = decide_replicas(spec, inputs, pool.scaling_state, now=now)
+    return ScalingOutcome(reading=reading, source=spec.metrics.source, decision=decision), state
+
+
+async def reconcile_pool(api: KubeApi, reader: SignalReader, pool: PoolSnapshot, *, now: datetime,
+                         reporting: Reporting | None = None) -> ReconcileResult:
+    reporting = reporting or Reporting()
     previous = parse_status(pool.raw_status)
     observation = observe_deployments(pool.deployments)
     spec = validate_pool(pool.ref.name, pool.raw_spec)
     pool_events: list[events.PoolEvent] = []
     conflicts: list[AppliedChange] = []
+    scaling: ScalingOutcome | None = None
+    scaling_state = pool.scaling_state
 
     if isinstance(spec, InferencePoolSpec):
-        split = split_replicas(desired_replicas(spec, observation), spec.capacity)
+        scaling, scaling_state = await _scale(reader, pool, spec, observation, now=now)
+        total = scaling.decision.desired if scaling else desired_replicas(spec, observation)
+        if scaling is not None:
+            pool_events += metrics_events(find_condition(previous.conditions, "MetricsAvailable"),
+                                          scaling.reading, scaling.source)
+            if scaling.decision.desired != scaling.decision.current:
+                pool_events.append(events.scaled(scaling.decision.current, scaling.decision.desired,
+                                                 scaling.decision.message))
+        split = split_replicas(total, spec.capacity)
         owned = render_owned_objects(pool.ref, spec, split)
         changes = await apply_owned_objects(api, pool.ref.namespace, pool.ref.uid, owned, pool.cached)
         replicas_by_name = {o.name: _replicas_phrase(o.manifest["spec"]["replicas"]) for o in owned
@@ -103,7 +145,8 @@ async def reconcile_pool(api: KubeApi, pool: PoolSnapshot, *, now: datetime) -> 
         pool_events.append(events.spec_invalid(describe_problems(spec)))
 
     status = compute_status(previous, generation=pool.generation, spec=spec, observation=observation,
-                            conflicts=[f"{c.kind} {c.name}" for c in conflicts], now=now)
+                            conflicts=[f"{c.kind} {c.name}" for c in conflicts], scaling=scaling,
+                            signals_refresh_seconds=reporting.signals_refresh_seconds, now=now)
     previous_ready = find_condition(previous.conditions, "Ready")
     if conflicts and not (previous_ready and previous_ready.reason == "ObjectConflict"):
         pool_events += [events.object_conflict(c.kind, c.name) for c in conflicts]
@@ -119,4 +162,5 @@ async def reconcile_pool(api: KubeApi, pool: PoolSnapshot, *, now: datetime) -> 
         events=pool_events,
         status_written=status_written,
         spec=spec if isinstance(spec, InferencePoolSpec) else None,
+        scaling_state=scaling_state,
     )

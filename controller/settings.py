@@ -27,6 +27,14 @@ class OperatorSettings(BaseSettings):
     reporting_instance: str = Field(
         default="poolpilot", description="Shown as the Event's reporting instance; the pod name in-cluster."
     )
+    prometheus_round_seconds: float = Field(
+        default=1.0, gt=0, le=60,
+        description="One round of Prometheus queries serves every pool asking within this long after it.",
+    )
+    signals_refresh_seconds: float = Field(
+        default=15.0, ge=0, le=3600,
+        description="The QUEUE and KV% shown in the status refresh at most this often, unless replicas change.",
+    )
     wake_debounce_seconds: float = Field(
         default=0.2, ge=0, le=5,
         description="After an event wakes a pool, wait this long so a burst of events costs one evaluation.",

@@ -19,6 +19,7 @@ __all__ = [
     "FallbackStatus",
     "InferencePoolStatus",
     "ReplicaCounts",
+    "ScalingDecisionStatus",
     "Signals",
     "StatusModel",
 ]
@@ -72,7 +73,17 @@ class Signals(StatusModel):
     kv_cache_percent: int | None = Field(
         default=None, description="kvCacheUtilization as a whole percentage, for kubectl's KV% column."
     )
+    replicas_reporting: int | None = Field(default=None, ge=0, description="How many replicas the signals come from.")
+    source: Literal["pods", "prometheus"] | None = Field(default=None, description="Where the signals came from.")
     observed_time: str | None = Field(default=None, description="When these signals were read (RFC 3339).")
+
+
+class ScalingDecisionStatus(StatusModel):
+    time: str = Field(description="When the decision was made (RFC 3339).")
+    from_replicas: int = Field(ge=0, description="Replicas asked for before the decision.")
+    to_replicas: int = Field(ge=0, description="Replicas asked for after it.")
+    reason: str = Field(description="One CamelCase word: ScaledUp, ScaledDown, ScaledToZero, AtMaximum, ...")
+    message: str = Field(description="The inputs and the arithmetic, in words.")
 
 
 class FallbackStatus(StatusModel):
@@ -91,4 +102,7 @@ class InferencePoolStatus(StatusModel):
     )
     replicas: ReplicaCounts | None = Field(default=None, description="Replica counts by capacity type.")
     signals: Signals | None = Field(default=None, description="The last vLLM load signals read.")
+    last_decision: ScalingDecisionStatus | None = Field(
+        default=None, description="The last scaling decision that changed the replica count, with its inputs."
+    )
     fallback: FallbackStatus | None = Field(default=None, description="Where traffic goes.")

@@ -29,6 +29,10 @@ class EventReason:
     OBJECT_CONFLICT = "ObjectConflict"
     INVALID_SPEC = "InvalidSpec"
     SPEC_ACCEPTED = "SpecAccepted"
+    SCALED_UP = "ScaledUp"
+    SCALED_DOWN = "ScaledDown"
+    METRICS_UNAVAILABLE = "MetricsUnavailable"
+    METRICS_RECOVERED = "MetricsRecovered"
 
 
 @dataclass(frozen=True)
@@ -66,3 +70,16 @@ def spec_invalid(problems: str) -> PoolEvent:
 
 def spec_accepted(generation: int) -> PoolEvent:
     return PoolEvent("Normal", EventReason.SPEC_ACCEPTED, f"Spec generation {generation} is valid again")
+
+
+def scaled(from_replicas: int, to_replicas: int, message: str) -> PoolEvent:
+    reason = EventReason.SCALED_UP if to_replicas > from_replicas else EventReason.SCALED_DOWN
+    return PoolEvent("Normal", reason, message)
+
+
+def metrics_unavailable(kind: str, message: str) -> PoolEvent:
+    return PoolEvent("Warning", EventReason.METRICS_UNAVAILABLE, f"{kind}: {message}")
+
+
+def metrics_recovered(message: str) -> PoolEvent:
+    return PoolEvent("Normal", EventReason.METRICS_RECOVERED, f"Signals are back: {message}")

@@ -18,6 +18,12 @@ from controller.api.spec import InferencePoolSpec
 from controller.api.status import InferencePoolStatus, ReplicaCounts
 from controller.core.capacity import CapacitySplit, CapacityType, split_replicas
 from controller.core.conditions import find_condition, set_condition
+from controller.core.scaling_report import (
+    ScalingOutcome,
+    decision_status,
+    metrics_condition,
+    refreshed_signals,
+)
 
 __all__ = [
     "DeploymentState",
@@ -88,6 +94,10 @@ class PoolObservation:
             return None
         return sum(state.replicas for state in self.deployments.values())
 
+    @property
+    def ready_total(self) -> int:
+        return sum(state.ready for state in self.deployments.values())
+
     def ready(self, capacity_type: CapacityType) -> int:
         state = self.deployments.get(capacity_type)
         return state.ready if state else 0
@@ -141,15 +151,21 @@ def compute_status(
     spec: InferencePoolSpec | Sequence[SpecProblem],
     observation: PoolObservation,
     conflicts: Sequence[str] = (),
+    scaling: ScalingOutcome | None = None,
+    signals_refresh_seconds: float = 15.0,
     now: datetime,
 ) -> InferencePoolStatus:
     """The whole status as a value; the caller writes it only when it differs from the previous one.
 
     ``conflicts`` names objects the pool should own but somebody else does ("Service llama").
+    ``scaling`` is this evaluation's reading and decision; without one (a new pool) the pool
+    keeps its replicas within bounds.
     """
     conditions = list(previous.conditions)
+    updates: dict[str, object] = {}
     if isinstance(spec, InferencePoolSpec):
-        split = split_replicas(desired_replicas(spec, observation), spec.capacity)
+        total = scaling.decision.desired if scaling else desired_replicas(spec, observation)
+        split = split_replicas(total, spec.capacity)
         counts = _replica_counts(split, observation)
         ready, reason, message = _readiness(counts)
         if conflicts:
@@ -159,6 +175,15 @@ def compute_status(
                                    f"generation {generation} is valid", generation=generation, now=now)
         conditions = set_condition(conditions, "Ready", "True" if ready else "False", reason, message,
                                    generation=generation, now=now)
+        if scaling is not None:
+            previous_metrics = find_condition(previous.conditions, "MetricsAvailable")
+            metrics_status, metrics_reason, metrics_message = metrics_condition(scaling.reading, scaling.source)
+            conditions = set_condition(conditions, "MetricsAvailable", metrics_status, metrics_reason,
+                                       metrics_message, generation=generation, now=now)
+            flipped = previous_metrics is None or previous_metrics.status != metrics_status
+            updates["signals"] = refreshed_signals(previous.signals, scaling, metrics_flipped=flipped, now=now,
+                                                   refresh_seconds=signals_refresh_seconds)
+            updates["last_decision"] = decision_status(previous.last_decision, scaling.decision, now)
     else:
         # Nothing is changed on an invalid spec: report the replicas as they are.
         as_is = CapacitySplit(spot=observation.replicas(CapacityType.SPOT),
@@ -177,4 +202,5 @@ def compute_status(
         "observed_generation": generation,
         "conditions": conditions,
         "replicas": counts,
+        **updates,
     })

@@ -12,9 +12,10 @@ Sync code (pytest sync tests, subprocesses, the demo) runs the loop in a thread:
         cluster.kubectl('get', 'pools', '-A')
 
 The helpers (``get``, ``list``, ``put_object``, ``create``, ``delete``, ``writes``, ``mark``,
-``set_deployment_ready``, ``apply_crd``) can be called from any thread: calls from other
-threads are marshalled onto the cluster's loop. ``kubectl`` and ``wait_until`` block, so
-they must not be called on the cluster's own loop (use ``asyncio.to_thread`` there).
+``set_deployment_ready``, ``apply_crd``, ``pods``, ``set_pod_ready``, ``kill_pod``) can be
+called from any thread: calls from other threads are marshalled onto the cluster's loop.
+``kubectl`` and ``wait_until`` block, so they must not be called on the cluster's own loop
+(use ``asyncio.to_thread`` there).
 
 kubectl needs no special flags: use ``cluster.kubectl_env()`` (``KUBECONFIG`` plus a
 private ``KUBECACHEDIR``, so that discovery caches of random ports do not pile up in ~/.kube).
@@ -45,7 +46,7 @@ import yaml
 from controller.devkube import crds
 from controller.devkube.emulator import DevKubeEmulator
 from controller.devkube.resources import Resource, lookup
-from controller.devkube.workloads import FakeDeploymentController
+from controller.devkube.workloads import FakeDeploymentController, NodeNameFn, PodAddressFn
 from controller.devkube.writelog import WriteRecord
 
 P = ParamSpec("P")
@@ -73,6 +74,10 @@ class DevCluster:
         namespaces: Iterable[str] = ("default",),
         fake_workloads: bool = True,
         workload_delay: float = 0.0,
+        fake_pods: bool = True,
+        pod_ip: PodAddressFn | None = None,
+        pod_node_name: NodeNameFn | None = None,
+        pod_ready_delay: float = 0.0,
         host: str = "127.0.0.1",
         port: int = 0,
         history_size: int = 10_000,
@@ -83,8 +88,19 @@ class DevCluster:
             # kmock 0.8 reads its bundled file with the deprecated importlib.resources.read_binary().
             warnings.simplefilter("ignore", DeprecationWarning)
             self.emulator.resources.load_bundled()
+        # The workload options: see :mod:`.workloads` (``pod_ip``/``pod_node_name`` get the
+        # namespace, the pod's name and the Deployment's name, and run on the cluster's loop).
         self.workloads = (
-            FakeDeploymentController(self.emulator.store, delay=workload_delay) if fake_workloads else None
+            FakeDeploymentController(
+                self.emulator.store,
+                delay=workload_delay,
+                pods=fake_pods,
+                pod_ip=pod_ip,
+                node_name=pod_node_name,
+                ready_delay=pod_ready_delay,
+            )
+            if fake_workloads
+            else None
         )
         self._crds = [*load_crds(crd_paths), *crds]
         self._namespaces = list(namespaces)
@@ -220,6 +236,35 @@ class DevCluster:
             raise RuntimeError("the fake workload controller is disabled in this cluster")
         workloads = self.workloads
         self._call(lambda: workloads.set_ready(ns, name, ready))
+
+    # --- helpers: pods ----------------------------------------------------------------------
+
+    def pods(
+        self, namespace: str | None, selector: Mapping[str, str] | None = None
+    ) -> builtins.list[dict[str, Any]]:
+        """Deep copies of the Pods in a namespace (all: ``None``) that have these labels, by name."""
+        wanted = dict(selector or {}).items()
+
+        def select() -> builtins.list[dict[str, Any]]:
+            pods = self.emulator.store.list_objects(self._resolve("v1/pods"), namespace)
+            return [pod for pod in pods if wanted <= (pod["metadata"].get("labels") or {}).items()]
+
+        return self._call(select)
+
+    def set_pod_ready(self, namespace: str, pod_name: str, ready: bool | None) -> None:
+        """
+        Force one Pod of a Deployment Ready or not Ready, whatever ``set_deployment_ready``'s cap
+        (no other Pod changes); ``None`` returns it to the automatic rules. The Pod's conditions
+        and containerStatuses and the Deployment's status follow after the workload delay, in-process.
+        """
+        if self.workloads is None:
+            raise RuntimeError("the fake workload controller is disabled in this cluster")
+        workloads = self.workloads
+        self._call(lambda: workloads.set_pod_ready(namespace, pod_name, ready))
+
+    def kill_pod(self, namespace: str, pod_name: str) -> dict[str, Any]:
+        """Delete a Pod in-process (a crash, a lost node): the fake controller replaces it."""
+        return self._call(lambda: self.emulator.store.delete(self._resolve("v1/pods"), namespace, pod_name))
 
     def _resolve(self, spec: ResourceSpec) -> Resource:
         return lookup(self.emulator.resources, spec)

@@ -5,9 +5,11 @@ kubectl asks for ``Accept: application/json;as=Table;v=v1;g=meta.k8s.io,...`` an
 the columns the server chose. Custom resources use their CRD's ``additionalPrinterColumns``
 (or NAME, AGE without them), evaluated as a real server does: a missing value is a ``null``
 cell (kubectl shows ``<none>``), ``date`` columns become ages like ``5s``, ``3m10s``, ``4d``.
-Built-in kinds get the real server's columns for a few common kinds (Namespaces, Deployments,
+Built-in kinds get the real server's columns for a few common kinds (Namespaces, Pods, Deployments,
 Services, PodDisruptionBudgets, ConfigMaps, Secrets, Events, CRDs) and NAME, AGE for the rest —
-a real server has specific columns for every built-in kind.
+a real server has specific columns for every built-in kind. The Pods' STATUS and RESTARTS cells
+are simplified: the phase, a container's waiting/terminated reason or ``Terminating``, and the
+sum of the restart counts without the time of the last restart.
 """
 
 from __future__ import annotations
@@ -264,6 +266,38 @@ def _event_last_seen(obj: Mapping[str, Any], now: datetime.datetime) -> str | No
     return age_of(moment, now)
 
 
+def _pod_ready(obj: Mapping[str, Any], now: datetime.datetime) -> str:
+    total = len(_get(obj, "spec", "containers") or [])
+    ready = sum(1 for status in _get(obj, "status", "containerStatuses") or [] if status.get("ready"))
+    return f"{ready}/{total}"
+
+
+def _pod_status(obj: Mapping[str, Any], now: datetime.datetime) -> str:
+    reason = str(_get(obj, "status", "reason") or _get(obj, "status", "phase") or "Pending")
+    for container in _get(obj, "status", "containerStatuses") or []:
+        state = container.get("state") or {}
+        found = (state.get("waiting") or {}).get("reason") or (state.get("terminated") or {}).get("reason")
+        if found:
+            reason = str(found)
+    if _get(obj, "metadata", "deletionTimestamp") and reason not in ("Succeeded", "Failed"):
+        return "Terminating"
+    return reason
+
+
+def _pod_restarts(obj: Mapping[str, Any], now: datetime.datetime) -> str:
+    statuses = _get(obj, "status", "containerStatuses") or []
+    return str(sum(int(status.get("restartCount") or 0) for status in statuses))
+
+
+def _readiness_gates(obj: Mapping[str, Any], now: datetime.datetime) -> str:
+    gates = [gate.get("conditionType") for gate in _get(obj, "spec", "readinessGates") or []]
+    if not gates:
+        return "<none>"
+    conditions = _get(obj, "status", "conditions") or []
+    passed = sum(1 for c in conditions if c.get("type") in gates and c.get("status") == "True")
+    return f"{passed}/{len(gates)}"
+
+
 def _int_cell(*path: str) -> CellFn:
     return lambda obj, now: _get(obj, *path) or 0
 
@@ -273,6 +307,17 @@ BUILTIN_COLUMNS: dict[tuple[str, str], list[Column]] = {
         NAME_COLUMN,
         Column("Status", "string", _text_cell("status", "phase", default="")),
         AGE_COLUMN,
+    ],
+    ("", "pods"): [
+        NAME_COLUMN,
+        Column("Ready", "string", _pod_ready, description="The aggregate readiness state of this pod."),
+        Column("Status", "string", _pod_status, description="The aggregate status of the containers."),
+        Column("Restarts", "string", _pod_restarts, description="The number of container restarts."),
+        AGE_COLUMN,
+        Column("IP", "string", _text_cell("status", "podIP"), priority=1),
+        Column("Node", "string", _text_cell("spec", "nodeName"), priority=1),
+        Column("Nominated Node", "string", _text_cell("status", "nominatedNodeName"), priority=1),
+        Column("Readiness Gates", "string", _readiness_gates, priority=1),
     ],
     ("apps", "deployments"): [
         NAME_COLUMN,

@@ -1,46 +1,132 @@
 """
-A fake Deployment controller: reports Deployments as rolled out, without Pods.
+A fake Deployment controller: keeps Pods in step with each Deployment and reports the rollout.
 
-For every Deployment whose status does not reflect its spec, after ``delay`` seconds it
-writes ``status.observedGeneration``, ``replicas``, ``updatedReplicas``, ``readyReplicas``,
-``availableReplicas``, ``unavailableReplicas`` and the ``Available``/``Progressing``
-conditions — in-process, so the writes never appear in the write log, but they bump the
-resourceVersion and emit MODIFIED events like a real controller's writes. Zero counts are
-omitted, as the real controller's ``omitempty`` fields are.
+For every Deployment whose Pods or status do not reflect its spec, ``delay`` seconds after
+the change it does what the Deployment and ReplicaSet controllers, the scheduler and the
+kubelet would do together — in-process, so the writes never appear in the write log, but
+they bump resourceVersions and emit ADDED/MODIFIED/DELETED events like real writes:
 
-A test can hold readiness back (``set_ready(ns, name, ready=1)``) to simulate replicas that
-are slow to become ready, and release it with ``ready=None``.
+* Pods: ``spec.replicas`` Pods named ``<deployment>-<pod-template-hash>-<5 chars>``, with the
+  template's labels plus ``pod-template-hash``, its annotations, its spec plus ``nodeName``
+  (``node_name(namespace, pod, deployment)``; ``devkube-node`` by default) and a controller
+  ``ownerReference`` to the Deployment. Their status: ``phase: Running``, ``podIP``/``podIPs``
+  (``pod_ip(namespace, pod, deployment)``; by default a unique loopback address from 127.244.0.0/16,
+  which is never reused while the range lasts), ``startTime``, the ``PodScheduled``,
+  ``Initialized``, ``ContainersReady`` and ``Ready`` conditions and ``containerStatuses``.
+  Both callbacks run on the cluster's event loop; a callback may hand out the same address to
+  several Pods (e.g. one fake server behind all replicas): nothing checks that addresses are unique.
+* Readiness: a Pod becomes Ready ``ready_delay`` seconds after it started (at once by default).
+  ``set_ready(ns, name, ready=N)`` caps how many of a Deployment's Pods are Ready (the N oldest
+  ones; the rest stay Running but not Ready); ``set_pod_ready(ns, pod, ready)`` forces one Pod
+  either way and changes no other Pod (so the Ready count may go beyond or below the cap;
+  ``None`` hands the Pod back to the automatic rules).
+* Scaling down deletes Pods in the real ReplicaSet controller's order of preference: Pending
+  before Running, not Ready before Ready, a lower ``controller.kubernetes.io/pod-deletion-cost``
+  first, newer before older.
+* A Pod that goes away (``kubectl delete pod``, ``DevCluster.kill_pod``) is replaced; a Pod
+  whose labels stop matching the Deployment's selector is released (its ownerReference is
+  removed) and replaced, as a ReplicaSet does; deleting the Deployment deletes its Pods
+  (the store's ownerReference garbage collection).
+* The Deployment's status: ``observedGeneration``, ``replicas``, ``updatedReplicas``,
+  ``readyReplicas``, ``availableReplicas``, ``unavailableReplicas`` — counted from its Pods —
+  and the ``Available``/``Progressing`` conditions. Zero counts are omitted, as the real
+  controller's ``omitempty`` fields are.
 
-Differences from a real cluster: no ReplicaSets and no Pods exist; rollouts are
-instantaneous (no surge, no gradual replacement); ``paused`` and
-``progressDeadlineSeconds`` are ignored.
+With ``pods=False`` no Pods exist and the status is computed from the spec alone (all
+replicas ready unless capped by ``set_ready``).
+
+Differences from a real cluster (cover them in e2e tests on a real cluster):
+
+* No ReplicaSets: Pods are owned by the Deployment directly, so ``ownerReferences`` name the
+  Deployment, not ``<deployment>-<hash>``, and nothing adopts orphaned Pods that match a
+  selector. The ``pod-template-hash`` is a hash of the stored template, but not the same
+  value a real cluster computes (``collisionCount`` is ignored).
+* Rollouts are instantaneous: a template change replaces all Pods at once (new ones created,
+  then all old ones deleted), ignoring ``strategy``, ``maxSurge``/``maxUnavailable``,
+  ``minReadySeconds``, ``paused`` and ``progressDeadlineSeconds``; there is no revision history.
+* Pods skip ``Pending`` and start ``Running`` once created (the ADDED event has no status; the
+  next MODIFIED has the running status). Containers never crash or restart (``restartCount``
+  stays 0); probes are not run: readiness follows ``ready_delay`` and the test helpers. No
+  ``hostIP``, ``qosClass``, init container statuses, and no Pod defaults (``serviceAccountName``,
+  tolerations, ``enableServiceLinks`` ...). ``nodeName`` names a node that does not exist;
+  scheduling constraints (selectors, affinity, taints, spread) are ignored.
+* Pod deletion is immediate (no graceful termination, no ``Terminating`` phase) unless a Pod
+  has finalizers; a Pod being deleted is not counted and is replaced at once. No eviction
+  subresource, no PodDisruptionBudget accounting.
+* Every reaction (also to a deleted Pod or a test helper) comes ``delay`` seconds after its
+  cause; a burst of Deployment changes within ``delay`` is handled once.
 """
 
 from __future__ import annotations
 
 import asyncio
 import copy
+import hashlib
+import ipaddress
+import itertools
+import json
+import logging
 import math
-from collections.abc import Mapping
+import secrets
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
+from controller.devkube import errors
+from controller.devkube.resources import Resource
 from controller.devkube.store import ObjectStore, WatchEvent, now_utc, timestamp
 
+logger = logging.getLogger(__name__)
+
 DeploymentKey = tuple[str, str]  # namespace, name
+PodKey = tuple[str, str]  # namespace, name
+PodAddressFn = Callable[[str, str, str], str]  # (namespace, pod name, deployment name) -> IP address
+NodeNameFn = Callable[[str, str, str], str]  # (namespace, pod name, deployment name) -> node name
+
+POD_TEMPLATE_HASH_LABEL = "pod-template-hash"
+DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
+DEFAULT_NODE_NAME = "devkube-node"
+# Loopback, on purpose: the operator scrapes pod IPs, and tests may only ever send traffic to this machine.
+# Nothing listens on these addresses unless a test starts a fake vLLM replica there.
+DEFAULT_POD_NETWORK = "127.244.0.0/16"
+
+_NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # as the real name generator: no vowels, no 0/1/3
+_MAX_GENERATED_NAME_PREFIX = 58  # 63 minus the random suffix, as the real name generator
 
 
 class FakeDeploymentController:
-    def __init__(self, store: ObjectStore, *, delay: float = 0.0) -> None:
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        delay: float = 0.0,
+        pods: bool = True,
+        pod_ip: PodAddressFn | None = None,
+        node_name: NodeNameFn | None = None,
+        ready_delay: float = 0.0,
+    ) -> None:
         self.store = store
         self.delay = delay
+        self.pods = pods
+        self.ready_delay = ready_delay
         self.ready_overrides: dict[DeploymentKey, int] = {}
+        self.pod_overrides: dict[PodKey, bool] = {}
+        self.errors: list[Exception] = []  # failures of reconciliations (e.g. a callback that raised)
+        self._pod_ip = pod_ip or self._default_pod_ip
+        self._node_name = node_name or (lambda namespace, pod, deployment: DEFAULT_NODE_NAME)
+        self._addresses: Iterator[str] = itertools.cycle(
+            str(address) for address in ipaddress.ip_network(DEFAULT_POD_NETWORK).hosts()
+        )
+        self._sequence = itertools.count()
+        self._created: dict[PodKey, int] = {}  # creation order of our pods (timestamps have 1s resolution)
+        self._started: dict[PodKey, float] = {}  # loop time of our pods' start, for ready_delay
         self._timers: dict[DeploymentKey, asyncio.TimerHandle] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._reconciling = False
 
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.store.listeners.append(self._on_event)
-        for obj in self.store.list_objects(self._resource()):
+        for obj in self.store.list_objects(self._deployments()):
             self._schedule((obj["metadata"]["namespace"], obj["metadata"]["name"]))
 
     def stop(self) -> None:
@@ -49,6 +135,9 @@ class FakeDeploymentController:
         for timer in self._timers.values():
             timer.cancel()
         self._timers.clear()
+        self._loop = None
+
+    # --- test controls -----------------------------------------------------------------------
 
     def set_ready(self, namespace: str, name: str, ready: int | None) -> None:
         """Cap the ready replicas of one Deployment; ``None`` makes all of them ready again."""
@@ -58,56 +147,390 @@ class FakeDeploymentController:
             self.ready_overrides[(namespace, name)] = ready
         self._schedule((namespace, name))
 
-    def _resource(self) -> Any:
+    def set_pod_ready(self, namespace: str, pod_name: str, ready: bool | None) -> None:
+        """Force one Pod Ready or not Ready (whatever the cap); ``None`` returns it to the automatic rules."""
+        if not self.pods:
+            raise RuntimeError("the fake workload controller runs without pods in this cluster")
+        pod = self.store.get(self._pods(), namespace, pod_name)  # 404 if there is no such pod
+        owner = _controller_ref(pod)
+        if owner is None:
+            raise ValueError(f"pod {namespace}/{pod_name} is not owned by a Deployment")
+        if ready is None:
+            self.pod_overrides.pop((namespace, pod_name), None)
+        else:
+            self.pod_overrides[(namespace, pod_name)] = ready
+        self._schedule((namespace, owner), debounce=False)
+
+    # --- events and timers -------------------------------------------------------------------
+
+    def _deployments(self) -> Resource:
         return self.store.resolve("apps", "v1", "deployments")
 
-    def _on_event(self, event: WatchEvent) -> None:
-        if (event.resource.group, event.resource.plural) != ("apps", "deployments"):
-            return
-        key = (event.object["metadata"]["namespace"], event.object["metadata"]["name"])
-        if event.type == "DELETED":
-            self._cancel(key)
-            self.ready_overrides.pop(key, None)
-        else:
-            self._schedule(key)
+    def _pods(self) -> Resource:
+        return self.store.resolve("", "v1", "pods")
 
-    def _schedule(self, key: DeploymentKey) -> None:
-        # Never write from inside a store event: the write would nest into the current commit.
+    def _on_event(self, event: WatchEvent) -> None:
+        group_plural = (event.resource.group, event.resource.plural)
+        if group_plural == ("apps", "deployments"):
+            key = (event.object["metadata"]["namespace"], event.object["metadata"]["name"])
+            if event.type == "DELETED":
+                self._cancel(key)
+                self.ready_overrides.pop(key, None)
+            elif not self._reconciling:  # our own status writes need no second look
+                self._schedule(key)
+        elif group_plural == ("", "pods") and self.pods:
+            self._on_pod_event(event)
+
+    def _on_pod_event(self, event: WatchEvent) -> None:
+        namespace, name = event.object["metadata"]["namespace"], event.object["metadata"]["name"]
+        if event.type == "DELETED":
+            self.pod_overrides.pop((namespace, name), None)
+            self._created.pop((namespace, name), None)
+            self._started.pop((namespace, name), None)
+        if self._reconciling:
+            return  # our own writes
+        states = [event.object] if event.old is None else [event.object, event.old]
+        for owner in {owner for state in states if (owner := _controller_ref(state)) is not None}:
+            self._schedule((namespace, owner), debounce=False)
+
+    def _schedule(self, key: DeploymentKey, *, after: float | None = None, debounce: bool = True) -> None:
+        """
+        Reconcile ``after`` (default: ``delay``) seconds from now. Never write from inside a store
+        event: the write would nest into the current commit. ``debounce`` postpones a pending
+        reconciliation (a burst of changes is handled once); otherwise the earlier one is kept.
+        """
         if self._loop is None:
             return
-        self._cancel(key)
-        self._timers[key] = self._loop.call_later(self.delay, self._reconcile, key)
+        when = self._loop.time() + (self.delay if after is None else after)
+        pending = self._timers.get(key)
+        if pending is not None:
+            if not debounce and pending.when() <= when:
+                return
+            pending.cancel()
+        self._timers[key] = self._loop.call_at(when, self._reconcile, key)
 
     def _cancel(self, key: DeploymentKey) -> None:
         timer = self._timers.pop(key, None)
         if timer is not None:
             timer.cancel()
 
+    # --- reconciliation ----------------------------------------------------------------------
+
     def _reconcile(self, key: DeploymentKey) -> None:
         self._timers.pop(key, None)
-        resource = self._resource()
+        self._reconciling = True
+        try:
+            self._reconcile_deployment(key)
+        except errors.ApiError as e:
+            # E.g. the namespace is being terminated: no new pods there, and no retry needed.
+            logger.debug("The fake workload controller could not reconcile %s/%s: %s", *key, e)
+        except Exception as e:
+            logger.exception("The fake workload controller failed on %s/%s", *key)
+            self.errors.append(e)
+        finally:
+            self._reconciling = False
+
+    def _reconcile_deployment(self, key: DeploymentKey) -> None:
+        resource = self._deployments()
         obj = self.store.find(resource, *key)
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return
-        status = deployment_status(obj, self.ready_overrides.get(key))
+        desired = _desired_replicas(obj)
+        if self.pods:
+            replicas, updated, ready = self._reconcile_pods(key, obj, desired)
+        else:
+            cap = self.ready_overrides.get(key)
+            replicas, updated = desired, desired
+            ready = desired if cap is None else max(0, min(cap, desired))
+        status = deployment_status(obj, replicas=replicas, updated=updated, ready=ready)
         self.store.write_status(resource, key[0], key[1], status)  # a no-op if nothing changes
 
+    def _reconcile_pods(
+        self, key: DeploymentKey, deployment: Mapping[str, Any], desired: int
+    ) -> tuple[int, int, int]:
+        """Create, delete and update the Deployment's pods; returns (replicas, updated, ready)."""
+        namespace = key[0]
+        pods_resource = self._pods()
+        template = (deployment.get("spec") or {}).get("template") or {}
+        pod_hash = template_hash(template)
+        selector = (deployment.get("spec") or {}).get("selector") or {}
+        owned = self._owned_pods(namespace, deployment["metadata"]["uid"])
+        for pod in [pod for pod in owned if not selector_matches(selector, pod)]:
+            self._release(pod, deployment["metadata"]["uid"])
+            owned.remove(pod)
+        current = [pod for pod in owned if _labels(pod).get(POD_TEMPLATE_HASH_LABEL) == pod_hash]
+        outdated = [pod for pod in owned if _labels(pod).get(POD_TEMPLATE_HASH_LABEL) != pod_hash]
+        for _ in range(desired - len(current)):
+            current.append(self._create_pod(deployment, pod_hash))
+        if len(current) > desired:
+            doomed = sorted(current, key=self._deletion_rank)[: len(current) - desired]
+            for pod in doomed:
+                self.store.delete(pods_resource, namespace, pod["metadata"]["name"])
+            current = [pod for pod in current if pod not in doomed]
+        for pod in outdated:  # an instant rollout: the old pods go once the new ones exist
+            self.store.delete(pods_resource, namespace, pod["metadata"]["name"])
 
-def deployment_status(obj: Mapping[str, Any], ready_cap: int | None) -> dict[str, Any]:
+        readiness, warm_up = self._readiness(key, current)
+        for pod in current:
+            name = pod["metadata"]["name"]
+            ip = ((pod.get("status") or {}).get("podIP")) or self._pod_ip(namespace, name, key[1])
+            status = pod_status(pod, ready=readiness[name], ip=ip)
+            self.store.write_status(pods_resource, namespace, name, status)
+        if warm_up is not None:
+            self._schedule(key, after=warm_up, debounce=False)
+        return len(current), len(current), sum(readiness.values())
+
+    def _owned_pods(self, namespace: str, uid: str) -> list[dict[str, Any]]:
+        return [
+            pod
+            for pod in self.store.list_objects(self._pods(), namespace)
+            if not pod["metadata"].get("deletionTimestamp") and _controller_uid(pod) == uid
+        ]
+
+    def _release(self, pod: Mapping[str, Any], owner_uid: str) -> None:
+        """A pod that no longer matches the selector is orphaned, as a ReplicaSet does (and replaced)."""
+        refs = [ref for ref in pod["metadata"].get("ownerReferences") or [] if ref.get("uid") != owner_uid]
+        patch = {"metadata": {"ownerReferences": refs or None}}
+        self.store.patch(
+            self._pods(),
+            pod["metadata"]["namespace"],
+            pod["metadata"]["name"],
+            "application/merge-patch+json",
+            patch,
+        )
+
+    def _create_pod(self, deployment: Mapping[str, Any], pod_hash: str) -> dict[str, Any]:
+        meta = deployment["metadata"]
+        namespace, deployment_name = meta["namespace"], meta["name"]
+        template = (deployment.get("spec") or {}).get("template") or {}
+        template_meta = template.get("metadata") or {}
+        prefix = f"{deployment_name}-{pod_hash}-"
+        name = self._new_pod_name(namespace, prefix)
+        pod_meta: dict[str, Any] = {
+            "name": name,
+            "generateName": prefix,
+            "namespace": namespace,
+            "labels": {**(template_meta.get("labels") or {}), POD_TEMPLATE_HASH_LABEL: pod_hash},
+            "ownerReferences": [
+                {
+                    "apiVersion": "apps/v1",
+                    "kind": "Deployment",
+                    "name": deployment_name,
+                    "uid": meta["uid"],
+                    "controller": True,
+                    "blockOwnerDeletion": True,
+                }
+            ],
+        }
+        if template_meta.get("annotations"):
+            pod_meta["annotations"] = copy.deepcopy(template_meta["annotations"])
+        spec = copy.deepcopy(template.get("spec") or {})
+        spec["nodeName"] = self._node_name(namespace, name, deployment_name)
+        body = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": spec}
+        created = self.store.create(self._pods(), namespace, body)
+        self._created[(namespace, name)] = next(self._sequence)
+        if self._loop is not None:
+            self._started[(namespace, name)] = self._loop.time()
+        return created
+
+    def _new_pod_name(self, namespace: str, prefix: str) -> str:
+        base = prefix[:_MAX_GENERATED_NAME_PREFIX]
+        while True:
+            name = base + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
+            if self.store.find(self._pods(), namespace, name) is None:
+                return name
+
+    def _default_pod_ip(self, namespace: str, pod_name: str, deployment: str) -> str:
+        in_use = {(pod.get("status") or {}).get("podIP") for pod in self.store.list_objects(self._pods())}
+        for address in self._addresses:  # cycles: an address is reused only after the whole range
+            if address not in in_use:
+                return address
+        raise AssertionError("unreachable: the address cycle is endless")
+
+    def _age_key(self, pod: Mapping[str, Any]) -> tuple[str, int]:
+        """Sorts oldest first."""
+        meta = pod["metadata"]
+        return meta.get("creationTimestamp") or "", self._created.get((meta["namespace"], meta["name"]), -1)
+
+    def _deletion_rank(self, pod: Mapping[str, Any]) -> tuple[int, int, int, tuple[tuple[int, ...], int]]:
+        """Sorts the pods to delete first first: as the real ReplicaSet controller's preferences."""
+        status = pod.get("status") or {}
+        running = int(status.get("phase") == "Running")
+        cost = _deletion_cost(pod)
+        age = self._age_key(pod)
+        newest_first = (_invert(age[0]), -age[1])
+        return running, int(is_pod_ready(pod)), cost, newest_first
+
+    def _readiness(
+        self, key: DeploymentKey, pods: Sequence[Mapping[str, Any]]
+    ) -> tuple[dict[str, bool], float | None]:
+        """Which pods are Ready, and in how many seconds the next one warms up (if any does)."""
+        namespace = key[0]
+        now = self._loop.time() if self._loop is not None else 0.0
+        cap = self.ready_overrides.get(key)
+        readiness: dict[str, bool] = {}
+        warm_up: float | None = None
+        for rank, pod in enumerate(sorted(pods, key=self._age_key)):  # the oldest get the capped slots
+            name = pod["metadata"]["name"]
+            forced = self.pod_overrides.get((namespace, name))
+            started = self._started.get((namespace, name), -math.inf)
+            remaining = started + self.ready_delay - now
+            if forced is not None:
+                readiness[name] = forced
+                continue
+            if remaining > 0:
+                warm_up = remaining if warm_up is None else min(warm_up, remaining)
+            readiness[name] = remaining <= 0 and (cap is None or rank < cap)
+        return readiness, warm_up
+
+
+# --- pods -----------------------------------------------------------------------------------------
+
+
+def template_hash(template: Mapping[str, Any]) -> str:
+    """A 10-character hash of a pod template, in the alphabet of the real ``pod-template-hash``."""
+    digest = hashlib.sha256(json.dumps(template, sort_keys=True, separators=(",", ":")).encode()).digest()
+    return "".join(_NAME_ALPHABET[byte % len(_NAME_ALPHABET)] for byte in digest[:10])
+
+
+def is_pod_ready(pod: Mapping[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def pod_status(pod: Mapping[str, Any], *, ready: bool, ip: str) -> dict[str, Any]:
+    """A running pod's status; the timestamps of the previous status are kept while nothing changes."""
+    previous = pod.get("status") or {}
+    stamp = timestamp(now_utc())
+    started = previous.get("startTime") or stamp
+    old_conditions = previous.get("conditions") or []
+    containers = sorted(
+        ((pod.get("spec") or {}).get("containers") or []),
+        key=lambda container: str(container.get("name", "")),
+    )
+    unready = (
+        ""
+        if ready
+        else f"containers with unready status: [{' '.join(c.get('name', '') for c in containers)}]"
+    )
+    return {
+        "phase": "Running",
+        "conditions": [
+            _pod_condition(old_conditions, "Initialized", True, stamp),
+            _pod_condition(old_conditions, "Ready", ready, stamp, unready),
+            _pod_condition(old_conditions, "ContainersReady", ready, stamp, unready),
+            _pod_condition(old_conditions, "PodScheduled", True, stamp),
+        ],
+        "podIP": ip,
+        "podIPs": [{"ip": ip}],
+        "startTime": started,
+        "containerStatuses": [
+            {
+                "name": container.get("name", ""),
+                "image": container.get("image", ""),
+                "imageID": "",
+                "containerID": "containerd://"
+                + hashlib.sha256(
+                    f"{pod['metadata'].get('uid')}/{container.get('name')}".encode()
+                ).hexdigest(),
+                "ready": ready,
+                "started": True,
+                "restartCount": 0,
+                "state": {"running": {"startedAt": started}},
+                "lastState": {},
+            }
+            for container in containers
+        ],
+    }
+
+
+def _pod_condition(
+    previous: Sequence[Mapping[str, Any]], kind: str, ok: bool, stamp: str, unready_message: str = ""
+) -> dict[str, Any]:
+    new: dict[str, Any] = {"type": kind, "status": "True" if ok else "False", "lastProbeTime": None}
+    if not ok:
+        new.update(reason="ContainersNotReady", message=unready_message)
+    old = next((c for c in previous if c.get("type") == kind), None)
+    kept = old.get("lastTransitionTime") if old is not None and old.get("status") == new["status"] else None
+    new["lastTransitionTime"] = kept or stamp
+    return new
+
+
+def selector_matches(selector: Mapping[str, Any], obj: Mapping[str, Any]) -> bool:
+    """A ``metav1.LabelSelector`` (``matchLabels``, ``matchExpressions``) against an object's labels."""
+    labels = _labels(obj)
+    if any(labels.get(key) != value for key, value in (selector.get("matchLabels") or {}).items()):
+        return False
+    for expression in selector.get("matchExpressions") or []:
+        key, operator = expression.get("key"), expression.get("operator")
+        values = set(expression.get("values") or [])
+        if (
+            (operator == "In" and labels.get(key) not in values)
+            or (operator == "NotIn" and key in labels and labels[key] in values)
+            or (operator == "Exists" and key not in labels)
+            or (operator == "DoesNotExist" and key in labels)
+        ):
+            return False
+    return True
+
+
+def _labels(obj: Mapping[str, Any]) -> dict[str, str]:
+    return dict((obj.get("metadata") or {}).get("labels") or {})
+
+
+def _controller_reference(pod: Mapping[str, Any]) -> Mapping[str, Any] | None:
+    for ref in (pod.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller") and ref.get("kind") == "Deployment" and ref.get("apiVersion") == "apps/v1":
+            return dict(ref)
+    return None
+
+
+def _controller_ref(pod: Mapping[str, Any]) -> str | None:
+    ref = _controller_reference(pod)
+    return None if ref is None else str(ref.get("name"))
+
+
+def _controller_uid(pod: Mapping[str, Any]) -> str | None:
+    ref = _controller_reference(pod)
+    return None if ref is None else str(ref.get("uid"))
+
+
+def _deletion_cost(pod: Mapping[str, Any]) -> int:
+    value = ((pod.get("metadata") or {}).get("annotations") or {}).get(DELETION_COST_ANNOTATION)
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0  # the real API server refuses such values; the controller would see cost 0
+
+
+def _invert(text: str) -> tuple[int, ...]:
+    """A sort key that orders strings in reverse (for same-length ISO timestamps)."""
+    return tuple(-ord(char) for char in text)
+
+
+# --- the Deployment's status ----------------------------------------------------------------------
+
+
+def _desired_replicas(obj: Mapping[str, Any]) -> int:
+    return int((obj.get("spec") or {}).get("replicas", 1))
+
+
+def deployment_status(obj: Mapping[str, Any], *, replicas: int, updated: int, ready: int) -> dict[str, Any]:
     spec = obj.get("spec") or {}
-    desired = int(spec.get("replicas", 1))
-    ready = desired if ready_cap is None else max(0, min(ready_cap, desired))
+    desired = _desired_replicas(obj)
     counts = {
-        "replicas": desired,
-        "updatedReplicas": desired,
+        "replicas": replicas,
+        "updatedReplicas": updated,
         "readyReplicas": ready,
-        "availableReplicas": ready,
-        "unavailableReplicas": desired - ready,
+        "availableReplicas": ready,  # minReadySeconds is ignored
+        "unavailableReplicas": max(0, desired - ready),
     }
     status: dict[str, Any] = {"observedGeneration": obj["metadata"].get("generation", 1)}
     status.update({field: count for field, count in counts.items() if count})
     previous = (obj.get("status") or {}).get("conditions") or []
     available = ready >= desired - _max_unavailable(spec, desired)
+    replica_set = f'ReplicaSet "{obj["metadata"]["name"]}-{template_hash(spec.get("template") or {})}"'
+    done = ready == desired and updated == desired and replicas == desired
     status["conditions"] = [
         _condition(
             previous,
@@ -122,10 +545,8 @@ def deployment_status(obj: Mapping[str, Any], ready_cap: int | None) -> dict[str
             previous,
             "Progressing",
             True,
-            "NewReplicaSetAvailable" if ready == desired else "ReplicaSetUpdated",
-            f'ReplicaSet "{obj["metadata"]["name"]}" has successfully progressed.'
-            if ready == desired
-            else f'ReplicaSet "{obj["metadata"]["name"]}" is progressing.',
+            "NewReplicaSetAvailable" if done else "ReplicaSetUpdated",
+            f"{replica_set} has successfully progressed." if done else f"{replica_set} is progressing.",
         ),
     ]
     return status

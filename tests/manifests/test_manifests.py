@@ -167,6 +167,7 @@ EXPECTED_GRANTS: dict[str, Grants] = {
         ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
         ("", "services"): {"get", "list", "watch", "create", "patch"},
         ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch"},
+        ("", "pods"): {"get", "list", "watch"},
         ("", "events"): {"create", "patch"},
         ("", "namespaces"): {"list", "watch"},
         ("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"},

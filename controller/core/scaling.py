@@ -1,0 +1,483 @@
+"""How many replicas a pool should ask for: HPA's shape, plus what a GPU pool needs on top.
+
+``decide_replicas`` is pure: signals, counts, the remembered recommendations and ``now`` in;
+a ``ScalingDecision`` (count, reason, message, inputs) and the next ``ScalingState`` out.
+
+Rules, in the order they apply:
+
+1. Per-signal recommendation, against the READY replicas (the ones whose load a signal measures):
+
+   - queue: ratio = (queue_depth / ready) / target_queue_depth_per_replica, recommended = ceil(ready * ratio);
+     with no ready replica and a queue, ceil(queue / target).
+   - KV cache: ratio = kv / target_kv_cache_utilization, recommended = ceil(ready * ratio); with no
+     ready replica it measures nothing and is ignored.
+   - within tolerance (|ratio - 1| <= tolerance) a signal recommends the current count. A signal above
+     its band never recommends fewer than the current count, one below never more (as HPA skips a
+     recount that flips direction): a level that persists while replicas start does not shrink them.
+   - a missing signal (None) recommends nothing. The recommendation is the max over the signals used.
+
+2. Capacity on its way: the recommendation is compared with ``current_replicas`` (ready + starting +
+   anything else asked for), never with the ready count, so a spike does not order the same cold-starting
+   replicas twice. A hold for that reason says so (``CapacityStarting``, or ``CapacityNotReady`` once
+   the replicas are past ``startupSeconds``).
+
+3. Stabilization as HPA's behavior: every recommendation is remembered with its time. Scale-up acts on
+   the MIN recommendation inside ``scaleUp.stabilizationSeconds`` (0 = at once), scale-down on the MAX
+   inside ``scaleDown.stabilizationSeconds``. Then the step limits (``maxStepReplicas`` per decision),
+   then the bounds.
+
+4. Effective minimum: ``replicas.min``, except that 0 is honoured only with ``fallback.enabled`` (the
+   hosted API serves while the pool is at zero); otherwise the floor is 1. Even then the pool goes to
+   zero only once the load has been zero (queue 0, and running 0 or KV 0, nothing known above 0) for
+   the whole scale-down window, counted in ``ScalingState.idle_since``.
+
+5. Metrics unavailable (a ``MetricsProblem``, or signals with nothing usable): hold the current count,
+   only clamped into bounds; never scale down blind, and remember no recommendation. At zero replicas
+   with nothing to read, hold zero: demand has to show up through the API fallback.
+
+6. Bounds always win: a count outside [effective minimum, max] (the spec changed) goes straight back
+   inside, whatever the windows and steps say.
+
+7. Inputs are never mutated; the returned state drops recommendations older than the longest window.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Literal
+
+from controller.api.spec import InferencePoolSpec
+from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolSignals
+
+__all__ = [
+    "Direction",
+    "ScalingDecision",
+    "ScalingInputs",
+    "ScalingLimit",
+    "ScalingReason",
+    "ScalingSignal",
+    "ScalingState",
+    "SignalPosition",
+    "SignalRecommendation",
+    "decide_replicas",
+    "effective_min_replicas",
+]
+
+Direction = Literal["up", "down", "hold"]
+SignalPosition = Literal["below", "within", "above"]  # the observed ratio against the tolerance band
+
+# Float noise (3 * 0.8 / 0.8 = 3.0000000000000004) must neither order a GPU nor leave the tolerance band.
+_EPSILON = 1e-9
+
+
+class ScalingReason(StrEnum):
+    """Why the decision came out as it did: one CamelCase word for the status and the Event."""
+
+    SCALED_UP = "ScaledUp"  # more replicas, following the load (limited_by says what capped the step)
+    SCALED_DOWN = "ScaledDown"  # fewer replicas: the load stayed low for the whole scale-down window
+    SCALED_TO_ZERO = "ScaledToZero"  # at zero, or going there: zero load for the window, fallback on
+    WITHIN_TOLERANCE = "WithinTolerance"  # every signal inside target +- tolerance: nothing to do
+    STABILIZING_SCALE_DOWN = "StabilizingScaleDown"  # load is lower, a higher recommendation is in the window
+    STABILIZING_SCALE_UP = "StabilizingScaleUp"  # load is higher, a lower recommendation is in the window
+    CAPACITY_STARTING = "CapacityStarting"  # load wants more than is ready; replicas starting cover it
+    CAPACITY_NOT_READY = "CapacityNotReady"  # same, but the asked-for replicas are past startupSeconds
+    METRICS_UNAVAILABLE = "MetricsUnavailable"  # no usable signal: holding, never scaling down blind
+    AT_MAXIMUM = "AtMaximum"  # held at replicas.max while the load wants more, or brought back under it
+    AT_MINIMUM = "AtMinimum"  # held at the floor while the load wants fewer, or brought back up to it
+
+
+class ScalingLimit(StrEnum):
+    """What capped or held the count, between the recommendation and the decision."""
+
+    MAX = "max"
+    MIN = "min"
+    SCALE_UP_STEP = "scale-up step"
+    SCALE_DOWN_STEP = "scale-down step"
+    SCALE_DOWN_STABILIZATION = "scale-down stabilization"
+    SCALE_UP_STABILIZATION = "scale-up stabilization"
+
+
+class ScalingSignal(StrEnum):
+    """The signals a decision can use, named as in the status."""
+
+    QUEUE_DEPTH = "queueDepth"
+    KV_CACHE = "kvCacheUtilization"
+
+
+@dataclass(frozen=True)
+class SignalRecommendation:
+    """What one signal asked for."""
+
+    signal: ScalingSignal
+    observed: float  # queue: requests waiting over the pool; KV: the 0-1 fraction
+    target: float  # queue: per ready replica; KV: the 0-1 fraction
+    ratio: float | None  # observed per ready replica / target; None with no ready replica
+    position: SignalPosition
+    recommended: int
+
+
+@dataclass(frozen=True)
+class ScalingInputs:
+    signals: PoolSignals | MetricsProblem
+    current_replicas: int  # what the Deployments ask for now (spot + on-demand)
+    ready_replicas: int
+    starting_replicas: int  # asked for, not ready yet, still inside scaling.startupSeconds: capacity on its way
+
+    def __post_init__(self) -> None:
+        for name in ("current_replicas", "ready_replicas", "starting_replicas"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must not be negative, got {getattr(self, name)}")
+
+
+@dataclass(frozen=True)
+class ScalingState:
+    """What the caller keeps between evaluations of one pool (in memory); never mutated."""
+
+    recommendations: tuple[tuple[datetime, int], ...] = ()  # (when, recommended), pruned to the longest window
+    idle_since: datetime | None = None  # since when every evaluation saw zero load; None when it did not
+
+
+@dataclass(frozen=True)
+class ScalingDecision:
+    current: int
+    desired: int
+    direction: Direction
+    reason: ScalingReason
+    message: str
+    per_signal: tuple[SignalRecommendation, ...]  # the signals used; empty when metrics were unavailable
+    limited_by: ScalingLimit | None
+    recommended: int | None  # the max over the signals, before windows, steps and bounds
+    ready_replicas: int
+    starting_replicas: int
+    observed_at: datetime  # when the signals (or the problem) were read
+    decided_at: datetime
+
+    @property
+    def signals_used(self) -> tuple[ScalingSignal, ...]:
+        return tuple(s.signal for s in self.per_signal)
+
+
+def effective_min_replicas(spec: InferencePoolSpec) -> int:
+    """``replicas.min``; 0 only when the API fallback can serve the pool's traffic meanwhile."""
+    if spec.replicas.min == 0 and not spec.fallback.enabled:
+        return 1
+    return spec.replicas.min
+
+
+def decide_replicas(
+    spec: InferencePoolSpec, inputs: ScalingInputs, state: ScalingState, *, now: datetime
+) -> tuple[ScalingDecision, ScalingState]:
+    """Decide the pool's replica count; see the module docstring for the rules."""
+    scaling = spec.scaling
+    longest_window = max(scaling.scale_up.stabilization_seconds, scaling.scale_down.stabilization_seconds)
+    remembered = tuple(rec for rec in state.recommendations if _inside(rec[0], now, longest_window))
+    signals = inputs.signals
+    per_signal = _recommend_per_signal(spec, inputs, signals) if isinstance(signals, PoolSignals) else ()
+    if not isinstance(signals, PoolSignals) or not per_signal:
+        return _hold_blind(spec, inputs, now), ScalingState(recommendations=remembered)
+
+    recommended = max(s.recommended for s in per_signal)
+    idle_since = (state.idle_since or now) if _is_idle(signals) else None
+    next_state = ScalingState(
+        recommendations=tuple(rec for rec in (*remembered, (now, recommended)) if _inside(rec[0], now, longest_window)),
+        idle_since=idle_since,
+    )
+    return _decide(spec, inputs, signals, per_signal, recommended, remembered, idle_since, now), next_state
+
+
+# ----------------------------------------------------------------------------------------- signals
+
+
+def _recommend_per_signal(
+    spec: InferencePoolSpec, inputs: ScalingInputs, signals: PoolSignals
+) -> tuple[SignalRecommendation, ...]:
+    scaling = spec.scaling
+    ready = inputs.ready_replicas
+    found: list[SignalRecommendation] = []
+    if signals.queue_depth is not None:
+        target = scaling.target_queue_depth_per_replica
+        queue = signals.queue_depth
+        ratio = queue / ready / target if ready else None
+        found.append(_recommend(ScalingSignal.QUEUE_DEPTH, queue, target, ratio, _ceil(queue / target), spec, inputs))
+    # With no ready replica there is no cache to measure: a KV figure then is a leftover, not load.
+    if signals.kv_cache_utilization is not None and ready > 0:
+        target = scaling.target_kv_cache_utilization
+        kv = signals.kv_cache_utilization
+        found.append(
+            _recommend(ScalingSignal.KV_CACHE, kv, target, kv / target, _ceil(ready * kv / target), spec, inputs)
+        )
+    return tuple(found)
+
+
+def _recommend(
+    signal: ScalingSignal,
+    observed: float,
+    target: float,
+    ratio: float | None,
+    proportional: int,
+    spec: InferencePoolSpec,
+    inputs: ScalingInputs,
+) -> SignalRecommendation:
+    current = inputs.current_replicas
+    if ratio is None:  # no ready replica: any queue is load nobody serves
+        position: SignalPosition = "above" if observed > 0 else "below"
+    elif abs(ratio - 1) <= spec.scaling.tolerance + _EPSILON:
+        position = "within"
+    else:
+        position = "above" if ratio > 1 else "below"
+    recommended = {
+        "within": current,
+        "above": max(proportional, current),
+        "below": min(proportional, current),
+    }[position]
+    return SignalRecommendation(signal, observed, target, ratio, position, recommended)
+
+
+def _is_idle(signals: PoolSignals) -> bool:
+    """Zero load: no queue, and running or KV known to be zero, and nothing known above zero."""
+    others = [v for v in (signals.running_requests, signals.kv_cache_utilization) if v is not None]
+    return signals.queue_depth == 0 and bool(others) and all(v == 0 for v in others)
+
+
+# ---------------------------------------------------------------------------------------- decision
+
+
+def _decide(
+    spec: InferencePoolSpec,
+    inputs: ScalingInputs,
+    signals: PoolSignals,
+    per_signal: tuple[SignalRecommendation, ...],
+    recommended: int,
+    history: tuple[tuple[datetime, int], ...],
+    idle_since: datetime | None,
+    now: datetime,
+) -> ScalingDecision:
+    scaling = spec.scaling
+    current = inputs.current_replicas
+    up_window = scaling.scale_up.stabilization_seconds
+    down_window = scaling.scale_down.stabilization_seconds
+
+    # Stabilize: scale up only as far as every recent recommendation agrees, down only as far as all do.
+    lowest_recent = min([recommended, *(r for t, r in history if _inside(t, now, up_window))])
+    highest_recent = max([recommended, *(r for t, r in history if _inside(t, now, down_window))])
+    stabilized = min(max(current, lowest_recent), highest_recent)
+
+    up_step = scaling.scale_up.max_step_replicas
+    down_step = scaling.scale_down.max_step_replicas
+    stepped = min(max(stabilized, current - down_step), current + up_step)
+
+    zero_allowed = idle_since is not None and now - idle_since >= timedelta(seconds=down_window)
+    floor = _floor(spec, current, zero_allowed=zero_allowed)
+    ceiling = spec.replicas.max
+    desired = min(max(stepped, floor), ceiling)
+
+    limited_by: ScalingLimit | None = None
+    if desired != stepped:
+        limited_by = ScalingLimit.MAX if desired < stepped else ScalingLimit.MIN
+    elif stepped != stabilized:
+        limited_by = ScalingLimit.SCALE_UP_STEP if stepped < stabilized else ScalingLimit.SCALE_DOWN_STEP
+    elif stabilized != recommended:
+        limited_by = (
+            ScalingLimit.SCALE_UP_STABILIZATION if stabilized < recommended else ScalingLimit.SCALE_DOWN_STABILIZATION
+        )
+
+    out_of_bounds = not floor <= current <= ceiling
+    reason = _reason(inputs, per_signal, desired, limited_by, out_of_bounds)
+
+    limit_text = {
+        None: "",
+        ScalingLimit.MAX: f"maximum {ceiling}",
+        ScalingLimit.MIN: _floor_text(spec, floor, idle_since, now),
+        ScalingLimit.SCALE_UP_STEP: f"scale-up step limit {up_step}",
+        ScalingLimit.SCALE_DOWN_STEP: f"scale-down step limit {down_step}",
+        ScalingLimit.SCALE_DOWN_STABILIZATION: (
+            f"highest recommendation in the last {down_window} s is {highest_recent}"
+        ),
+        ScalingLimit.SCALE_UP_STABILIZATION: f"lowest recommendation in the last {up_window} s is {lowest_recent}",
+    }[limited_by]
+    if out_of_bounds and limited_by in (ScalingLimit.MAX, ScalingLimit.MIN):
+        limit_text = f"back inside bounds, {limit_text}"
+    why = {
+        ScalingReason.WITHIN_TOLERANCE: f"within the {scaling.tolerance:.0%} tolerance",
+        ScalingReason.CAPACITY_STARTING: (
+            f"{inputs.ready_replicas} ready + {inputs.starting_replicas} starting cover it"
+            if current == inputs.ready_replicas + inputs.starting_replicas
+            else f"{current - inputs.ready_replicas} asked for and not ready, {inputs.starting_replicas} starting"
+        ),
+        ScalingReason.CAPACITY_NOT_READY: (
+            f"{current - inputs.ready_replicas} asked for and not ready past startupSeconds; not ordering more"
+        ),
+        ScalingReason.SCALED_TO_ZERO: (
+            f"zero load for the {down_window} s scale-down window: the API fallback serves"
+            if current
+            else "at zero: the API fallback serves until load shows up"
+        ),
+    }.get(reason, "")
+    details = [
+        *([f"recommended {recommended}"] if recommended != desired else []),
+        *([limit_text] if limit_text else []),
+        *([why] if why else []),
+    ]
+    message = f"{_signals_text(inputs, per_signal, signals)}: {_change_text(current, desired)}"
+    if details:
+        message += f" ({'; '.join(details)})"
+    return ScalingDecision(
+        current=current,
+        desired=desired,
+        direction=_direction(current, desired),
+        reason=reason,
+        message=message,
+        per_signal=per_signal,
+        limited_by=limited_by,
+        recommended=recommended,
+        ready_replicas=inputs.ready_replicas,
+        starting_replicas=inputs.starting_replicas,
+        observed_at=signals.observed_at,
+        decided_at=now,
+    )
+
+
+def _floor(spec: InferencePoolSpec, current: int, *, zero_allowed: bool) -> int:
+    minimum = effective_min_replicas(spec)
+    if minimum > 0:
+        return minimum
+    # Staying at zero needs no proof of idleness; getting there does.
+    return 0 if current == 0 or zero_allowed else 1
+
+
+def _reason(
+    inputs: ScalingInputs,
+    per_signal: tuple[SignalRecommendation, ...],
+    desired: int,
+    limited_by: ScalingLimit | None,
+    out_of_bounds: bool,
+) -> ScalingReason:
+    current = inputs.current_replicas
+    if desired == 0 and limited_by is not ScalingLimit.SCALE_UP_STABILIZATION:
+        return ScalingReason.SCALED_TO_ZERO
+    if limited_by in (ScalingLimit.MAX, ScalingLimit.MIN) and (out_of_bounds or desired == current):
+        return ScalingReason.AT_MAXIMUM if limited_by is ScalingLimit.MAX else ScalingReason.AT_MINIMUM
+    if desired > current:
+        return ScalingReason.SCALED_UP
+    if desired < current:
+        return ScalingReason.SCALED_DOWN
+    if limited_by is ScalingLimit.SCALE_DOWN_STABILIZATION:
+        return ScalingReason.STABILIZING_SCALE_DOWN
+    if limited_by is ScalingLimit.SCALE_UP_STABILIZATION:
+        return ScalingReason.STABILIZING_SCALE_UP
+    if current > inputs.ready_replicas and any(s.position == "above" for s in per_signal):
+        return ScalingReason.CAPACITY_STARTING if inputs.starting_replicas else ScalingReason.CAPACITY_NOT_READY
+    return ScalingReason.WITHIN_TOLERANCE
+
+
+def _hold_blind(spec: InferencePoolSpec, inputs: ScalingInputs, now: datetime) -> ScalingDecision:
+    """No usable signal: keep the count (only brought inside bounds), remember nothing."""
+    current = inputs.current_replicas
+    floor = effective_min_replicas(spec)
+    ceiling = spec.replicas.max
+    desired = min(max(current, floor), ceiling)
+    signals = inputs.signals
+    nothing_to_read = isinstance(signals, PoolSignals) or signals.kind in (
+        MetricsProblemKind.NO_SAMPLES,
+        MetricsProblemKind.NO_READY_REPLICAS,
+    )
+    if isinstance(signals, MetricsProblem):
+        what = f"metrics unavailable ({signals.kind}: {signals.message})"
+    elif signals.kv_cache_utilization is not None:
+        what = "no queue signal, and a KV cache figure with no ready replica measures nothing"
+    else:
+        what = "no queue or KV cache signal"
+
+    limited_by: ScalingLimit | None = None
+    if desired != current:
+        limited_by = ScalingLimit.MAX if desired < current else ScalingLimit.MIN
+        reason = ScalingReason.AT_MAXIMUM if limited_by is ScalingLimit.MAX else ScalingReason.AT_MINIMUM
+        detail = f"back inside bounds, {'maximum' if limited_by is ScalingLimit.MAX else 'minimum'} {desired}"
+    elif desired == 0 and nothing_to_read:
+        reason = ScalingReason.SCALED_TO_ZERO
+        detail = "scaled to zero, nothing to read load from: demand must come through the API fallback"
+    elif desired == 0:
+        reason = ScalingReason.METRICS_UNAVAILABLE
+        detail = "scaled to zero: demand must come through the API fallback"
+    else:
+        reason = ScalingReason.METRICS_UNAVAILABLE
+        detail = "never scaling down blind"
+    return ScalingDecision(
+        current=current,
+        desired=desired,
+        direction=_direction(current, desired),
+        reason=reason,
+        message=f"{what}: {_change_text(current, desired)} ({detail})",
+        per_signal=(),
+        limited_by=limited_by,
+        recommended=None,
+        ready_replicas=inputs.ready_replicas,
+        starting_replicas=inputs.starting_replicas,
+        observed_at=signals.observed_at,
+        decided_at=now,
+    )
+
+
+# ------------------------------------------------------------------------------------------- words
+
+
+def _signals_text(inputs: ScalingInputs, per_signal: tuple[SignalRecommendation, ...], signals: PoolSignals) -> str:
+    ready = inputs.ready_replicas
+    replicas = f"{ready} ready {_plural(ready, 'replica')}" if ready else "no ready replica"
+    if inputs.starting_replicas:
+        replicas += f" ({inputs.starting_replicas} more starting)"
+    parts: list[str] = []
+    by_signal = {s.signal: s for s in per_signal}
+    queue = by_signal.get(ScalingSignal.QUEUE_DEPTH)
+    if queue is not None:
+        across = "with" if not ready else "across"
+        parts.append(f"queue {_number(queue.observed)} {across} {replicas}, target {_number(queue.target)} per replica")
+    kv = by_signal.get(ScalingSignal.KV_CACHE)
+    if kv is not None:
+        on = "" if queue is not None else f" on {replicas}"
+        parts.append(f"KV cache {kv.observed:.0%}{on} vs target {kv.target:.0%}")
+    if queue is None:
+        parts.append("no queue signal")
+    elif signals.kv_cache_utilization is None:
+        parts.append("no KV cache signal")
+    elif kv is None:
+        parts.append("KV cache ignored with no ready replica")
+    return "; ".join(parts)
+
+
+def _floor_text(spec: InferencePoolSpec, floor: int, idle_since: datetime | None, now: datetime) -> str:
+    if spec.replicas.min > 0 or floor == 0:
+        return f"minimum {floor}"
+    if not spec.fallback.enabled:
+        return "minimum 1: replicas.min 0 needs fallback.enabled"
+    window = spec.scaling.scale_down.stabilization_seconds
+    idle = f"zero for {(now - idle_since).total_seconds():.0f} s so far" if idle_since else "not zero now"
+    return f"minimum 1 until the load is zero for {window} s, {idle}"
+
+
+def _change_text(current: int, desired: int) -> str:
+    return f"holding {current}" if current == desired else f"{current} -> {desired}"
+
+
+def _direction(current: int, desired: int) -> Direction:
+    return "up" if desired > current else "down" if desired < current else "hold"
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else f"{word}s"
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else f"{value:.1f}"
+
+
+def _ceil(value: float) -> int:
+    return max(0, math.ceil(value - _EPSILON))
+
+
+def _inside(moment: datetime, now: datetime, window_seconds: int) -> bool:
+    # Strictly after the cut-off, so a 0 s window holds nothing from before.
+    return moment > now - timedelta(seconds=window_seconds)

@@ -1,0 +1,117 @@
+"""What a scaling evaluation puts in the status and the Events. Pure.
+
+The status is written only when it changes, so what goes into it must not change
+on every evaluation: the MetricsAvailable message names the source and the
+replica count, not the values; the displayed signals (QUEUE, KV%) refresh when a
+decision changes replicas, when metrics flip, or when the shown numbers moved and
+the last refresh is older than ``refresh_seconds``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from controller.api.status import Condition, ConditionStatus, ScalingDecisionStatus, Signals
+from controller.core import events
+from controller.core.conditions import format_time
+from controller.core.signals import MetricsProblem, PoolSignals
+
+__all__ = ["Decision", "ScalingOutcome", "decision_status", "metrics_condition", "metrics_events", "refreshed_signals"]
+
+
+class Decision(Protocol):
+    """The part of a scaling decision the status and Events need."""
+
+    @property
+    def current(self) -> int: ...
+    @property
+    def desired(self) -> int: ...
+    @property
+    def reason(self) -> str: ...
+    @property
+    def message(self) -> str: ...
+
+
+@dataclass(frozen=True)
+class ScalingOutcome:
+    reading: PoolSignals | MetricsProblem
+    source: str  # "pods" or "prometheus"
+    decision: Decision
+
+
+def _usable(reading: PoolSignals | MetricsProblem) -> bool:
+    return isinstance(reading, PoolSignals) and reading.usable
+
+
+def metrics_condition(reading: PoolSignals | MetricsProblem, source: str) -> tuple[ConditionStatus, str, str]:
+    """(status, reason, message) of MetricsAvailable."""
+    if isinstance(reading, MetricsProblem):
+        return "False", str(reading.kind), f"{source}: {reading.message}; holding the replica count"
+    if not reading.usable:
+        return "False", "NoSignals", f"{source}: neither queue depth nor KV-cache use could be read; holding"
+    plural = "" if reading.replicas_reporting == 1 else "s"
+    return "True", "SignalsRead", f"read from {reading.replicas_reporting} replica{plural} via {source}"
+
+
+def metrics_events(previous: Condition | None, reading: PoolSignals | MetricsProblem,
+                   source: str) -> list[events.PoolEvent]:
+    """One Warning when an outage starts, one Normal when it ends; nothing while it lasts."""
+    status, reason, message = metrics_condition(reading, source)
+    was_down = previous is not None and previous.status == "False"
+    if status == "False" and not was_down:
+        return [events.metrics_unavailable(reason, message)]
+    if status == "True" and was_down:
+        return [events.metrics_recovered(message)]
+    return []
+
+
+def _shown(signals: Signals | None) -> tuple[object, ...]:
+    if signals is None:
+        return ()
+    queue = None if signals.queue_depth is None else round(signals.queue_depth)
+    return queue, signals.kv_cache_percent, signals.replicas_reporting, signals.source
+
+
+def _as_status(reading: PoolSignals, source: str) -> Signals:
+    kv = reading.kv_cache_utilization
+    return Signals(
+        queue_depth=reading.queue_depth,
+        running_requests=reading.running_requests,
+        kv_cache_utilization=None if kv is None else round(kv, 4),
+        kv_cache_percent=None if kv is None else round(kv * 100),
+        replicas_reporting=reading.replicas_reporting,
+        source="prometheus" if source == "prometheus" else "pods",
+        observed_time=format_time(reading.observed_at),
+    )
+
+
+def refreshed_signals(previous: Signals | None, outcome: ScalingOutcome, *, metrics_flipped: bool,
+                      now: datetime, refresh_seconds: float) -> Signals | None:
+    """The signals to show: the new reading when worth a status write, else the previous ones."""
+    if not _usable(outcome.reading):
+        return previous  # keep the last good numbers; their observedTime tells how old they are
+    assert isinstance(outcome.reading, PoolSignals)
+    fresh = _as_status(outcome.reading, outcome.source)
+    if previous is None or metrics_flipped or outcome.decision.desired != outcome.decision.current:
+        return fresh
+    if _shown(fresh) == _shown(previous):
+        return previous
+    last = previous.observed_time
+    if last is None or now - _parse(last) >= timedelta(seconds=refresh_seconds):
+        return fresh
+    return previous
+
+
+def _parse(value: str) -> datetime:
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def decision_status(previous: ScalingDecisionStatus | None, decision: Decision,
+                    now: datetime) -> ScalingDecisionStatus | None:
+    """The last decision that changed the replica count (a hold is not news)."""
+    if decision.desired == decision.current:
+        return previous
+    return ScalingDecisionStatus(time=format_time(now), from_replicas=decision.current,
+                                 to_replicas=decision.desired, reason=decision.reason, message=decision.message)

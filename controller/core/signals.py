@@ -1,0 +1,62 @@
+"""vLLM load signals as the decisions see them: what each metric source produces.
+
+A source turns its raw input (PromQL results, a replica's /metrics text) into
+either ``PoolSignals`` or a ``MetricsProblem`` per pool at its edge. "No data" is
+never a zero: a signal that could not be read is ``None``, and a pool with no
+usable signal at all is a problem, on which the scaler holds (never scales down
+blind).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+
+__all__ = ["VLLM_METRICS", "MetricsProblem", "MetricsProblemKind", "PoolKey", "PoolSignals", "SignalsByPool"]
+
+PoolKey = tuple[str, str]  # (namespace, pool name)
+
+
+class VLLM_METRICS:  # a namespace of constants, named as the metrics are
+    """vLLM's exact metric names (V1 engine; labels model_name and engine, summed over engine)."""
+
+    WAITING = "vllm:num_requests_waiting"
+    RUNNING = "vllm:num_requests_running"
+    KV_CACHE = "vllm:kv_cache_usage_perc"  # a 0-1 fraction despite the name
+    KV_CACHE_LEGACY = "vllm:gpu_cache_usage_perc"  # the name before vLLM 0.9.2, also 0-1
+
+
+@dataclass(frozen=True)
+class PoolSignals:
+    """One pool's load, read at ``observed_at``."""
+
+    queue_depth: float | None  # requests waiting, summed over the pool's ready replicas
+    running_requests: float | None  # requests running, summed
+    kv_cache_utilization: float | None  # 0-1, averaged over the replicas (and engines) that report it
+    replicas_reporting: int  # how many replicas the numbers come from
+    observed_at: datetime
+
+    @property
+    def usable(self) -> bool:
+        return self.queue_depth is not None or self.kv_cache_utilization is not None
+
+
+class MetricsProblemKind(StrEnum):
+    UNREACHABLE = "SourceUnreachable"  # connection refused, DNS, HTTP 5xx
+    TIMEOUT = "SourceTimeout"
+    NO_SAMPLES = "NoSamples"  # the source answered, but nothing for this pool
+    STALE = "StaleSamples"  # samples exist but are older than allowed
+    INVALID = "InvalidSamples"  # NaN, negative, or a KV fraction outside 0-1
+    NO_READY_REPLICAS = "NoReadyReplicas"  # the pods source had nothing to scrape
+
+
+@dataclass(frozen=True)
+class MetricsProblem:
+    kind: MetricsProblemKind
+    message: str  # in words, for the MetricsAvailable condition and the Warning Event
+    observed_at: datetime
+
+
+SignalsByPool = Mapping[PoolKey, PoolSignals | MetricsProblem]

@@ -1,0 +1,75 @@
+"""The one interface both metrics sources implement, and what they report about a round.
+
+The reconcile loop asks a source about many pools at once (one round), so a source
+can answer all of them with a constant number of requests (Prometheus) or bounded
+parallel scrapes (pods). A source never raises for a failing backend or bad data:
+each pool gets ``PoolSignals`` or a ``MetricsProblem`` saying what went wrong, so one
+broken pool or an unreachable Prometheus is a condition on the pool, not a crash.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+from controller.core.signals import MetricsProblem, PoolKey, PoolSignals
+
+__all__ = ["MetricsSource", "PoolTarget", "ReadStats", "SourceResults", "invalid_signals"]
+
+SourceResults = dict[PoolKey, PoolSignals | MetricsProblem]
+
+
+@dataclass(frozen=True)
+class PoolTarget:
+    """What a source needs to know about one pool."""
+
+    key: PoolKey
+    # Base URLs of the pool's READY replicas, e.g. "http://10.1.2.3:8000" (used by the pods source).
+    endpoints: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ReadStats:
+    """One round's cost and outcome, for the logs and the benchmark."""
+
+    pools: int = 0  # pools asked about
+    requests: int = 0  # HTTP requests made: PromQL queries, or /metrics scrapes
+    failed_requests: int = 0  # of those, how many failed (refused, timed out, 5xx, unparseable)
+    problems: int = 0  # pools answered with a MetricsProblem
+    seconds: float = 0.0  # wall time of the round
+
+
+class MetricsSource(Protocol):
+    @property
+    def last_round(self) -> ReadStats:
+        """Stats of the most recent completed ``read`` (all zero before the first)."""
+        ...
+
+    async def read(self, pools: Sequence[PoolTarget], *, now: datetime) -> SourceResults:
+        """Signals or a problem for every pool in ``pools``, observed at ``now``. Never raises for I/O."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def invalid_signals(*, queue: float | None, running: float | None, kv: float | None) -> list[str]:
+    """What is wrong with a set of signals, in words (empty if nothing): the rules both sources apply.
+
+    Counts must be finite and >= 0; KV use is a fraction in 0-1 (vLLM's ``_perc`` is not percent).
+    ``None`` (not reported) is not invalid.
+    """
+    problems = []
+    for what, value, fraction in (("queue depth (vllm:num_requests_waiting)", queue, False),
+                                  ("running requests (vllm:num_requests_running)", running, False),
+                                  ("KV-cache utilization (vllm:kv_cache_usage_perc / vllm:gpu_cache_usage_perc)", kv,
+                                   True)):
+        if value is None:
+            continue
+        if not math.isfinite(value) or value < 0:
+            problems.append(f"{what} is {value}")
+        elif fraction and value > 1:
+            problems.append(f"{what} is {value}, outside 0-1")
+    return problems

@@ -1,0 +1,226 @@
+"""Pool signals scraped straight from each ready replica's ``/metrics``: no Prometheus needed.
+
+Why a second source: a cluster without Prometheus (or a pool that must react faster
+than a scrape interval) can still scale. The price is one HTTP request per replica per
+round, so the scrapes share one ``aiohttp`` session, run concurrently under a
+source-wide bound (``max_concurrency``) and each has a short timeout.
+
+The exposition is parsed with ``prometheus_client``'s parser, never by hand: names
+match exactly (``vllm:num_requests_waiting`` is a prefix of ``..._waiting_by_reason``),
+label order does not matter, and values are summed over the ``engine`` label (data
+parallel). Per replica, KV use is the mean over its engines, from
+``vllm:kv_cache_usage_perc`` when the replica has it, else the pre-0.9.2
+``vllm:gpu_cache_usage_perc``. Per pool: queue and running are summed, KV averaged
+over the replicas that answered (the Prometheus source computes the same).
+
+A replica that fails (refused, timeout, HTTP error, a body that is not vLLM metrics,
+NaN or out-of-range values) is skipped, logged and counted; ``replicas_reporting`` says
+how many answered. Only when all of a pool's replicas fail is the pool a problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+import aiohttp
+from prometheus_client.parser import text_string_to_metric_families
+
+from controller.core.signals import VLLM_METRICS, MetricsProblem, MetricsProblemKind, PoolSignals
+from controller.sources.metrics.base import PoolTarget, ReadStats, SourceResults, invalid_signals
+
+__all__ = ["InvalidExposition", "PodsSource", "ReplicaFailure", "ReplicaReading", "parse_vllm_metrics"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # vLLM's /metrics is tens of KB; more is not vLLM
+_ACCEPT = "text/plain;version=0.0.4;q=1.0, */*;q=0.1"  # the classic text format, not OpenMetrics
+
+
+@dataclass(frozen=True)
+class ReplicaReading:
+    """One replica's signals, summed (queue, running) or averaged (KV) over its engines."""
+
+    waiting: float | None
+    running: float | None
+    kv: float | None
+
+
+@dataclass(frozen=True)
+class ReplicaFailure:
+    kind: MetricsProblemKind  # UNREACHABLE, TIMEOUT or INVALID
+    message: str
+
+
+class InvalidExposition(ValueError):
+    pass
+
+
+def parse_vllm_metrics(text: str) -> ReplicaReading:
+    """vLLM's signals from one ``/metrics`` body; :class:`InvalidExposition` if it is not usable."""
+    totals: dict[str, float] = {}
+    kv: dict[str, list[float]] = {VLLM_METRICS.KV_CACHE: [], VLLM_METRICS.KV_CACHE_LEGACY: []}
+    try:
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name in (VLLM_METRICS.WAITING, VLLM_METRICS.RUNNING):
+                    totals[sample.name] = totals.get(sample.name, 0.0) + float(sample.value)
+                elif sample.name in kv:
+                    kv[sample.name].append(float(sample.value))
+    except Exception as e:  # the parser raises ValueError mostly, but any failure means "not the format"
+        raise InvalidExposition(f"not the Prometheus text format: {str(e)[:200] or type(e).__name__}") from e
+    engines_kv = kv[VLLM_METRICS.KV_CACHE] or kv[VLLM_METRICS.KV_CACHE_LEGACY]
+    reading = ReplicaReading(
+        waiting=totals.get(VLLM_METRICS.WAITING),
+        running=totals.get(VLLM_METRICS.RUNNING),
+        kv=sum(engines_kv) / len(engines_kv) if engines_kv else None,
+    )
+    if reading.waiting is None and reading.running is None and reading.kv is None:
+        raise InvalidExposition("the body has none of vLLM's load metrics (is this a vLLM server?)")
+    problems = invalid_signals(queue=reading.waiting, running=reading.running, kv=reading.kv)
+    if problems:
+        raise InvalidExposition("; ".join(problems))
+    return reading
+
+
+class PodsSource:
+    """A :class:`~controller.sources.metrics.base.MetricsSource` that scrapes the replicas themselves.
+
+    The session and the concurrency bound are created on the first ``read`` and belong to
+    that event loop (the operator's).
+    """
+
+    def __init__(self, *, timeout_seconds: float, max_concurrency: int = 32,
+                 session_factory: Callable[[], aiohttp.ClientSession] | None = None,
+                 max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> None:
+        if timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+        if max_concurrency < 1:
+            raise ValueError("max_concurrency must be at least 1")
+        self.timeout_seconds = timeout_seconds
+        self.max_concurrency = max_concurrency
+        self.max_body_bytes = max_body_bytes
+        self._session_factory = session_factory or self._default_session
+        self._session: aiohttp.ClientSession | None = None
+        self._semaphore: asyncio.Semaphore | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_round = ReadStats()
+
+    @property
+    def last_round(self) -> ReadStats:
+        return self._last_round
+
+    def _default_session(self) -> aiohttp.ClientSession:
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.max_concurrency))
+
+    async def close(self) -> None:
+        session, self._session = self._session, None
+        if session is not None:
+            await session.close()
+
+    async def read(self, pools: Sequence[PoolTarget], *, now: datetime) -> SourceResults:
+        started = time.monotonic()
+        session, semaphore = self._bind_loop()
+        # One scrape per distinct endpoint, even if (wrongly) listed under two pools.
+        urls = sorted({endpoint for pool in pools for endpoint in pool.endpoints})
+        outcomes = dict(zip(urls, await asyncio.gather(*(self._scrape(session, semaphore, url) for url in urls)),
+                            strict=True))
+        results: SourceResults = {pool.key: self._aggregate(pool, outcomes, now) for pool in pools}
+        self._last_round = ReadStats(
+            pools=len(pools), requests=len(urls),
+            failed_requests=sum(isinstance(outcome, ReplicaFailure) for outcome in outcomes.values()),
+            problems=sum(isinstance(result, MetricsProblem) for result in results.values()),
+            seconds=time.monotonic() - started,
+        )
+        logger.debug("pods round: %s", self._last_round)
+        return results
+
+    def _bind_loop(self) -> tuple[aiohttp.ClientSession, asyncio.Semaphore]:
+        loop = asyncio.get_running_loop()
+        if self._loop is not None and self._loop is not loop:
+            raise RuntimeError("a PodsSource belongs to the event loop of its first read()")
+        self._loop = loop
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.max_concurrency)
+        if self._session is None or self._session.closed:
+            self._session = self._session_factory()
+        return self._session, self._semaphore
+
+    async def _scrape(self, session: aiohttp.ClientSession, semaphore: asyncio.Semaphore,
+                      endpoint: str) -> ReplicaReading | ReplicaFailure:
+        url = endpoint.rstrip("/") + "/metrics"
+        try:
+            async with semaphore:
+                text = await self._fetch(session, url)
+            return parse_vllm_metrics(text)
+        except TimeoutError:
+            failure = ReplicaFailure(MetricsProblemKind.TIMEOUT, f"{url}: no answer within {self.timeout_seconds:g} s")
+        except InvalidExposition as e:
+            failure = ReplicaFailure(MetricsProblemKind.INVALID, f"{url}: {e}")
+        except _HTTPStatus as e:
+            failure = ReplicaFailure(MetricsProblemKind.UNREACHABLE, f"{url}: HTTP {e.status}")
+        except (aiohttp.ClientError, OSError) as e:
+            failure = ReplicaFailure(MetricsProblemKind.UNREACHABLE, f"{url}: {type(e).__name__}: {e}")
+        except Exception as e:  # never let one replica break the round; but say it loudly, it is a bug or worse
+            logger.exception("scraping %s failed unexpectedly", url)
+            failure = ReplicaFailure(MetricsProblemKind.UNREACHABLE, f"{url}: {type(e).__name__}: {e}")
+        logger.info("replica skipped: %s", failure.message)
+        return failure
+
+    async def _fetch(self, session: aiohttp.ClientSession, url: str) -> str:
+        timeout = aiohttp.ClientTimeout(total=self.timeout_seconds)
+        async with session.get(url, timeout=timeout, headers={"Accept": _ACCEPT}, allow_redirects=False) as response:
+            if response.status != 200:
+                raise _HTTPStatus(response.status)
+            body = bytearray()
+            async for chunk in response.content.iter_chunked(64 * 1024):
+                body += chunk
+                if len(body) > self.max_body_bytes:
+                    raise InvalidExposition(f"the body is larger than {self.max_body_bytes} bytes")
+        return body.decode("utf-8", errors="replace")
+
+    def _aggregate(self, pool: PoolTarget, outcomes: dict[str, ReplicaReading | ReplicaFailure],
+                   now: datetime) -> PoolSignals | MetricsProblem:
+        if not pool.endpoints:
+            return MetricsProblem(MetricsProblemKind.NO_READY_REPLICAS, "the pool has no ready replicas to scrape", now)
+        mine = [outcomes[endpoint] for endpoint in dict.fromkeys(pool.endpoints)]
+        readings = [outcome for outcome in mine if isinstance(outcome, ReplicaReading)]
+        failures = [outcome for outcome in mine if isinstance(outcome, ReplicaFailure)]
+        if not readings:
+            kinds = Counter(failure.kind for failure in failures)
+            kind = next(iter(kinds)) if len(kinds) == 1 else MetricsProblemKind.UNREACHABLE
+            summary = ", ".join(f"{count} {_WORDS.get(k, k.value)}" for k, count in kinds.most_common())
+            message = f"none of the {len(mine)} ready replicas answered ({summary}); first: {failures[0].message}"
+            logger.warning("pool %s/%s: %s", pool.key[0], pool.key[1], message)
+            return MetricsProblem(kind, message, now)
+        if failures:
+            logger.warning("pool %s/%s: %d of %d replicas skipped", pool.key[0], pool.key[1], len(failures), len(mine))
+        waiting = [r.waiting for r in readings if r.waiting is not None]
+        running = [r.running for r in readings if r.running is not None]
+        kv = [r.kv for r in readings if r.kv is not None]
+        return PoolSignals(
+            queue_depth=math.fsum(waiting) if waiting else None,
+            running_requests=math.fsum(running) if running else None,
+            kv_cache_utilization=math.fsum(kv) / len(kv) if kv else None,
+            replicas_reporting=len(readings),
+            observed_at=now,
+        )
+
+
+class _HTTPStatus(Exception):
+    def __init__(self, status: int) -> None:
+        super().__init__(f"HTTP {status}")
+        self.status = status
+
+
+_WORDS = {
+    MetricsProblemKind.TIMEOUT: "timed out",
+    MetricsProblemKind.UNREACHABLE: "unreachable or failing",
+    MetricsProblemKind.INVALID: "served invalid metrics",
+}

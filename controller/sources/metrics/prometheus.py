@@ -1,0 +1,277 @@
+"""Pool signals from Prometheus: four PromQL queries per round, however many pools there are.
+
+Why this shape:
+
+- One query per signal for ALL pools (``sum by (namespace, pool)``), never one per pool:
+  a cluster with 200 pools must not send 800 queries every evaluation. The rows are
+  mapped back to the pools asked about; rows for other pools are ignored.
+- Nothing from users is pasted into PromQL: the only values in the queries are the
+  watched namespaces, escaped by :mod:`.promql`; label names are validated.
+- Aggregation happens in Prometheus, so a pool of 40 replicas is still one row. Queue
+  and running are summed over ``engine`` (data parallel) and replicas. KV is averaged
+  per replica first and then over replicas, preferring ``vllm:kv_cache_usage_perc`` per
+  series and falling back to the pre-0.9.2 ``vllm:gpu_cache_usage_perc`` (``or`` matches
+  on all labels but the name), so a pool in the middle of a vLLM upgrade still counts
+  every replica. This matches what the pods source computes.
+- A fourth query returns each replica's newest sample time (``timestamp()``), which
+  tells fresh data from samples Prometheus still returns but has stopped updating
+  (a removed target's series answer instant queries for about two more scrape
+  intervals; after a lost scrape pipeline, for up to the 5-minute lookback), and how
+  many replicas report: ``replicas_reporting`` counts the fresh ones, while the sums
+  may still include a just-removed replica's last values for those few seconds.
+- The client (``prometheus-api-client``) is synchronous: each query runs in a thread,
+  all four concurrently, under one deadline. Retries are off: the next round is the retry.
+- Failures become a ``MetricsProblem`` for every pool (unreachable, timeout) or for
+  one pool (no samples, stale, invalid values); ``read`` does not raise for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import requests
+from prometheus_api_client.exceptions import PrometheusApiClientException
+from prometheus_api_client.prometheus_connect import PrometheusConnect
+from urllib3.util.retry import Retry
+
+from controller.core.signals import VLLM_METRICS, MetricsProblem, MetricsProblemKind, PoolKey, PoolSignals
+from controller.sources.metrics.base import PoolTarget, ReadStats, SourceResults, invalid_signals
+from controller.sources.metrics.promql import Matcher, aggregate, selector, validate_label_name
+
+__all__ = ["PrometheusQueries", "PrometheusSource", "build_queries"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_SAMPLE_AGE_SECONDS = 60.0
+_INSTANCE = "instance"  # set by Prometheus on every scraped series (host:port of the target)
+
+
+@dataclass(frozen=True)
+class PrometheusQueries:
+    """The round's PromQL, built once per source."""
+
+    queue: str
+    running: str
+    kv: str
+    freshness: str
+
+    def all(self) -> dict[str, str]:
+        return {"queue": self.queue, "running": self.running, "kv": self.kv, "freshness": self.freshness}
+
+
+def build_queries(*, pool_label: str, namespace_label: str, namespaces: Sequence[str] = ()) -> PrometheusQueries:
+    """The four queries: per (namespace, pool) queue, running, KV, and per replica the newest sample time."""
+    matchers = [Matcher(pool_label, "!=", "")]
+    if namespaces:
+        matchers.append(Matcher.one_of(namespace_label, namespaces))
+    by_pool = [namespace_label, pool_label]
+    by_replica = [*by_pool, _INSTANCE]
+
+    def series(metric: str) -> str:
+        return selector(metric, matchers)
+
+    kv_per_series = f"{series(VLLM_METRICS.KV_CACHE)} or {series(VLLM_METRICS.KV_CACHE_LEGACY)}"
+    return PrometheusQueries(
+        queue=aggregate("sum", by_pool, series(VLLM_METRICS.WAITING)),
+        running=aggregate("sum", by_pool, series(VLLM_METRICS.RUNNING)),
+        kv=aggregate("avg", by_pool, aggregate("avg", by_replica, kv_per_series)),
+        freshness=aggregate("max", by_replica, f"timestamp({series(VLLM_METRICS.WAITING)})"),
+    )
+
+
+class _Client:
+    """A typed face on ``PrometheusConnect`` (whose annotations, where it has any, say ``int`` seconds)."""
+
+    def __init__(self, url: str, timeout_seconds: float) -> None:
+        connect: Any = PrometheusConnect  # requests takes float seconds; the library's hints say int
+        self._connect: Any = connect(url=url, retry=Retry(total=0), timeout=timeout_seconds)
+
+    def query(self, promql: str, timeout_seconds: float) -> list[dict[str, Any]]:
+        # Prometheus' own timeout stops the evaluation server-side too; requests' stops the socket wait.
+        result = self._connect.custom_query(promql, params={"timeout": f"{timeout_seconds:g}s"},
+                                            timeout=timeout_seconds)
+        if not isinstance(result, list) or not all(isinstance(row, dict) for row in result):
+            raise ValueError(f"the query result is not a list of series: {result!r:.200}")
+        return result
+
+    def close(self) -> None:
+        close = getattr(self._connect, "close", None)  # PrometheusConnect.close() is recent; its session is not
+        if close is not None:
+            close()
+        else:
+            self._connect._session.close()
+
+
+class _RoundFailed(Exception):
+    def __init__(self, kind: MetricsProblemKind, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class PrometheusSource:
+    """A :class:`~controller.sources.metrics.base.MetricsSource` reading one Prometheus."""
+
+    def __init__(self, url: str, *, timeout_seconds: float, pool_label: str = "poolpilot_io_pool",
+                 namespace_label: str = "namespace",
+                 max_sample_age_seconds: float = DEFAULT_MAX_SAMPLE_AGE_SECONDS,
+                 namespaces: Sequence[str] = ()) -> None:
+        if timeout_seconds <= 0:
+            raise ValueError("timeout_seconds must be positive")
+        if max_sample_age_seconds <= 0:
+            raise ValueError("max_sample_age_seconds must be positive")
+        self.url = url.rstrip("/")
+        self.timeout_seconds = timeout_seconds
+        self.max_sample_age_seconds = max_sample_age_seconds
+        self.pool_label = validate_label_name(pool_label)
+        self.namespace_label = validate_label_name(namespace_label)
+        self.queries = build_queries(pool_label=pool_label, namespace_label=namespace_label,
+                                     namespaces=tuple(namespaces))
+        self._client = _Client(self.url, timeout_seconds)
+        self._last_round = ReadStats()
+
+    @property
+    def last_round(self) -> ReadStats:
+        return self._last_round
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._client.close)
+
+    async def read(self, pools: Sequence[PoolTarget], *, now: datetime) -> SourceResults:
+        if not pools:
+            self._last_round = ReadStats()
+            return {}
+        started = time.monotonic()
+        queries = self.queries.all()
+        try:
+            rows = await self._run_all(queries)
+        except _RoundFailed as failure:
+            logger.warning("Prometheus at %s: %s (%d pools without signals)", self.url, failure.message, len(pools))
+            results: SourceResults = {pool.key: MetricsProblem(failure.kind, failure.message, now) for pool in pools}
+            failed = len(queries)
+        else:
+            indexed = self._index(rows)
+            results = {pool.key: self._pool_result(pool.key, indexed, now) for pool in pools}
+            failed = 0
+        problems = sum(isinstance(result, MetricsProblem) for result in results.values())
+        self._last_round = ReadStats(pools=len(pools), requests=len(queries), failed_requests=failed,
+                                     problems=problems, seconds=time.monotonic() - started)
+        logger.debug("Prometheus round: %s", self._last_round)
+        return results
+
+    # --- querying -------------------------------------------------------------------------
+
+    async def _run_all(self, queries: Mapping[str, str]) -> dict[str, list[dict[str, Any]]]:
+        names = list(queries)
+        tasks = [asyncio.to_thread(self._query, queries[name]) for name in names]
+        try:
+            async with asyncio.timeout(self.timeout_seconds):
+                answers = await asyncio.gather(*tasks, return_exceptions=True)
+        except TimeoutError:
+            raise _RoundFailed(MetricsProblemKind.TIMEOUT,
+                               f"Prometheus did not answer within {self.timeout_seconds:g} s") from None
+        failures = [answer for answer in answers if isinstance(answer, BaseException)]
+        if failures:
+            raise self._classify(failures[0]) from failures[0]
+        return {name: answer for name, answer in zip(names, answers, strict=True)
+                if not isinstance(answer, BaseException)}
+
+    def _query(self, promql: str) -> list[dict[str, Any]]:
+        return self._client.query(promql, self.timeout_seconds)
+
+    def _classify(self, error: BaseException) -> _RoundFailed:
+        if isinstance(error, requests.Timeout | TimeoutError):
+            return _RoundFailed(MetricsProblemKind.TIMEOUT,
+                                f"Prometheus did not answer within {self.timeout_seconds:g} s ({error})")
+        if isinstance(error, requests.ConnectionError):
+            return _RoundFailed(MetricsProblemKind.UNREACHABLE,
+                                f"cannot connect to Prometheus at {self.url}: {_connection_reason(error)}")
+        if isinstance(error, PrometheusApiClientException):
+            return _RoundFailed(MetricsProblemKind.UNREACHABLE,
+                                f"Prometheus answered with an error: {_first_line(error):.300}")
+        # A body that is not Prometheus' JSON (a proxy's error page, a wrong URL), or anything else.
+        return _RoundFailed(MetricsProblemKind.UNREACHABLE,
+                            f"unexpected answer from Prometheus: {type(error).__name__}: {_first_line(error):.300}")
+
+    # --- mapping rows to pools ------------------------------------------------------------
+
+    def _pool_result(self, key: PoolKey, rows: _IndexedRows, now: datetime) -> PoolSignals | MetricsProblem:
+        values = {name: rows.values[name].get(key) for name in ("queue", "running", "kv")}
+        replica_times = [t for t in rows.replica_times.get(key, ()) if math.isfinite(t)]
+        if all(value is None for value in values.values()) and not replica_times:
+            return MetricsProblem(MetricsProblemKind.NO_SAMPLES,
+                                  f"Prometheus has no vLLM samples for pool {key[1]!r} in namespace {key[0]!r} "
+                                  f"(series labels {self.namespace_label}, {self.pool_label})", now)
+        invalid = invalid_signals(queue=values["queue"], running=values["running"], kv=values["kv"])
+        if invalid:
+            message = "Prometheus returned invalid values: " + "; ".join(invalid)
+            logger.warning("pool %s/%s: %s", key[0], key[1], message)
+            return MetricsProblem(MetricsProblemKind.INVALID, message, now)
+        now_ts = now.timestamp()
+        fresh = [t for t in replica_times if now_ts - t <= self.max_sample_age_seconds]
+        if replica_times and not fresh:
+            age = now_ts - max(replica_times)
+            return MetricsProblem(MetricsProblemKind.STALE,
+                                  f"the newest vLLM sample of this pool is {age:.1f} s old "
+                                  f"(allowed: {self.max_sample_age_seconds:g} s): its replicas are no longer "
+                                  f"scraped", now)
+        return PoolSignals(queue_depth=values["queue"], running_requests=values["running"],
+                           kv_cache_utilization=values["kv"], replicas_reporting=len(fresh), observed_at=now)
+
+    def _index(self, rows: Mapping[str, list[dict[str, Any]]]) -> _IndexedRows:
+        """Rows by pool, once per round (not a scan per pool)."""
+        indexed = _IndexedRows()
+        for name in ("queue", "running", "kv"):
+            by_key = indexed.values[name] = {}
+            for row in rows[name]:
+                key = self._key_of(row)
+                if key is not None:
+                    by_key[key] = _sample_value(row)
+        for row in rows["freshness"]:
+            key = self._key_of(row)
+            if key is not None:
+                indexed.replica_times.setdefault(key, []).append(_sample_value(row))
+        return indexed
+
+    def _key_of(self, row: Mapping[str, Any]) -> PoolKey | None:
+        labels = row.get("metric")
+        if not isinstance(labels, Mapping):
+            return None
+        namespace, pool = labels.get(self.namespace_label), labels.get(self.pool_label)
+        if not isinstance(namespace, str) or not isinstance(pool, str):
+            return None
+        return namespace, pool
+
+
+@dataclass
+class _IndexedRows:
+    values: dict[str, dict[PoolKey, float]] = field(default_factory=dict)
+    replica_times: dict[PoolKey, list[float]] = field(default_factory=dict)
+
+
+def _sample_value(row: Mapping[str, Any]) -> float:
+    """The value of an instant-vector row, ``[<time>, "<value>"]``; NaN if it cannot be read."""
+    try:
+        return float(row["value"][1])
+    except (KeyError, IndexError, TypeError, ValueError):
+        return math.nan
+
+
+def _connection_reason(error: BaseException) -> str:
+    """'[Errno 111] Connection refused' out of requests' nested 'Max retries exceeded ... (Caused by ...)'."""
+    text = str(error)
+    found = re.search(r"\[Errno -?\d+\] [^\"')]+", text)
+    return found.group(0).strip() if found else f"{_first_line(error):.300}"
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error) or type(error).__name__
+    return text.splitlines()[0] if text.strip() else type(error).__name__

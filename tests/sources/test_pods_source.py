@@ -1,0 +1,248 @@
+"""The pods source, over real HTTP to fake vLLM replicas."""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import aiohttp
+import pytest
+
+from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolSignals
+from controller.devkube.fakevllm import Failure, FakeVLLMFleet, KVMetric
+from controller.sources.metrics.base import MetricsSource, PoolTarget
+from controller.sources.metrics.pods import InvalidExposition, PodsSource, parse_vllm_metrics
+
+__all__: list[str] = []
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+POOL = ("llm", "chat")
+
+
+@pytest.fixture
+async def fleet() -> AsyncIterator[FakeVLLMFleet]:
+    async with FakeVLLMFleet(3) as fleet:
+        yield fleet
+
+
+@pytest.fixture
+async def source() -> AsyncIterator[PodsSource]:
+    source = PodsSource(timeout_seconds=1.0)
+    yield source
+    await source.close()
+
+
+async def _read_one(source: PodsSource, endpoints: tuple[str, ...]) -> PoolSignals | MetricsProblem:
+    return (await source.read([PoolTarget(POOL, endpoints)], now=NOW))[POOL]
+
+
+def _signals(result: PoolSignals | MetricsProblem) -> PoolSignals:
+    assert isinstance(result, PoolSignals), result
+    return result
+
+
+def _problem(result: PoolSignals | MetricsProblem, kind: MetricsProblemKind) -> MetricsProblem:
+    assert isinstance(result, MetricsProblem), result
+    assert result.kind is kind, result
+    return result
+
+
+# --- parsing ------------------------------------------------------------------------------
+
+def test_parse_matches_names_exactly_in_any_label_order() -> None:
+    text = (
+        "# TYPE vllm:num_requests_waiting gauge\n"
+        'vllm:num_requests_waiting{model_name="m",engine="0"} 12.0\n'
+        'vllm:num_requests_waiting{engine="1",model_name="m"} 3.0\n'
+        'vllm:num_requests_waiting_by_reason{engine="0",model_name="m",reason="capacity"} 100.0\n'
+        'vllm:num_requests_waiting_total{engine="0"} 1000.0\n'
+        'vllm:num_requests_running{engine="0",model_name="m"} 0.0\n'
+    )
+    reading = parse_vllm_metrics(text)
+    assert (reading.waiting, reading.running, reading.kv) == (15.0, 0.0, None)  # 0 is a value; no KV is None
+
+
+def test_parse_prefers_the_current_kv_name_and_falls_back_to_the_legacy_one() -> None:
+    both = 'vllm:gpu_cache_usage_perc{engine="0"} 0.9\nvllm:kv_cache_usage_perc{engine="0"} 0.25\n'
+    assert parse_vllm_metrics(both).kv == 0.25
+    legacy = 'vllm:gpu_cache_usage_perc{engine="0"} 0.5\nvllm:gpu_cache_usage_perc{engine="1"} 0.7\n'
+    assert parse_vllm_metrics(legacy).kv == pytest.approx(0.6)
+
+
+@pytest.mark.parametrize(("text", "match"), [
+    ("<html>502 Bad Gateway</html>\n", "not the Prometheus text format"),
+    ("process_cpu_seconds_total 3.0\n", "none of vLLM's load metrics"),
+    ('vllm:num_requests_waiting{engine="0"} NaN\n', "queue depth"),
+    ('vllm:num_requests_running{engine="0"} -1\n', "running requests"),
+    ('vllm:kv_cache_usage_perc{engine="0"} 83\n', "outside 0-1"),
+    ('vllm:num_requests_waiting{engine="0",engine="1"} 1\n', "not the Prometheus text format"),
+])
+def test_parse_refuses_bad_bodies(text: str, match: str) -> None:
+    with pytest.raises(InvalidExposition, match=match):
+        parse_vllm_metrics(text)
+
+
+# --- over HTTP ----------------------------------------------------------------------------
+
+async def test_sums_over_engines_and_replicas_and_averages_kv(fleet: FakeVLLMFleet, source: PodsSource) -> None:
+    a, b, c = fleet.replicas
+    a.set(waiting=13, running=4, kv=[0.2, 0.6], engines=2)  # replica KV 0.4
+    b.set(waiting=2, running=1, kv=0.5, engines=1)
+    c.set(waiting=[1, 1, 1, 1], running=8, kv=0.9, engines=4)
+    signals = _signals(await _read_one(source, fleet.endpoints))
+    assert (signals.queue_depth, signals.running_requests, signals.replicas_reporting) == (19.0, 13.0, 3)
+    assert signals.kv_cache_utilization == pytest.approx((0.4 + 0.5 + 0.9) / 3)
+    assert signals.observed_at == NOW
+    assert source.last_round.requests == 3 and source.last_round.failed_requests == 0
+
+
+async def test_both_kv_names_across_replicas(fleet: FakeVLLMFleet, source: PodsSource) -> None:
+    a, b, c = fleet.replicas
+    a.set(kv=0.2, kv_metric=KVMetric.CURRENT)
+    b.set(kv=0.4, kv_metric=KVMetric.LEGACY)
+    c.set(kv=0.6, kv_legacy=0.99, kv_metric=KVMetric.BOTH)  # the new name wins on this replica
+    signals = _signals(await _read_one(source, fleet.endpoints))
+    assert signals.kv_cache_utilization == pytest.approx(0.4)
+
+
+async def test_zero_is_a_value(fleet: FakeVLLMFleet, source: PodsSource) -> None:
+    fleet.replicas[0].set(waiting=0, running=0, kv=0.0)
+    signals = _signals(await _read_one(source, fleet.endpoints[:1]))
+    assert (signals.queue_depth, signals.running_requests, signals.kv_cache_utilization) == (0.0, 0.0, 0.0)
+
+
+async def test_one_replica_down_is_skipped_and_counted(fleet: FakeVLLMFleet, source: PodsSource,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    for replica in fleet.replicas:
+        replica.set(waiting=5, kv=0.5)
+    endpoints = fleet.endpoints
+    await fleet.replicas[1].stop()
+    with caplog.at_level(logging.WARNING, logger="controller.sources.metrics.pods"):
+        signals = _signals(await _read_one(source, endpoints))
+    assert (signals.queue_depth, signals.replicas_reporting) == (10.0, 2)
+    assert source.last_round.failed_requests == 1
+    assert "1 of 3 replicas skipped" in caplog.text
+
+
+async def test_all_down_is_unreachable(fleet: FakeVLLMFleet, source: PodsSource) -> None:
+    endpoints = fleet.endpoints
+    await fleet.stop()
+    problem = _problem(await _read_one(source, endpoints), MetricsProblemKind.UNREACHABLE)
+    assert "none of the 3 ready replicas answered" in problem.message
+
+
+async def test_http_500_is_unreachable(fleet: FakeVLLMFleet, source: PodsSource) -> None:
+    fleet.replicas[0].set(failure=Failure.HTTP_500)
+    problem = _problem(await _read_one(source, fleet.endpoints[:1]), MetricsProblemKind.UNREACHABLE)
+    assert "HTTP 500" in problem.message
+
+
+async def test_garbage_is_invalid_for_that_replica_only(fleet: FakeVLLMFleet, source: PodsSource) -> None:
+    fleet.replicas[0].set(failure=Failure.GARBAGE)
+    fleet.replicas[1].set(waiting=3)
+    signals = _signals(await _read_one(source, fleet.endpoints[:2]))
+    assert (signals.queue_depth, signals.replicas_reporting) == (3.0, 1)
+    problem = _problem(await _read_one(source, fleet.endpoints[:1]), MetricsProblemKind.INVALID)
+    assert "not the Prometheus text format" in problem.message
+
+
+async def test_nan_and_out_of_range_are_invalid(fleet: FakeVLLMFleet, source: PodsSource) -> None:
+    fleet.replicas[0].set(waiting=math.nan)
+    fleet.replicas[1].set(kv=1.5)
+    first = _problem(await _read_one(source, fleet.endpoints[:1]), MetricsProblemKind.INVALID)
+    second = _problem(await _read_one(source, fleet.endpoints[1:2]), MetricsProblemKind.INVALID)
+    assert "queue depth" in first.message and "outside 0-1" in second.message
+
+
+async def test_timeout_is_bounded(fleet: FakeVLLMFleet) -> None:
+    source = PodsSource(timeout_seconds=0.3)
+    try:
+        for replica in fleet.replicas:
+            replica.set(failure=Failure.HANG)
+        started = time.monotonic()
+        problem = _problem(await _read_one(source, fleet.endpoints), MetricsProblemKind.TIMEOUT)
+        assert time.monotonic() - started < 1.5
+        assert "no answer within 0.3 s" in problem.message
+        fleet.replicas[0].set(failure=Failure.NONE, delay_seconds=1.0)  # slow, not hanging: still too slow
+        fleet.replicas[1].set(failure=Failure.HTTP_500)
+        mixed = _problem(await _read_one(source, fleet.endpoints), MetricsProblemKind.UNREACHABLE)
+        assert "timed out" in mixed.message and "unreachable" in mixed.message
+    finally:
+        await source.close()
+
+
+async def test_no_endpoints_is_no_ready_replicas(source: PodsSource) -> None:
+    _problem(await _read_one(source, ()), MetricsProblemKind.NO_READY_REPLICAS)
+    assert source.last_round.requests == 0
+
+
+async def test_several_pools_in_one_round(fleet: FakeVLLMFleet, source: PodsSource) -> None:
+    a, b, c = fleet.replicas
+    a.set(waiting=1)
+    b.set(waiting=2)
+    c.set(waiting=4)
+    results = await source.read([
+        PoolTarget(("ns", "one"), (a.url,)),
+        PoolTarget(("ns", "two"), (b.url, c.url)),
+        PoolTarget(("other", "empty"), ()),
+    ], now=NOW)
+    assert _signals(results["ns", "one"]).queue_depth == 1.0
+    assert _signals(results["ns", "two"]).queue_depth == 6.0
+    _problem(results["other", "empty"], MetricsProblemKind.NO_READY_REPLICAS)
+    assert source.last_round.pools == 3 and source.last_round.problems == 1
+
+
+async def test_concurrency_bound_is_respected() -> None:
+    async with FakeVLLMFleet(12) as fleet:
+        for replica in fleet.replicas:
+            replica.set(delay_seconds=0.2)
+        source = PodsSource(timeout_seconds=2.0, max_concurrency=3)
+        try:
+            started = time.monotonic()
+            signals = _signals(await _read_one(source, fleet.endpoints))
+            elapsed = time.monotonic() - started
+        finally:
+            await source.close()
+        assert signals.replicas_reporting == 12
+        assert fleet.max_in_flight == 3
+        assert elapsed >= 0.8  # 12 scrapes, 3 at a time, 0.2 s each
+        fleet.reset_max_in_flight()
+        wide = PodsSource(timeout_seconds=2.0)
+        try:
+            await _read_one(wide, fleet.endpoints)
+        finally:
+            await wide.close()
+        assert fleet.max_in_flight == 12
+
+
+async def test_one_session_from_the_factory_for_all_rounds(fleet: FakeVLLMFleet) -> None:
+    made: list[aiohttp.ClientSession] = []
+
+    def factory() -> aiohttp.ClientSession:
+        made.append(aiohttp.ClientSession())
+        return made[-1]
+
+    source = PodsSource(timeout_seconds=1.0, session_factory=factory)
+    as_protocol: MetricsSource = source  # PodsSource implements the interface (mypy checks this line)
+    for _ in range(3):
+        _signals(await _read_one(source, fleet.endpoints))
+    await as_protocol.close()
+    assert len(made) == 1 and made[0].closed
+
+
+async def test_scrape_time_of_many_replicas() -> None:
+    """Not a benchmark, a bound: 100 replicas in one round, well under a second on loopback."""
+    async with FakeVLLMFleet(100) as fleet:
+        for index, replica in enumerate(fleet.replicas):
+            replica.set(waiting=1, engines=1 + index % 2)
+        source = PodsSource(timeout_seconds=2.0)
+        try:
+            await _read_one(source, fleet.endpoints)  # connections warm
+            signals = _signals(await _read_one(source, fleet.endpoints))
+        finally:
+            await source.close()
+    assert (signals.queue_depth, signals.replicas_reporting) == (100.0, 100)
+    assert source.last_round.seconds < 2.0

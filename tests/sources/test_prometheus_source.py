@@ -1,0 +1,280 @@
+"""The Prometheus source against the REAL Prometheus scraping fake vLLM replicas every second.
+
+One Prometheus and one fleet for the module (Prometheus applies target changes at most
+every 5 s, so targets are set once up front and only the last test removes one). The
+binary is required: without it these tests fail, with the reason, rather than skip.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import socket
+import time
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+from aiohttp import web
+
+from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolKey, PoolSignals
+from controller.devkube.fakevllm import FakeVLLMFleet, FakeVLLMReplica, KVMetric
+from controller.devkube.prometheus import PrometheusNotInstalled, PrometheusServer, ScrapeTarget
+from controller.sources.metrics.base import MetricsSource, PoolTarget, SourceResults
+from controller.sources.metrics.prometheus import PrometheusSource
+
+__all__: list[str] = []
+
+TEAM_A, TEAM_B = "team-a", "team-b"
+MANY = [(TEAM_A, f"pool-{i:02d}") for i in range(20)]
+MIXED = (TEAM_A, "mixed")  # two replicas: one data parallel on the current KV name, one on the legacy name
+ZERO = (TEAM_B, "idle")
+GONE = (TEAM_B, "gone")  # its target is removed by the last test
+Reading = PoolSignals | MetricsProblem
+
+
+@dataclass
+class Cluster:
+    prom: PrometheusServer
+    fleet: FakeVLLMFleet
+    replicas: dict[PoolKey, list[FakeVLLMReplica]]
+    targets: list[ScrapeTarget]
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    layout = [*[(key, 1) for key in MANY], (MIXED, 2), (ZERO, 1), (GONE, 1)]
+    with FakeVLLMFleet.in_thread(sum(count for _, count in layout)) as fleet:
+        try:
+            prom = PrometheusServer(scrape_interval_seconds=1)
+            prom.start()
+        except PrometheusNotInstalled as e:
+            pytest.fail(str(e))
+        try:
+            free = iter(fleet.replicas)
+            replicas = {key: [next(free) for _ in range(count)] for key, count in layout}
+            for index, key in enumerate(MANY):
+                replicas[key][0].set(waiting=index, running=2 * index, kv=index / 40)
+            replicas[MIXED][0].set(waiting=7, running=3, engines=2, kv=[0.2, 0.6])  # replica KV 0.4
+            replicas[MIXED][1].set(waiting=1, running=1, kv=0.8, kv_metric=KVMetric.LEGACY)
+            replicas[ZERO][0].set(waiting=0, running=0, kv=0.0)
+            replicas[GONE][0].set(waiting=5, kv=0.5)
+            targets = [
+                ScrapeTarget(replica.address, {"namespace": key[0], "poolpilot_io_pool": key[1], "pod": replica.name})
+                for key, members in replicas.items() for replica in members
+            ]
+            prom.set_targets(targets)
+            series = sum(replica.state.engines for replica in fleet.replicas)  # one per engine
+            prom.wait_for_samples("vllm:num_requests_waiting", timeout=20, min_series=series)
+            yield Cluster(prom, fleet, replicas, targets)
+        finally:
+            prom.stop()
+
+
+@pytest.fixture
+async def source(cluster: Cluster) -> AsyncIterator[PrometheusSource]:
+    source = PrometheusSource(cluster.prom.url, timeout_seconds=2.0)
+    yield source
+    await source.close()
+
+
+def _targets(keys: Sequence[PoolKey]) -> list[PoolTarget]:
+    return [PoolTarget(key) for key in keys]
+
+
+async def _read_until(source: MetricsSource, keys: Sequence[PoolKey], accept: Callable[[SourceResults], bool], *,
+                      timeout: float = 8.0, interval: float = 0.1, now: Callable[[], datetime] = _now) -> SourceResults:
+    """Read until ``accept`` holds (a scrape has to happen first); fail with the last answer."""
+    deadline = time.monotonic() + timeout
+    results = await source.read(_targets(keys), now=now())
+    while not accept(results):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not accepted within {timeout} s; last: {results}")
+        await asyncio.sleep(interval)
+        results = await source.read(_targets(keys), now=now())
+    return results
+
+
+def _signals(reading: Reading) -> PoolSignals:
+    assert isinstance(reading, PoolSignals), reading
+    return reading
+
+
+def _kind(reading: Reading) -> MetricsProblemKind | None:
+    return reading.kind if isinstance(reading, MetricsProblem) else None
+
+
+def _message(reading: Reading) -> str:
+    assert isinstance(reading, MetricsProblem), reading
+    return reading.message
+
+
+# --- values -------------------------------------------------------------------------------
+
+async def test_values_per_pool_match_the_fakes(source: PrometheusSource) -> None:
+    results = await source.read(_targets([*MANY, MIXED, ZERO]), now=_now())
+    for index, key in enumerate(MANY):
+        signals = _signals(results[key])
+        assert (signals.queue_depth, signals.running_requests, signals.replicas_reporting) == (index, 2 * index, 1)
+        assert signals.kv_cache_utilization == pytest.approx(index / 40)
+    mixed = _signals(results[MIXED])
+    assert (mixed.queue_depth, mixed.running_requests, mixed.replicas_reporting) == (8.0, 4.0, 2)
+    assert mixed.kv_cache_utilization == pytest.approx((0.4 + 0.8) / 2)  # per replica, then over replicas
+
+
+async def test_queries_per_round_do_not_grow_with_pools(cluster: Cluster, source: PrometheusSource) -> None:
+    counts = {}
+    for pools in (MANY[:1], MANY):
+        api_before, log_before = cluster.prom.api_query_count(), len(cluster.prom.queries_logged())
+        results = await source.read(_targets(pools), now=_now())
+        assert all(isinstance(results[key], PoolSignals) for key in pools)
+        await asyncio.sleep(0.2)  # the query log is written after the answer
+        counts[len(pools)] = (cluster.prom.api_query_count() - api_before,
+                              len(cluster.prom.queries_logged()) - log_before, source.last_round.requests)
+    assert counts == {1: (4, 4, 4), 20: (4, 4, 4)}
+    assert set(cluster.prom.queries_logged()[-4:]) == set(source.queries.all().values())
+
+
+async def test_zero_is_a_value_and_no_series_is_no_samples(source: PrometheusSource) -> None:
+    results = await source.read(_targets([ZERO, (TEAM_B, "never-deployed"), ("elsewhere", "idle")]), now=_now())
+    zero = _signals(results[ZERO])
+    assert (zero.queue_depth, zero.running_requests, zero.kv_cache_utilization) == (0.0, 0.0, 0.0)
+    assert _kind(results[TEAM_B, "never-deployed"]) is MetricsProblemKind.NO_SAMPLES
+    assert _kind(results["elsewhere", "idle"]) is MetricsProblemKind.NO_SAMPLES
+
+
+async def test_namespaces_scope_the_queries(cluster: Cluster) -> None:
+    source = PrometheusSource(cluster.prom.url, timeout_seconds=2.0, namespaces=[TEAM_B, 'x"} or vector(1) #'])
+    try:
+        assert all('namespace=~"' in query for query in source.queries.all().values())
+        results = await source.read(_targets([ZERO, MANY[1]]), now=_now())
+    finally:
+        await source.close()
+    assert _signals(results[ZERO]).queue_depth == 0.0
+    assert _kind(results[MANY[1]]) is MetricsProblemKind.NO_SAMPLES  # exists, but not in a watched namespace
+
+
+async def test_nan_and_out_of_range_are_invalid_per_signal(cluster: Cluster, source: PrometheusSource) -> None:
+    nan_pool, kv_pool = MANY[3], MANY[4]
+    cluster.replicas[nan_pool][0].set(waiting=math.nan)
+    cluster.replicas[kv_pool][0].set(kv=1.5)
+    try:
+        results = await _read_until(source, [nan_pool, kv_pool], lambda r: all(
+            _kind(reading) is MetricsProblemKind.INVALID for reading in r.values()))
+        assert "queue depth" in _message(results[nan_pool]) and "nan" in _message(results[nan_pool])
+        assert "KV-cache utilization" in _message(results[kv_pool]) and "outside 0-1" in _message(results[kv_pool])
+        assert _signals((await source.read(_targets([MANY[5]]), now=_now()))[MANY[5]])  # others unaffected
+    finally:
+        cluster.replicas[nan_pool][0].set(waiting=3)
+        cluster.replicas[kv_pool][0].set(kv=0.1)
+    await _read_until(source, [nan_pool, kv_pool], lambda r: all(isinstance(x, PoolSignals) for x in r.values()))
+
+
+async def test_old_samples_are_stale(source: PrometheusSource) -> None:
+    """Samples Prometheus still returns but older than the max age (the clock of the reader is ahead here)."""
+    results = await source.read(_targets([ZERO]), now=datetime.fromtimestamp(time.time() + 120, UTC))
+    assert _kind(results[ZERO]) is MetricsProblemKind.STALE
+    assert "allowed: 60 s" in _message(results[ZERO])
+
+
+# --- failures -----------------------------------------------------------------------------
+
+async def test_prometheus_stopped_is_unreachable_quickly() -> None:
+    prom = PrometheusServer(scrape_interval_seconds=1)
+    prom.start()
+    source = PrometheusSource(prom.url, timeout_seconds=5.0)
+    try:
+        assert _kind((await source.read(_targets([ZERO]), now=_now()))[ZERO]) is MetricsProblemKind.NO_SAMPLES
+        prom.pause()
+        started = time.monotonic()
+        results = await source.read(_targets([ZERO, GONE]), now=_now())
+        assert time.monotonic() - started < 1.0
+        assert {_kind(reading) for reading in results.values()} == {MetricsProblemKind.UNREACHABLE}
+        assert "Connection refused" in _message(results[ZERO])
+        assert source.last_round.failed_requests == 4
+        prom.resume()  # and back: the next round answers again
+        assert _kind((await source.read(_targets([ZERO]), now=_now()))[ZERO]) is MetricsProblemKind.NO_SAMPLES
+    finally:
+        await source.close()
+        prom.stop()
+
+
+async def _serve(status: int, body: str, runners: list[web.AppRunner]) -> str:
+    """A stand-in for Prometheus on 127.0.0.1 that answers everything with ``status`` and ``body``."""
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=status, text=body, content_type="application/json")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    runners.append(runner)
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return f"http://127.0.0.1:{runner.addresses[0][1]}"
+
+
+@pytest.mark.parametrize(("status", "body", "words"), [
+    (503, '{"status":"error","error":"overloaded"}', "503"),
+    (500, "oops", "500"),
+    (200, "<html>a proxy's login page</html>", "unexpected answer"),
+    (200, '{"status":"success","data":{"resultType":"vector","result":"nonsense"}}', "unexpected answer"),
+])
+async def test_errors_are_unreachable_and_never_raise(status: int, body: str, words: str) -> None:
+    runners: list[web.AppRunner] = []
+    try:
+        source = PrometheusSource(await _serve(status, body, runners), timeout_seconds=2.0)
+        results = await source.read(_targets([ZERO, GONE]), now=_now())
+        await source.close()
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+    assert {_kind(reading) for reading in results.values()} == {MetricsProblemKind.UNREACHABLE}
+    assert words in _message(results[ZERO])
+
+
+async def test_a_hanging_prometheus_is_a_timeout() -> None:
+    with socket.socket() as listener:  # accepts connections (backlog) but never answers
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        source = PrometheusSource(f"http://127.0.0.1:{listener.getsockname()[1]}", timeout_seconds=0.5)
+        started = time.monotonic()
+        results = await source.read(_targets([ZERO]), now=_now())
+        elapsed = time.monotonic() - started
+        await source.close()
+    assert _kind(results[ZERO]) is MetricsProblemKind.TIMEOUT
+    assert 0.4 <= elapsed < 1.5
+
+
+def test_missing_binary_fails_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("POOLPILOT_PROMETHEUS_BINARY", "/nonexistent/prometheus")
+    with pytest.raises(PrometheusNotInstalled, match="apt-get install prometheus"):
+        PrometheusServer().start()
+
+
+# --- last: changes the module's targets ---------------------------------------------------
+
+async def test_stale_then_gone_after_the_target_is_removed(cluster: Cluster) -> None:
+    """Prometheus keeps returning a removed target's last samples for about two intervals, then marks them
+    stale: the source must call the first STALE (with a short max age) and the second NO_SAMPLES."""
+    source = PrometheusSource(cluster.prom.url, timeout_seconds=2.0, max_sample_age_seconds=1.4)
+    try:
+        assert isinstance((await source.read(_targets([GONE]), now=_now()))[GONE], PoolSignals)
+        gone_address = cluster.replicas[GONE][0].address
+        cluster.prom.set_targets([t for t in cluster.targets if t.address != gone_address])
+        seen: list[MetricsProblemKind | None] = []
+
+        def record(results: SourceResults) -> bool:
+            seen.append(_kind(results[GONE]))
+            return seen[-1] is MetricsProblemKind.NO_SAMPLES
+
+        await _read_until(source, [GONE], record, timeout=12.0, interval=0.05)
+        assert MetricsProblemKind.STALE in seen, seen
+        assert seen.index(MetricsProblemKind.STALE) < len(seen) - 1
+        assert isinstance((await source.read(_targets([ZERO]), now=_now()))[ZERO], PoolSignals)
+    finally:
+        await source.close()
