@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 DEMO_STAMP := $(VENV)/.demo-installed
 DEV_STAMP := $(VENV)/.dev-installed
 
-.PHONY: demo test lint unit e2e crd clean prometheus
+.PHONY: demo test lint unit e2e crd bench clean prometheus
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,7 +35,7 @@ prometheus:
 	else echo "prometheus is not installed and this is not root: the tests that need it will fail" >&2; fi
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check controller tests
+	$(BIN)/ruff check controller tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
@@ -47,6 +47,11 @@ test: $(DEV_STAMP) prometheus lint unit
 # The same scenarios against the real cluster named by KUBECONFIG (CRD and operator must be able to run there).
 e2e: $(DEV_STAMP)
 	$(BIN)/pytest -q tests/e2e -m e2e
+
+# Reaction time (spike -> Deployment patch) and the cost of an evaluation round; prints tables.
+bench: $(DEV_STAMP) prometheus
+	$(BIN)/python -m bench.reaction
+	$(BIN)/python -m bench.round_cost
 
 crd: $(DEMO_STAMP)
 	$(BIN)/poolpilot crd -o crds/inferencepool.yaml

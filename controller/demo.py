@@ -23,6 +23,7 @@ import yaml
 from controller.api.crd import generate_crd
 from controller.api.spec import API_GROUP, API_VERSION, PLURAL
 from controller.devkube.cluster import DevCluster
+from controller.devkube.fakevllm import FakeVLLMFleet
 from controller.localrun import OperatorProcess
 
 __all__ = ["run_demo"]
@@ -30,6 +31,8 @@ __all__ = ["run_demo"]
 Manifest = dict[str, Any]
 NAMESPACE = "llm"
 EXAMPLES = ("minimal-pool.yaml", "spot-fallback-pool.yaml")
+# One fake vLLM replica per pod the demo can reach (llama-8b may grow to 8, qwen-small to 3).
+FAKE_REPLICAS = 12
 WAIT_SECONDS = 30.0
 TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io"
 
@@ -42,9 +45,13 @@ def _repo_root() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parent.parent
 
 
-def _examples() -> list[Manifest]:
+def _examples(port: int) -> list[Manifest]:
+    """The example pools, pointed at the port the demo's fake vLLM replicas listen on."""
     directory = _repo_root() / "manifests" / "examples"
-    return [yaml.safe_load((directory / name).read_text()) for name in EXAMPLES]
+    pools = [yaml.safe_load((directory / name).read_text()) for name in EXAMPLES]
+    for pool in pools:
+        pool["spec"]["model"]["port"] = port
+    return pools
 
 
 class _Api:
@@ -128,7 +135,7 @@ def _describe(api: _Api, name: str, since: int = 0) -> str:
     lines = [f"Name: {name}    Namespace: {NAMESPACE}    Generation: {pool['metadata'].get('generation')}",
              "Conditions:"]
     for condition in pool.get("status", {}).get("conditions", []):
-        lines.append(f"  {condition['type']:<10} {condition['status']:<6} {condition['reason']:<17} "
+        lines.append(f"  {condition['type']:<17} {condition['status']:<6} {condition['reason']:<17} "
                      f"{condition['message']}")
     lines.append("Events:")
     for event in _events(api, name)[since:]:
@@ -209,20 +216,65 @@ def _walkthrough(api: _Api, pools: Sequence[Manifest]) -> None:
     print("After the fix: " + _describe(api, "llama-8b").splitlines()[-1].strip())
 
 
+def _scale_on_load(api: _Api, fleet: FakeVLLMFleet) -> None:
+    _section("4. Load arrives: each llama-8b replica reports 12 waiting requests (target 4) and 93% KV cache")
+    seen = len(_events(api, "llama-8b"))
+    for replica in fleet.replicas:
+        replica.set(waiting=12, running=40, kv=0.93)
+    started = time.monotonic()
+    _wait("llama-8b to scale up", lambda: _desired(api, "llama-8b") >= 6)
+    _wait("llama-8b to be ready", lambda: _settled(api, "llama-8b"))
+    print(f"Scaled within {time.monotonic() - started:.1f} s of the spike (pods source, evaluated every 5 s).\n")
+    _show(f"kubectl get ipool -n {NAMESPACE}", _format_table(api.table(_pools_path())))
+    _show(f"kubectl describe ipool llama-8b -n {NAMESPACE}   (new Events only)",
+          _describe(api, "llama-8b", since=seen))
+    print("Scaling down waits for spec.scaling.scaleDown.stabilizationSeconds (300 s by default): not shown here.")
+
+
+def _desired(api: _Api, name: str) -> int:
+    replicas = api.get(_pools_path(name)).get("status", {}).get("replicas", {})
+    desired: int = replicas.get("desired", 0)
+    return desired
+
+class _FakeReplicaAddresses:
+    """Give each new pod the address of a fake replica that no other live pod uses."""
+
+    def __init__(self, fleet: FakeVLLMFleet) -> None:
+        self._hosts = [replica.host for replica in fleet.replicas]
+        self.cluster: DevCluster | None = None  # set once the cluster runs; pods come only after that
+
+    def __call__(self, namespace: str, pod: str, deployment: str) -> str:
+        used = {p.get("status", {}).get("podIP") for p in self.cluster.pods(None)} if self.cluster else set()
+        return next((host for host in self._hosts if host not in used), self._hosts[0])
+
+
 def run_demo() -> int:
     print("PoolPilot demo: the operator against an embedded Kubernetes API server on 127.0.0.1 (no cluster).")
-    print("Pods are not run; a stand-in Deployment controller marks replicas ready at once.")
-    with DevCluster.in_thread(crds=[generate_crd()], namespaces=["default", NAMESPACE]) as cluster:
-        api = _Api(cluster.url)
-        operator = OperatorProcess(cluster.kubeconfig_path)
-        print(f"Started `poolpilot run` against {cluster.url} (log: {operator.log_path.parent})")
-        operator.start()
-        try:
-            _walkthrough(api, _examples())
-        except DemoFailed as failure:
-            print(f"\nDEMO FAILED: {failure}\n--- operator log ---\n{operator.log()[-5000:]}", file=sys.stderr)
-            return 1
-        finally:
-            operator.stop()
+    print("No GPUs or images: a stand-in Deployment controller creates pods and marks them ready at once.")
+    with FakeVLLMFleet.in_thread(FAKE_REPLICAS) as fleet:
+        addresses = _FakeReplicaAddresses(fleet)
+        with DevCluster.in_thread(crds=[generate_crd()], namespaces=["default", NAMESPACE],
+                                  pod_ip=addresses) as cluster:
+            addresses.cluster = cluster
+            return _run_against(cluster, fleet)
+
+
+def _run_against(cluster: DevCluster, fleet: FakeVLLMFleet) -> int:
+    for replica in fleet.replicas:
+        replica.set(waiting=0, running=3, kv=0.35)  # a light, steady load to start with
+    api = _Api(cluster.url)
+    operator = OperatorProcess(cluster.kubeconfig_path)
+    print(f"Started `poolpilot run` against {cluster.url} (log: {operator.log_path.parent})")
+    print(f"Each pod's IP is one of {FAKE_REPLICAS} fake vLLM replicas on 127.0.0.x that serve vLLM's /metrics.")
+    operator.start()
+    assert fleet.port is not None
+    try:
+        _walkthrough(api, _examples(fleet.port))
+        _scale_on_load(api, fleet)
+    except DemoFailed as failure:
+        print(f"\nDEMO FAILED: {failure}\n--- operator log ---\n{operator.log()[-5000:]}", file=sys.stderr)
+        return 1
+    finally:
+        operator.stop()
     print("\nDone. `make test` runs the same flows as tests, and with the real kubectl.")
     return 0

@@ -9,7 +9,6 @@ restart costs no writes: the loop simply finds everything as it should be.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -165,11 +164,15 @@ def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], scaling_state: Scalin
     )
 
 
-async def _sleep_until_woken(wakeup: asyncio.Event, seconds: float) -> None:
+async def _sleep_until_woken(wakeup: asyncio.Event, seconds: float) -> bool:
+    """Whether an event woke the pool before its timer did."""
     # On deletion or shutdown, Kopf cancels this task; no need to watch `stopped` here as well.
-    with contextlib.suppress(TimeoutError):
+    try:
         await asyncio.wait_for(wakeup.wait(), timeout=seconds)
+    except TimeoutError:
+        return False
     wakeup.clear()
+    return True
 
 
 @kopf.daemon(API_GROUP, API_VERSION, PLURAL, cancellation_timeout=5.0)
@@ -201,8 +204,9 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
                 interval = float(result.spec.scaling.evaluation_interval_seconds if result.spec
                                  else MAX_ERROR_BACKOFF_SECONDS)  # an invalid spec waits for its fix (an event)
-            await _sleep_until_woken(wakeup, interval)
-            await asyncio.sleep(runtime.settings.wake_debounce_seconds)
+            if await _sleep_until_woken(wakeup, interval):
+                # A burst of events (a rollout) costs one evaluation, not one each.
+                await asyncio.sleep(runtime.settings.wake_debounce_seconds)
     finally:
         runtime.wakeups.pop(key, None)
         runtime.scaling_states.pop(key, None)

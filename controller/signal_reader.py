@@ -81,6 +81,11 @@ class SignalReader:
                 rounds.finished_at = now
         return rounds.results[target.key]
 
+    def expire_rounds(self) -> None:
+        """The next read starts a new Prometheus round (for benchmarks that time whole rounds)."""
+        for rounds in self._rounds.values():
+            rounds.finished_at = None
+
     def forget(self, key: PoolKey) -> None:
         """A pool is gone: stop asking Prometheus about it."""
         for rounds in self._rounds.values():
