@@ -52,8 +52,9 @@ class CountingKubeApi(KubeApi):
 
 
 @contextmanager
-def world(pools: int) -> Iterator[dict[str, Any]]:
-    process = subprocess.Popen([sys.executable, "-m", "bench.world", "--pools", str(pools)],
+def world(pools: int, scrape_interval_seconds: float) -> Iterator[dict[str, Any]]:
+    process = subprocess.Popen([sys.executable, "-m", "bench.world", "--pools", str(pools),
+                                "--scrape-interval", str(scrape_interval_seconds)],
                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     try:
         assert process.stdout is not None
@@ -114,8 +115,8 @@ def _snapshot_cluster(api_client: Any) -> tuple[list[dict[str, Any]], dict[tuple
     return pools, cache
 
 
-def measure(pool_count: int, rounds: int) -> dict[str, float]:
-    with world(pool_count) as info:
+def measure(pool_count: int, rounds: int, scrape_interval_seconds: float) -> dict[str, float]:
+    with world(pool_count, scrape_interval_seconds) as info:
         os.environ["KUBECONFIG"] = info["kubeconfig"]
         api_client = build_api_client(info["kubeconfig"])
         api = CountingKubeApi(api_client)
@@ -151,10 +152,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pools", default="1,100,1000")
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--scrape-interval", type=float, default=15.0,
+                        help="Prometheus scrape interval in the world (one target per pool: keep it slow at scale)")
     args = parser.parse_args(argv)
     rows = []
     for count in (int(n) for n in args.pools.split(",")):
-        rows.append(measure(count, args.rounds))
+        rows.append(measure(count, args.rounds, args.scrape_interval))
         print(f"  {count} pools: done", flush=True)
     print(f"\nOne steady evaluation round over all pools (median of {args.rounds}; Prometheus source)")
     print(f"{'pools':>6}{'wall ms':>10}{'cpu ms':>9}{'cpu ms/pool':>13}{'API calls':>11}{'PromQL queries':>16}")

@@ -88,6 +88,9 @@ class WatchSpec:
 @attrs.define(kw_only=True)
 class DevKubeEmulator(kmock.KubernetesEmulator):
     history_size: int = 10_000
+    # How many recent requests kmock's reactions are matched against (see __call__).
+    request_history: int = 1_000
+    _requests_seen: int = attrs.field(default=0, init=False)
     store: ObjectStore = attrs.field(init=False)
     write_log: WriteLog = attrs.field(init=False, factory=WriteLog)
     unexpected_errors: list[Exception] = attrs.field(init=False, factory=list)
@@ -107,7 +110,13 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
     @override
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         request = await self._parse_request(raw_request)
+        self._requests_seen += 1
         self._requests.append(request)
+        # kmock matches each request against its whole request history (for slices like
+        # ``emulator[...][:3] << 503``): unbounded, every request costs more than the last.
+        # Keep a recent window; a slice reaction counts its requests within that window.
+        if len(self._requests) > self.request_history:
+            del self._requests[: len(self._requests) - self.request_history]
         try:
             response = await self._handle(request)
         except kmock.KubernetesError as e:  # ours and kmock's scaffold's (unknown groups, endpoints)
@@ -131,7 +140,7 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
         path = parse_api_path(raw_request.path)
         query = dict(raw_request.query)
         return kmock.Request(
-            id=len(self._requests),
+            id=self._requests_seen,
             method=raw_request.method,
             url=raw_request.url,
             params=query,
