@@ -120,7 +120,7 @@ def measure(pool_count: int, rounds: int, scrape_interval_seconds: float) -> dic
         os.environ["KUBECONFIG"] = info["kubeconfig"]
         api_client = build_api_client(info["kubeconfig"])
         api = CountingKubeApi(api_client)
-        reader = SignalReader(OperatorSettings(prometheus_round_seconds=30.0))
+        reader = SignalReader(OperatorSettings(prometheus_url=info["prometheus"], prometheus_round_seconds=30.0))
         states: dict[str, ScalingState] = {}
         loop = asyncio.new_event_loop()
         try:
@@ -128,6 +128,10 @@ def measure(pool_count: int, rounds: int, scrape_interval_seconds: float) -> dic
             loop.run_until_complete(_round(api, reader, pools, cache, states))  # creates everything
             pools, cache = _snapshot_cluster(api_client)
             loop.run_until_complete(_round(api, reader, pools, cache, states))  # writes the first statuses
+            pools, cache = _snapshot_cluster(api_client)
+            reading = sum(1 for pool in pools if any(
+                c["type"] == "MetricsAvailable" and c["status"] == "True"
+                for c in pool.get("status", {}).get("conditions", [])))
             walls, cpus, calls, queries = [], [], [], []
             for _ in range(rounds):
                 pools, cache = _snapshot_cluster(api_client)
@@ -144,8 +148,9 @@ def measure(pool_count: int, rounds: int, scrape_interval_seconds: float) -> dic
             loop.run_until_complete(reader.close())
             loop.close()
             api.close()
-    return {"pools": pool_count, "wall": statistics.median(walls), "cpu": statistics.median(cpus),
-            "api_calls": statistics.median(calls), "queries": statistics.median(queries)}
+    return {"pools": pool_count, "reading": reading, "wall": statistics.median(walls),
+            "cpu": statistics.median(cpus), "api_calls": statistics.median(calls),
+            "queries": statistics.median(queries)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,9 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         rows.append(measure(count, args.rounds, args.scrape_interval))
         print(f"  {count} pools: done", flush=True)
     print(f"\nOne steady evaluation round over all pools (median of {args.rounds}; Prometheus source)")
-    print(f"{'pools':>6}{'wall ms':>10}{'cpu ms':>9}{'cpu ms/pool':>13}{'API calls':>11}{'PromQL queries':>16}")
+    print(f"{'pools':>6}{'signals read':>14}{'wall ms':>10}{'cpu ms':>9}{'cpu ms/pool':>13}{'API calls':>11}"
+          f"{'PromQL queries':>16}")
     for row in rows:
-        print(f"{row['pools']:>6.0f}{row['wall'] * 1000:>10.0f}{row['cpu'] * 1000:>9.0f}"
+        print(f"{row['pools']:>6.0f}{row['reading']:>14.0f}{row['wall'] * 1000:>10.0f}{row['cpu'] * 1000:>9.0f}"
               f"{row['cpu'] * 1000 / row['pools']:>13.2f}{row['api_calls']:>11.0f}{row['queries']:>16.0f}")
     return 0
 
