@@ -13,17 +13,17 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
 from controller.api.crd import generate_crd
 from controller.devkube.cluster import DevCluster
 from controller.devkube.fakevllm import FakeVLLMFleet
-from controller.devkube.prometheus import PrometheusServer, ScrapeTarget
+from controller.devkube.prometheus import PrometheusServer
+from controller.devkube.wiring import FakeReplicaAddresses, PodTargetSync
 from controller.localrun import OperatorProcess
 
 NAMESPACE = "bench"
@@ -69,29 +69,6 @@ def _set_load(fleet: FakeVLLMFleet, waiting: float) -> None:
         replica.set(waiting=waiting, running=2 if waiting else 0, kv=0.5 if waiting else 0.1)
 
 
-@contextmanager
-def _target_sync(cluster: DevCluster, prometheus: PrometheusServer, port: int) -> Iterator[None]:
-    """Mirror ready pods into Prometheus' file_sd targets, as kubernetes_sd does."""
-    stop = threading.Event()
-
-    def run() -> None:
-        last: list[ScrapeTarget] | None = None
-        while not stop.wait(0.2):
-            targets = [ScrapeTarget(f"{pod['status']['podIP']}:{port}",
-                                    {"namespace": NAMESPACE, "pod": pod["metadata"]["name"],
-                                     "poolpilot_io_pool": POOL})
-                       for pod in cluster.pods(NAMESPACE) if pod.get("status", {}).get("podIP")]
-            if targets != last:
-                prometheus.set_targets(targets)
-                last = targets
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
 
 
 def _pool_spec(port: int, metrics: dict[str, Any]) -> dict[str, Any]:
@@ -113,21 +90,15 @@ def measure(setup: SourceSetup, spikes: int) -> list[float]:
     with ExitStack() as stack:
         fleet = stack.enter_context(FakeVLLMFleet.in_thread(MAX_REPLICAS))
         _set_load(fleet, 0)
-        hosts = [replica.host for replica in fleet.replicas]
-        holder: list[DevCluster] = []
-
-        def free_replica(namespace: str, pod: str, deployment: str) -> str:
-            used = {p.get("status", {}).get("podIP") for p in holder[0].pods(None)}
-            return next(host for host in hosts if host not in used)
-
+        addresses = FakeReplicaAddresses(fleet)
         cluster = stack.enter_context(DevCluster.in_thread(crds=[generate_crd()], namespaces=["default", NAMESPACE],
-                                                           pod_ip=free_replica))
-        holder.append(cluster)
+                                                           pod_ip=addresses))
+        addresses.cluster = cluster
         assert fleet.port is not None
         metrics: dict[str, Any] = {"source": "pods"}
         if setup.scrape_interval_seconds is not None:
             prometheus = stack.enter_context(PrometheusServer(scrape_interval_seconds=setup.scrape_interval_seconds))
-            stack.enter_context(_target_sync(cluster, prometheus, fleet.port))
+            stack.enter_context(PodTargetSync(cluster, prometheus, fleet.port, namespace=NAMESPACE))
             metrics = {"source": "prometheus", "prometheus": {"url": prometheus.url}}
         operator = OperatorProcess(cluster.kubeconfig_path)
         operator.start()

@@ -24,6 +24,7 @@ from controller.api.crd import generate_crd
 from controller.api.spec import API_GROUP, API_VERSION, PLURAL
 from controller.devkube.cluster import DevCluster
 from controller.devkube.fakevllm import FakeVLLMFleet
+from controller.devkube.wiring import FakeReplicaAddresses
 from controller.localrun import OperatorProcess
 
 __all__ = ["run_demo"]
@@ -236,23 +237,13 @@ def _desired(api: _Api, name: str) -> int:
     desired: int = replicas.get("desired", 0)
     return desired
 
-class _FakeReplicaAddresses:
-    """Give each new pod the address of a fake replica that no other live pod uses."""
-
-    def __init__(self, fleet: FakeVLLMFleet) -> None:
-        self._hosts = [replica.host for replica in fleet.replicas]
-        self.cluster: DevCluster | None = None  # set once the cluster runs; pods come only after that
-
-    def __call__(self, namespace: str, pod: str, deployment: str) -> str:
-        used = {p.get("status", {}).get("podIP") for p in self.cluster.pods(None)} if self.cluster else set()
-        return next((host for host in self._hosts if host not in used), self._hosts[0])
 
 
 def run_demo() -> int:
     print("PoolPilot demo: the operator against an embedded Kubernetes API server on 127.0.0.1 (no cluster).")
     print("No GPUs or images: a stand-in Deployment controller creates pods and marks them ready at once.")
     with FakeVLLMFleet.in_thread(FAKE_REPLICAS) as fleet:
-        addresses = _FakeReplicaAddresses(fleet)
+        addresses = FakeReplicaAddresses(fleet)
         with DevCluster.in_thread(crds=[generate_crd()], namespaces=["default", NAMESPACE],
                                   pod_ip=addresses) as cluster:
             addresses.cluster = cluster

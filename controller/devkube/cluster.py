@@ -32,7 +32,6 @@ import pathlib
 import shutil
 import subprocess
 import tempfile
-import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -45,6 +44,7 @@ import yaml
 
 from controller.devkube import crds
 from controller.devkube.emulator import DevKubeEmulator
+from controller.devkube.loopthread import LoopThread, running_loop
 from controller.devkube.resources import Resource, lookup
 from controller.devkube.workloads import FakeDeploymentController, NodeNameFn, PodAddressFn
 from controller.devkube.writelog import WriteRecord
@@ -182,10 +182,11 @@ class DevCluster:
     @contextlib.contextmanager
     def in_thread(cls, **kwargs: Any) -> Iterator[DevCluster]:
         """Run the cluster's event loop in a background thread for synchronous code."""
-        runner = _ThreadRunner(cls(**kwargs))
+        cluster = cls(**kwargs)
+        runner = LoopThread(cluster, name="devkube")
         runner.start()
         try:
-            yield runner.cluster
+            yield cluster
         finally:
             runner.stop()
 
@@ -327,7 +328,7 @@ class DevCluster:
         loop = self._loop
         if loop is None:
             raise RuntimeError("the cluster is not running")
-        if _running_loop() is loop:
+        if running_loop() is loop:
             return fn(*args, **kwargs)
         future: concurrent.futures.Future[T] = concurrent.futures.Future()
 
@@ -341,15 +342,10 @@ class DevCluster:
         return future.result(timeout=_MARSHAL_TIMEOUT)
 
     def _refuse_on_own_loop(self, what: str) -> None:
-        if self._loop is not None and _running_loop() is self._loop:
+        if self._loop is not None and running_loop() is self._loop:
             raise RuntimeError(f"{what}() blocks; on the cluster's own loop, use asyncio.to_thread()")
 
 
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
 
 
 def load_crds(paths: Iterable[str | os.PathLike[str]]) -> list[dict[str, Any]]:
@@ -363,43 +359,3 @@ def load_crds(paths: Iterable[str | os.PathLike[str]]) -> list[dict[str, Any]]:
                 if isinstance(document, dict) and document.get("kind") == "CustomResourceDefinition":
                     found.append(document)
     return found
-
-
-class _ThreadRunner:
-    """Runs ``async with cluster`` in a thread's own event loop until stopped."""
-
-    def __init__(self, cluster: DevCluster) -> None:
-        self.cluster = cluster
-        self._started = threading.Event()
-        self._failure: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="devkube", daemon=True)
-
-    def start(self, timeout: float = 30.0) -> None:
-        self._thread.start()
-        if not self._started.wait(timeout):
-            raise TimeoutError("the dev cluster did not start in time")
-        if self._failure is not None:
-            self._thread.join(timeout)
-            raise self._failure
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as e:
-            self._failure = e
-        finally:
-            self._started.set()  # also on failures: start() must not wait for nothing
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with self.cluster:
-            self._started.set()
-            await self._stop.wait()

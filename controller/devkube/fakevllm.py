@@ -47,6 +47,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.samples import Sample
 
+from controller.devkube.loopthread import LoopThread, running_loop
+
 __all__ = [
     "CONTENT_TYPE",
     "TTFT_BUCKETS",
@@ -450,7 +452,7 @@ class FakeVLLMFleet:
     def in_thread(cls, replicas: int = 1, **kwargs: Any) -> Iterator[FakeVLLMFleet]:
         """Run the fleet on its own event loop in a background thread (sync tests, the demo)."""
         fleet = cls(replicas, **kwargs)
-        runner = _ThreadRunner(fleet)
+        runner = LoopThread(fleet, name="fakevllm")
         runner.start()
         try:
             yield fleet
@@ -463,7 +465,7 @@ class FakeVLLMFleet:
         if loop is None:
             coroutine.close()
             raise RuntimeError("the fleet is not running")
-        if _running_loop() is loop:
+        if running_loop() is loop:
             coroutine.close()
             raise RuntimeError("call() blocks; on the fleet's own loop, await the coroutine instead")
         future: concurrent.futures.Future[T] = asyncio.run_coroutine_threadsafe(coroutine, loop)
@@ -529,50 +531,3 @@ class FakeVLLMFleet:
             self.port = port
             return bound
         raise OSError(errno.EADDRINUSE, f"no port free on all of {hosts[0]}..{hosts[-1]} in {_PORT_ATTEMPTS} tries")
-
-
-def _running_loop() -> asyncio.AbstractEventLoop | None:
-    try:
-        return asyncio.get_running_loop()
-    except RuntimeError:
-        return None
-
-
-class _ThreadRunner:
-    """Runs a fleet on a thread's own event loop until stopped."""
-
-    def __init__(self, fleet: FakeVLLMFleet) -> None:
-        self.fleet = fleet
-        self._started = threading.Event()
-        self._failure: BaseException | None = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread = threading.Thread(target=self._run, name="fakevllm", daemon=True)
-
-    def start(self, timeout: float = 30.0) -> None:
-        self._thread.start()
-        if not self._started.wait(timeout):
-            raise TimeoutError("the fake vLLM fleet did not start in time")
-        if self._failure is not None:
-            self._thread.join(timeout)
-            raise self._failure
-
-    def stop(self, timeout: float = 30.0) -> None:
-        if self._loop is not None and self._stop is not None:
-            self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join(timeout)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as e:
-            self._failure = e
-        finally:
-            self._started.set()
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with self.fleet:
-            self._started.set()
-            await self._stop.wait()

@@ -68,7 +68,9 @@ def test_an_invalid_spec_is_reported_once_and_changes_nothing(env: ScenarioEnv, 
     assert "spec.capacity.spotPercentage" in spec_valid["message"]
     assert (condition(pool, "Ready") or {}).get("reason") == "InvalidSpec"
     wait_for_quiet()  # several more evaluations
-    warnings = [e for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "InvalidSpec"]
+    warnings = eventually(lambda: [e for e in env.kube.events_for(env.namespace, "qwen")
+                                   if e["reason"] == "InvalidSpec"], lambda found: len(found) >= 1,
+                          what="the InvalidSpec event")
     assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
     assert "spec.replicas.min" in warnings[0]["message"]
     after = owned_versions(env, "qwen")
@@ -82,7 +84,8 @@ def test_an_invalid_spec_is_reported_once_and_changes_nothing(env: ScenarioEnv, 
     eventually(lambda: env.kube.get_pool(env.namespace, "qwen"),
                lambda p: is_current(p) and (condition(p, "SpecValid") or {}).get("status") == "True",
                what="SpecValid=True again")
-    assert any(e["reason"] == "SpecAccepted" for e in env.kube.events_for(env.namespace, "qwen"))
+    eventually(lambda: env.kube.events_for(env.namespace, "qwen"),
+               lambda found: any(e["reason"] == "SpecAccepted" for e in found), what="the SpecAccepted event")
 
 
 def test_a_pool_invalid_from_the_start_gets_no_objects(env: ScenarioEnv, cluster: DevCluster) -> None:
@@ -101,8 +104,9 @@ def test_hand_edits_to_owned_objects_are_reverted(env: ScenarioEnv) -> None:
     eventually(lambda: env.kube.get("Deployment", env.namespace, "qwen-spot"),
                lambda d: d is not None and d["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] == 90,
                what="the grace period restored")
-    updated = [e["message"] for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "Updated"]
-    assert any("spec.template.spec.terminationGracePeriodSeconds" in m for m in updated), updated
+    eventually(lambda: [e["message"] for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "Updated"],
+               lambda updated: any("spec.template.spec.terminationGracePeriodSeconds" in m for m in updated),
+               what="an Updated event naming the grace period")
 
 
 def test_an_object_owned_by_somebody_else_is_left_alone(env: ScenarioEnv, cluster: DevCluster) -> None:
@@ -116,7 +120,9 @@ def test_an_object_owned_by_somebody_else_is_left_alone(env: ScenarioEnv, cluste
     assert "Service qwen" in (condition(pool, "Ready") or {})["message"]
     wait_for_quiet(1.5)
     assert env.kube.resource_version("Service", env.namespace, "qwen") == version
-    conflicts = [e for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "ObjectConflict"]
+    conflicts = eventually(lambda: [e for e in env.kube.events_for(env.namespace, "qwen")
+                                    if e["reason"] == "ObjectConflict"], lambda found: len(found) >= 1,
+                           what="the ObjectConflict event")
     assert len(conflicts) == 1 and conflicts[0]["type"] == "Warning"
     assert env.kube.get("Deployment", env.namespace, "qwen-spot") is not None  # the rest is still managed
 

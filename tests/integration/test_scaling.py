@@ -7,7 +7,6 @@ the pool's ready pods into Prometheus' file-based discovery, as kubernetes_sd wo
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -17,7 +16,8 @@ import pytest
 from controller.api.crd import generate_crd
 from controller.devkube.cluster import DevCluster
 from controller.devkube.fakevllm import FakeVLLMFleet
-from controller.devkube.prometheus import PrometheusServer, ScrapeTarget
+from controller.devkube.prometheus import PrometheusServer
+from controller.devkube.wiring import FakeReplicaAddresses, PodTargetSync
 from controller.localrun import OperatorProcess
 from tests.support.kube import TestKube, condition
 from tests.support.tools import kubectl_binary
@@ -45,16 +45,10 @@ def fleet() -> Iterator[FakeVLLMFleet]:
 
 @pytest.fixture
 def cluster(fleet: FakeVLLMFleet) -> Iterator[DevCluster]:
-    hosts = [replica.host for replica in fleet.replicas]
-    holder: list[DevCluster] = []
-
-    def a_free_fake_replica(namespace: str, pod: str, deployment: str) -> str:
-        used = {p.get("status", {}).get("podIP") for p in holder[0].pods(None)}
-        return next(host for host in hosts if host not in used)
-
+    addresses = FakeReplicaAddresses(fleet)
     with DevCluster.in_thread(crds=[generate_crd()], namespaces=["default", NAMESPACE],
-                              kubectl_binary=kubectl_binary(), pod_ip=a_free_fake_replica) as running:
-        holder.append(running)
+                              kubectl_binary=kubectl_binary(), pod_ip=addresses) as running:
+        addresses.cluster = running
         yield running
 
 
@@ -74,13 +68,19 @@ def operator(cluster: DevCluster) -> Iterator[OperatorProcess]:
     print(f"--- operator log ---\n{process.log()[-20000:]}")  # shown when a test failed
 
 
+SCALE_DOWN_WINDOW_SECONDS = 6
+# The window starts at the operator's last evaluation under high load, which comes up to one
+# evaluation interval (more on a loaded machine) before the test lowers the load.
+EVALUATION_SLACK_SECONDS = 2
+
+
 def pool_spec(fleet: FakeVLLMFleet, **metrics: Any) -> Manifest:
     return {
         "model": {"name": "m", "port": fleet.port, "gpusPerReplica": 0},
         "replicas": {"min": 1, "max": MAX_REPLICAS},
         "scaling": {"evaluationIntervalSeconds": 1, "targetQueueDepthPerReplica": 4,
                     "targetKVCacheUtilization": 0.8,
-                    "scaleDown": {"stabilizationSeconds": 3, "maxStepReplicas": 5}},
+                    "scaleDown": {"stabilizationSeconds": SCALE_DOWN_WINDOW_SECONDS, "maxStepReplicas": 5}},
         "capacity": {"onDemandBase": 1, "spotPercentage": 100},
         "metrics": metrics or {"source": "pods"},
     }
@@ -103,6 +103,12 @@ def events(kube: TestKube, pool: str, reason: str) -> list[Manifest]:
     return [e for e in kube.events_for(NAMESPACE, pool) if e["reason"] == reason]
 
 
+def events_eventually(kube: TestKube, pool: str, reason: str, count: int = 1) -> list[Manifest]:
+    """Kopf posts Events from a queue: they may trail the change they describe by a moment."""
+    return eventually(lambda: events(kube, pool, reason), lambda found: len(found) >= count,
+                      what=f"{count} {reason} event(s) on {pool}")
+
+
 def test_the_pods_source_scales_up_on_a_queue_spike_and_down_after_the_window(
         fleet: FakeVLLMFleet, kube: TestKube, operator: OperatorProcess) -> None:
     kube.create_pool(NAMESPACE, "qwen", pool_spec(fleet))
@@ -116,8 +122,8 @@ def test_the_pods_source_scales_up_on_a_queue_spike_and_down_after_the_window(
     set_load(fleet, waiting=12)  # 12 waiting per replica against a target of 4
     wait_for_replicas(kube, "qwen", 5)
     assert time.monotonic() - spiked_at < 10
-    scaled_up = events(kube, "qwen", "ScaledUp")
-    assert scaled_up and "1 -> 3" in scaled_up[0]["message"], scaled_up
+    scaled_up = events_eventually(kube, "qwen", "ScaledUp")
+    assert "1 -> 3" in scaled_up[0]["message"], scaled_up
     assert "queue" in scaled_up[0]["message"]
     status = eventually(lambda: kube.get_pool(NAMESPACE, "qwen"),
                         lambda p: p is not None and p["status"].get("lastDecision", {}).get("toReplicas") == 5,
@@ -126,11 +132,11 @@ def test_the_pods_source_scales_up_on_a_queue_spike_and_down_after_the_window(
 
     set_load(fleet, waiting=0, running=0, kv=0.1)
     calmed_at = time.monotonic()
-    time.sleep(1.5)
-    assert total_replicas(kube, "qwen") == 5, "scaled down inside the 3 s stabilization window"
+    time.sleep(SCALE_DOWN_WINDOW_SECONDS - EVALUATION_SLACK_SECONDS - 1)
+    assert total_replicas(kube, "qwen") == 5, "scaled down inside the stabilization window"
     wait_for_replicas(kube, "qwen", 1)
-    assert time.monotonic() - calmed_at >= 3
-    assert events(kube, "qwen", "ScaledDown")
+    assert time.monotonic() - calmed_at >= SCALE_DOWN_WINDOW_SECONDS - EVALUATION_SLACK_SECONDS
+    events_eventually(kube, "qwen", "ScaledDown")
 
 
 def test_unreadable_metrics_hold_the_replicas_warn_once_and_recover(
@@ -147,52 +153,23 @@ def test_unreadable_metrics_hold_the_replicas_warn_once_and_recover(
     assert (condition(pool, "MetricsAvailable") or {})["reason"] == "SourceUnreachable"
     time.sleep(3)  # several evaluations during the outage
     assert total_replicas(kube, "qwen") == 5, "scaled while blind"
-    warnings = events(kube, "qwen", "MetricsUnavailable")
+    warnings = events_eventually(kube, "qwen", "MetricsUnavailable")
     assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
 
     for replica in fleet.replicas:
         fleet.call(replica.start())
     eventually(lambda: kube.get_pool(NAMESPACE, "qwen"),
                lambda p: (condition(p, "MetricsAvailable") or {}).get("status") == "True", what="recovered")
-    assert len(events(kube, "qwen", "MetricsRecovered")) == 1
+    assert len(events_eventually(kube, "qwen", "MetricsRecovered")) == 1
 
 
-class PodTargetSync:
-    """Mirror the ready pods of every pool into Prometheus' file_sd targets, as kubernetes_sd does."""
-
-    def __init__(self, cluster: DevCluster, prometheus: PrometheusServer, port: int) -> None:
-        self._cluster, self._prometheus, self._port = cluster, prometheus, port
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def __enter__(self) -> PodTargetSync:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-    def _run(self) -> None:
-        last: list[ScrapeTarget] | None = None
-        while not self._stop.wait(0.2):
-            targets = [
-                ScrapeTarget(address=f"{pod['status']['podIP']}:{self._port}", labels={
-                    "namespace": pod["metadata"]["namespace"], "pod": pod["metadata"]["name"],
-                    "poolpilot_io_pool": pod["metadata"]["labels"]["poolpilot.io/pool"]})
-                for pod in self._cluster.pods(NAMESPACE)
-                if pod.get("status", {}).get("podIP") and "poolpilot.io/pool" in pod["metadata"].get("labels", {})
-            ]
-            if targets != last and self._prometheus.running:  # the test may have stopped it on purpose
-                self._prometheus.set_targets(targets)
-                last = targets
 
 
 def test_the_prometheus_source_scales_like_the_pods_source_and_holds_when_prometheus_stops(
         fleet: FakeVLLMFleet, cluster: DevCluster, kube: TestKube) -> None:
     assert fleet.port is not None
     with PrometheusServer(scrape_interval_seconds=1.0) as prometheus, \
-            PodTargetSync(cluster, prometheus, fleet.port):
+            PodTargetSync(cluster, prometheus, fleet.port, namespace=NAMESPACE):
         operator = OperatorProcess(cluster.kubeconfig_path)
         operator.start()
         try:
@@ -216,7 +193,7 @@ def test_the_prometheus_source_scales_like_the_pods_source_and_holds_when_promet
                               lambda p: (condition(p, "MetricsAvailable") or {}).get("status") == "False",
                               timeout=20, what="MetricsAvailable=False once Prometheus is gone")
             assert (condition(pool, "MetricsAvailable") or {})["reason"] in ("SourceUnreachable", "SourceTimeout")
-            time.sleep(4)  # past the 3 s scale-down window
+            time.sleep(SCALE_DOWN_WINDOW_SECONDS + 1)  # past the scale-down window
             assert total_replicas(kube, "via-prom") == 5, "scaled down blind"
             wait_for_replicas(kube, "via-pods", 1)  # the pods-sourced pool still sees the replicas
         finally:

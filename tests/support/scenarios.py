@@ -154,8 +154,9 @@ def changing_the_spec_patches_only_what_changed(env: ScenarioEnv) -> None:
     after = owned_versions(env, "qwen")
     for unchanged in ("Service qwen", "PodDisruptionBudget qwen"):
         assert after[unchanged] == before[unchanged], f"{unchanged} was written though nothing of it changed"
-    updated = [e["message"] for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "Updated"]
-    assert any("qwen-spot" in message and "spec.replicas" in message for message in updated), updated
+    eventually(lambda: [e["message"] for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "Updated"],
+               lambda updated: any("qwen-spot" in m and "spec.replicas" in m for m in updated),
+               what="an Updated event for qwen-spot's replicas")
 
 
 def restarting_the_operator_writes_nothing(env: ScenarioEnv) -> None:
