@@ -18,6 +18,7 @@ from controller.api.spec import InferencePoolSpec
 from controller.api.status import InferencePoolStatus, ReplicaCounts
 from controller.core.capacity import CapacitySplit, CapacityType, split_replicas
 from controller.core.conditions import find_condition, set_condition
+from controller.core.scaling import effective_min_replicas
 from controller.core.scaling_report import (
     ScalingOutcome,
     decision_status,
@@ -108,10 +109,14 @@ class PoolObservation:
 
 
 def desired_replicas(spec: InferencePoolSpec, observation: PoolObservation) -> int:
-    """Keep what runs now, within the spec's bounds; a new pool starts at its minimum."""
+    """Keep what runs now, within the spec's bounds; a new pool starts at its minimum.
+
+    The floor is the scaler's: ``min: 0`` counts only when the API fallback can serve meanwhile.
+    """
+    floor = effective_min_replicas(spec)
     current = observation.total_replicas
-    wanted = spec.replicas.min if current is None else current
-    return max(spec.replicas.min, min(spec.replicas.max, wanted))
+    wanted = floor if current is None else current
+    return max(floor, min(spec.replicas.max, wanted))
 
 
 def invalid_spec_needs_warning(previous: InferencePoolStatus, generation: int) -> bool:

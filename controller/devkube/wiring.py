@@ -14,10 +14,9 @@ from types import TracebackType
 from controller.devkube.cluster import DevCluster
 from controller.devkube.fakevllm import FakeVLLMFleet
 from controller.devkube.prometheus import PrometheusServer, ScrapeTarget
+from controller.kube.render import POOL_LABEL
 
 __all__ = ["FakeReplicaAddresses", "PodTargetSync"]
-
-POOL_LABEL = "poolpilot.io/pool"
 
 
 class FakeReplicaAddresses:

@@ -76,6 +76,13 @@ def test_a_new_pool_starts_at_its_minimum() -> None:
     assert desired_replicas(spec(replicas={"min": 2, "max": 5}), NOTHING_YET) == 2
 
 
+def test_a_new_pool_with_min_zero_starts_at_one_unless_the_fallback_serves_meanwhile() -> None:
+    assert desired_replicas(spec(replicas={"min": 0, "max": 3}), NOTHING_YET) == 1
+    with_fallback = spec(replicas={"min": 0, "max": 3},
+                         fallback={"enabled": True, "provider": {"baseURL": "https://api.example/v1", "model": "m"}})
+    assert desired_replicas(with_fallback, NOTHING_YET) == 0
+
+
 def test_running_replicas_are_kept_within_bounds() -> None:
     assert desired_replicas(spec(replicas={"min": 1, "max": 5}), observed(spot=(3, 3), on_demand=(1, 1))) == 4
     assert desired_replicas(spec(replicas={"min": 1, "max": 3}), observed(spot=(3, 3), on_demand=(1, 1))) == 3
