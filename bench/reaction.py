@@ -23,8 +23,8 @@ from controller.api.crd import generate_crd
 from controller.devkube.cluster import DevCluster
 from controller.devkube.fakevllm import FakeVLLMFleet
 from controller.devkube.prometheus import PrometheusServer
-from controller.devkube.wiring import FakeReplicaAddresses, PodTargetSync
-from controller.localrun import OperatorProcess
+from controller.devkube.wiring import PodReplicas, PodTargetSync
+from controller.localrun import OperatorProcess, free_port
 
 NAMESPACE = "bench"
 POOL = "spiky"
@@ -65,8 +65,7 @@ def _wait(predicate: Callable[[], bool], timeout: float, what: str) -> float:
 
 
 def _set_load(fleet: FakeVLLMFleet, waiting: float) -> None:
-    for replica in fleet.replicas:
-        replica.set(waiting=waiting, running=2 if waiting else 0, kv=0.5 if waiting else 0.1)
+    fleet.set_all(waiting=waiting, running=2 if waiting else 0, kv=0.5 if waiting else 0.1)
 
 
 
@@ -88,17 +87,15 @@ def _pool_spec(port: int, metrics: dict[str, Any]) -> dict[str, Any]:
 
 def measure(setup: SourceSetup, spikes: int) -> list[float]:
     with ExitStack() as stack:
-        fleet = stack.enter_context(FakeVLLMFleet.in_thread(MAX_REPLICAS))
+        fleet = stack.enter_context(FakeVLLMFleet.in_thread(0, port=free_port()))
         _set_load(fleet, 0)
-        addresses = FakeReplicaAddresses(fleet)
-        cluster = stack.enter_context(DevCluster.in_thread(crds=[generate_crd()], namespaces=["default", NAMESPACE],
-                                                           pod_ip=addresses))
-        addresses.cluster = cluster
+        cluster = stack.enter_context(DevCluster.in_thread(crds=[generate_crd()], namespaces=["default", NAMESPACE]))
+        stack.enter_context(PodReplicas(fleet, lambda: cluster.pods(NAMESPACE)))
         assert fleet.port is not None
         metrics: dict[str, Any] = {"source": "pods"}
         if setup.scrape_interval_seconds is not None:
             prometheus = stack.enter_context(PrometheusServer(scrape_interval_seconds=setup.scrape_interval_seconds))
-            stack.enter_context(PodTargetSync(cluster, prometheus, fleet.port, namespace=NAMESPACE))
+            stack.enter_context(PodTargetSync(lambda: cluster.pods(NAMESPACE), prometheus, fleet.port))
             metrics = {"source": "prometheus", "prometheus": {"url": prometheus.url}}
         operator = OperatorProcess(cluster.kubeconfig_path)
         operator.start()

@@ -24,8 +24,8 @@ from controller.api.crd import generate_crd
 from controller.api.spec import API_GROUP, API_VERSION, PLURAL
 from controller.devkube.cluster import DevCluster
 from controller.devkube.fakevllm import FakeVLLMFleet
-from controller.devkube.wiring import FakeReplicaAddresses
-from controller.localrun import OperatorProcess
+from controller.devkube.wiring import PodReplicas
+from controller.localrun import OperatorProcess, free_port
 
 __all__ = ["run_demo"]
 
@@ -33,7 +33,6 @@ Manifest = dict[str, Any]
 NAMESPACE = "llm"
 EXAMPLES = ("minimal-pool.yaml", "spot-fallback-pool.yaml")
 # One fake vLLM replica per pod the demo can reach (llama-8b may grow to 8, qwen-small to 3).
-FAKE_REPLICAS = 12
 WAIT_SECONDS = 30.0
 TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io"
 
@@ -220,8 +219,7 @@ def _walkthrough(api: _Api, pools: Sequence[Manifest]) -> None:
 def _scale_on_load(api: _Api, fleet: FakeVLLMFleet) -> None:
     _section("4. Load arrives: each llama-8b replica reports 12 waiting requests (target 4) and 93% KV cache")
     seen = len(_events(api, "llama-8b"))
-    for replica in fleet.replicas:
-        replica.set(waiting=12, running=40, kv=0.93)
+    fleet.set_all(waiting=12, running=40, kv=0.93)
     started = time.monotonic()
     _wait("llama-8b to scale up", lambda: _desired(api, "llama-8b") >= 6)
     _wait("llama-8b to be ready", lambda: _settled(api, "llama-8b"))
@@ -242,21 +240,18 @@ def _desired(api: _Api, name: str) -> int:
 def run_demo() -> int:
     print("PoolPilot demo: the operator against an embedded Kubernetes API server on 127.0.0.1 (no cluster).")
     print("No GPUs or images: a stand-in Deployment controller creates pods and marks them ready at once.")
-    with FakeVLLMFleet.in_thread(FAKE_REPLICAS) as fleet:
-        addresses = FakeReplicaAddresses(fleet)
-        with DevCluster.in_thread(crds=[generate_crd()], namespaces=["default", NAMESPACE],
-                                  pod_ip=addresses) as cluster:
-            addresses.cluster = cluster
-            return _run_against(cluster, fleet)
+    with FakeVLLMFleet.in_thread(0, port=free_port()) as fleet, \
+            DevCluster.in_thread(crds=[generate_crd()], namespaces=["default", NAMESPACE]) as cluster, \
+            PodReplicas(fleet, lambda: cluster.pods(NAMESPACE)):
+        return _run_against(cluster, fleet)
 
 
 def _run_against(cluster: DevCluster, fleet: FakeVLLMFleet) -> int:
-    for replica in fleet.replicas:
-        replica.set(waiting=0, running=3, kv=0.35)  # a light, steady load to start with
+    fleet.set_all(waiting=0, running=3, kv=0.35)  # a light, steady load to start with
     api = _Api(cluster.url)
     operator = OperatorProcess(cluster.kubeconfig_path)
     print(f"Started `poolpilot run` against {cluster.url} (log: {operator.log_path.parent})")
-    print(f"Each pod's IP is one of {FAKE_REPLICAS} fake vLLM replicas on 127.0.0.x that serve vLLM's /metrics.")
+    print("Each pod gets a fake vLLM replica at its own IP (127.244.x.y) that serves vLLM's /metrics.")
     operator.start()
     assert fleet.port is not None
     try:

@@ -18,12 +18,12 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 
-__all__ = ["OperatorProcess", "running_operator"]
+__all__ = ["OperatorProcess", "free_port", "running_operator"]
 
 STARTUP_TIMEOUT_SECONDS = 30.0
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -44,7 +44,7 @@ class OperatorProcess:
     def start(self) -> None:
         if self._process is not None:
             raise RuntimeError("the operator is already running")
-        port = _free_port()
+        port = free_port()
         self.log_path = self._log_dir / f"operator-{self._starts}.log"
         self._starts += 1
         env = {**os.environ, "KUBECONFIG": self._kubeconfig, "POOLPILOT_REPORTING_INSTANCE": "poolpilot-test"}
@@ -67,6 +67,10 @@ class OperatorProcess:
                     return
             time.sleep(0.1)
         raise TimeoutError(f"the operator did not become live in {STARTUP_TIMEOUT_SECONDS} s:\n{self.log()}")
+
+    @property
+    def running(self) -> bool:
+        return self._process is not None and self._process.poll() is None
 
     def stop(self) -> int:
         """SIGTERM, as the kubelet does; returns the exit code."""

@@ -155,9 +155,10 @@ def _default(field: FieldInfo) -> Any:
     if field.default_factory is not None:
         produced = field.default_factory()  # type: ignore[call-arg]
         if isinstance(produced, BaseModel):
-            # Nested objects default to {} so the API server applies their own field defaults.
-            # A factory that sets values spells them out, as the server sees no Python.
-            return produced.model_dump(by_alias=True, exclude_defaults=True, mode="json")
+            # Spelled out in full: the API server validates a default (schema and CEL rules) as it
+            # stands, without applying its children's defaults first, so a `{}` default fails every
+            # rule that reads a defaulted child (apiextensions-apiserver, schema/defaulting/validation.go).
+            return produced.model_dump(by_alias=True, exclude_none=True, mode="json")
         return PydanticUndefined  # empty lists and maps stay absent rather than noise in every object
     if field.default is None or field.default is PydanticUndefined:
         return PydanticUndefined

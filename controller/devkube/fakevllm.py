@@ -138,6 +138,18 @@ class _InFlight:
             self.now -= 1
 
 
+_PER_ENGINE = ("waiting", "running", "kv", "kv_legacy", "deferred")
+
+
+def _changes(**fields: Any) -> dict[str, Any]:
+    """``ReplicaState`` fields to replace: the ones given (not ``None``), per-engine sequences as tuples."""
+    return {
+        key: tuple(value) if key in _PER_ENGINE and not isinstance(value, int | float) else value
+        for key, value in fields.items()
+        if value is not None
+    }
+
+
 class FakeVLLMReplica:
     """One fake vLLM server on ``host:port``."""
 
@@ -181,18 +193,10 @@ class FakeVLLMReplica:
             generation_tokens: float | None = None, preemptions: float | None = None,
             delay_seconds: float | None = None, failure: Failure | None = None, healthy: bool | None = None) -> None:
         """Change what the replica reports; ``None`` leaves a field as it is. Any thread."""
-        per_engine = {"waiting": waiting, "running": running, "kv": kv, "kv_legacy": kv_legacy, "deferred": deferred}
-        changes: dict[str, Any] = {
-            key: value if isinstance(value, int | float) else tuple(value)
-            for key, value in per_engine.items()
-            if value is not None
-        }
-        scalars = {
-            "engines": engines, "kv_metric": kv_metric, "prompt_tokens": prompt_tokens,
-            "generation_tokens": generation_tokens, "preemptions": preemptions, "delay_seconds": delay_seconds,
-            "failure": failure, "healthy": healthy,
-        }
-        changes.update((key, value) for key, value in scalars.items() if value is not None)
+        changes = _changes(waiting=waiting, running=running, kv=kv, kv_legacy=kv_legacy, deferred=deferred,
+                           engines=engines, kv_metric=kv_metric, prompt_tokens=prompt_tokens,
+                           generation_tokens=generation_tokens, preemptions=preemptions,
+                           delay_seconds=delay_seconds, failure=failure, healthy=healthy)
         with self._lock:
             self._state = dataclasses.replace(self._state, **changes)
 
@@ -486,9 +490,21 @@ class FakeVLLMFleet:
     def reset_max_in_flight(self) -> None:
         self._in_flight.max = self._in_flight.now
 
-    async def add_replica(self, **state: Any) -> FakeVLLMReplica:
-        """Start one more replica (next loopback address, same port); ``state`` as for ``set``."""
-        (sock,) = self._bind_all(1, first_index=self._next_index)
+    def set_all(self, **changes: Any) -> None:
+        """``set`` on every replica, and on the state a replica added from now on starts with. Any thread."""
+        self._state = dataclasses.replace(self._state, **_changes(**changes))
+        for replica in list(self.replicas):
+            replica.set(**changes)
+
+    async def add_replica(self, host: str | None = None, **state: Any) -> FakeVLLMReplica:
+        """Start one more replica on the fleet's port: at ``host`` (a pod's own IP), or at the next loopback
+        address; ``state`` as for ``set``."""
+        if host is not None:
+            if self.port is None:
+                raise RuntimeError("a fleet with no port yet cannot serve at a given host: pass port=")
+            sock = _bind(host, self.port)
+        else:
+            (sock,) = self._bind_all(1, first_index=self._next_index)
         host, port = sock.getsockname()[:2]
         replica = self._new_replica(host, port, self._next_index)
         try:

@@ -1,68 +1,116 @@
-"""Wire the embedded cluster's pods to fake vLLM replicas and to Prometheus, as a real cluster would be.
+"""Wire a cluster's pods to fake vLLM replicas and to Prometheus, as a real cluster would be.
 
-``FakeReplicaAddresses`` gives each new pod the address of a fake replica that no live pod
-uses (pass it as ``DevCluster(pod_ip=...)``, then set ``.cluster``). ``PodTargetSync``
-mirrors the pods into Prometheus' file_sd targets with the labels a kubernetes_sd scrape
-config would relabel onto them (``namespace``, ``pod``, ``poolpilot_io_pool``).
+``PodReplicas`` plays the kubelet's part for the containers: every pool pod that has an IP
+gets a fake replica serving at that IP (the embedded server's and KWOK's pod IPs are both on
+loopback), until the pod is gone. ``PodTargetSync`` mirrors
+the pods into Prometheus' file_sd targets with the labels a kubernetes_sd scrape config
+would relabel onto them (``namespace``, ``pod``, ``poolpilot_io_pool``).
+
+The pod listings come from a callable, so the same wiring serves any API server.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
+from collections.abc import Callable, Iterable
 from types import TracebackType
+from typing import Any, Self
 
-from controller.devkube.cluster import DevCluster
-from controller.devkube.fakevllm import FakeVLLMFleet
+from controller.devkube.fakevllm import FakeVLLMFleet, FakeVLLMReplica
 from controller.devkube.prometheus import PrometheusServer, ScrapeTarget
 from controller.kube.render import POOL_LABEL
 
-__all__ = ["FakeReplicaAddresses", "PodTargetSync"]
+__all__ = ["PodReplicas", "PodTargetSync"]
+
+Manifest = dict[str, Any]
+PodLister = Callable[[], Iterable[Manifest]]
+logger = logging.getLogger(__name__)
 
 
-class FakeReplicaAddresses:
-    """A ``pod_ip`` callback: the first fake replica no live pod uses (the first one when all are taken)."""
+class _PollingThread:
+    """A daemon thread that calls ``step`` every period until the context exits."""
 
-    def __init__(self, fleet: FakeVLLMFleet) -> None:
-        self._hosts = [replica.host for replica in fleet.replicas]
-        self.cluster: DevCluster | None = None  # set once the cluster runs; pods come only after that
-
-    def __call__(self, namespace: str, pod: str, deployment: str) -> str:
-        used = {p.get("status", {}).get("podIP") for p in self.cluster.pods(None)} if self.cluster else set()
-        return next((host for host in self._hosts if host not in used), self._hosts[0])
-
-
-class PodTargetSync:
-    """A thread that keeps Prometheus' targets equal to the pool pods that have an IP."""
-
-    def __init__(self, cluster: DevCluster, prometheus: PrometheusServer, port: int, *,
-                 namespace: str | None = None, period_seconds: float = 0.2) -> None:
-        self._cluster, self._prometheus, self._port = cluster, prometheus, port
-        self._namespace, self._period = namespace, period_seconds
+    def __init__(self, name: str, period_seconds: float) -> None:
+        self._period = period_seconds
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="pod-target-sync", daemon=True)
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
-    def __enter__(self) -> PodTargetSync:
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join(timeout=10)
+        self.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            try:
+                self.step()
+            except Exception:  # the API server may be busy or restarting: try again next period
+                logger.exception("%s: step failed", self._thread.name)
+
+    def step(self) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        pass
+
+
+class PodTargetSync(_PollingThread):
+    """Keeps Prometheus' targets equal to the pool pods that have an IP."""
+
+    def __init__(self, pods: PodLister, prometheus: PrometheusServer, port: int, *,
+                 period_seconds: float = 0.2) -> None:
+        super().__init__("pod-target-sync", period_seconds)
+        self._pods, self._prometheus, self._port = pods, prometheus, port
+        self._last: list[ScrapeTarget] | None = None
 
     def targets(self) -> list[ScrapeTarget]:
         return [
             ScrapeTarget(address=f"{pod['status']['podIP']}:{self._port}", labels={
                 "namespace": pod["metadata"]["namespace"], "pod": pod["metadata"]["name"],
                 "poolpilot_io_pool": pod["metadata"]["labels"][POOL_LABEL]})
-            for pod in self._cluster.pods(self._namespace)
-            if pod.get("status", {}).get("podIP") and POOL_LABEL in pod["metadata"].get("labels", {})
+            for pod in _pool_pods_with_ips(self._pods())
         ]
 
-    def _run(self) -> None:
-        last: list[ScrapeTarget] | None = None
-        while not self._stop.wait(self._period):
-            targets = self.targets()
-            if targets != last and self._prometheus.running:  # a test may stop Prometheus on purpose
-                self._prometheus.set_targets(targets)
-                last = targets
+    def step(self) -> None:
+        targets = self.targets()
+        if targets != self._last and self._prometheus.running:  # a test may stop Prometheus on purpose
+            self._prometheus.set_targets(targets)
+            self._last = targets
+
+
+class PodReplicas(_PollingThread):
+    """A fake vLLM replica at each pool pod's IP, from the moment it has one until the pod is gone."""
+
+    def __init__(self, fleet: FakeVLLMFleet, pods: PodLister, *, period_seconds: float = 0.1) -> None:
+        super().__init__("pod-replicas", period_seconds)
+        if fleet.port is None:
+            raise ValueError("PodReplicas needs a fleet with a fixed port (FakeVLLMFleet(0, port=...))")
+        self._fleet, self._pods = fleet, pods
+        self._by_pod: dict[tuple[str, str, str], FakeVLLMReplica] = {}  # (namespace, name, ip) -> replica
+
+    def step(self) -> None:
+        live = {
+            (pod["metadata"]["namespace"], pod["metadata"]["name"], pod["status"]["podIP"])
+            for pod in _pool_pods_with_ips(self._pods())
+        }
+        for key in [k for k in self._by_pod if k not in live]:
+            self._fleet.call(self._fleet.remove_replica(self._by_pod.pop(key)))
+        for key in sorted(live - self._by_pod.keys()):
+            self._by_pod[key] = self._fleet.call(self._fleet.add_replica(host=key[2]))
+
+    def close(self) -> None:
+        for replica in self._by_pod.values():
+            if replica in self._fleet.replicas:
+                self._fleet.call(self._fleet.remove_replica(replica))
+        self._by_pod.clear()
+
+
+def _pool_pods_with_ips(pods: Iterable[Manifest]) -> list[Manifest]:
+    return [pod for pod in pods if (pod.get("status") or {}).get("podIP")
+            and POOL_LABEL in (pod["metadata"].get("labels") or {})]

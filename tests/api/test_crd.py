@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 from controller.api.crd import generate_crd, render_crd_yaml
 from controller.api.spec import API_GROUP, API_VERSION, KIND, MANAGED_VLLM_FLAGS, PLURAL, InferencePoolSpec
 from controller.core.pool import SpecProblem, validate_pool
+from tests.support.crd_cases import BAD_OBJECTS, BASE_SPEC, BROKEN_SCHEMAS, GOOD_OBJECTS, merged
 from tests.support.crd_schema import (
     Admission,
     admit,
@@ -48,27 +49,10 @@ def pool(name: str, spec: Mapping[str, Any]) -> Json:
     }
 
 
-def merged(base: Mapping[str, Any], patch: Mapping[str, Any]) -> Json:
-    """``base`` with ``patch`` merged in, JSON-merge-patch style: maps merge, None removes, rest replaces."""
-    result = copy.deepcopy(dict(base))
-    for key, value in patch.items():
-        if value is None:
-            result.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = merged(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
-
-
 def describe(admission: Admission, parsed: InferencePoolSpec | list[SpecProblem]) -> str:
     crd = [str(problem) for problem in admission.problems] or "accepted"
     python = parsed if isinstance(parsed, list) else "accepted"
     return f"\n  CRD (defaults + schema + CEL): {crd}\n  validate_pool: {python}"
-
-
-# A valid pool that sets every list the rules read, so each case below breaks one rule only.
-BASE_SPEC: Json = {"model": {"name": "meta-llama/Llama-3.1-8B-Instruct", "args": ["--max-model-len=8192"]}}
 
 
 # --------------------------------------------------------------------------------- the file itself
@@ -166,49 +150,6 @@ def test_the_spec_requires_a_model() -> None:
 
 # -------------------------------------------------------------------- the rules, known-bad objects
 
-ARGS_MESSAGE = "args must not set --port, --served-model-name, --shutdown-timeout, --host"
-DNS_MESSAGE = "metadata.name must be a DNS-1035 label"
-DRAIN_MESSAGE = "interruption.drainSeconds must be at least preStopSeconds + 10"
-CUSTOM_MESSAGE = "the custom provider needs capacity.spot.nodeSelector"
-# name, spec patch (merged into BASE_SPEC), a part of the message, path of the problem ("" is the root)
-BAD_OBJECTS = [
-    pytest.param("llama", {"replicas": {"min": 3, "max": 2}},
-                 "replicas.min must not exceed replicas.max", "spec.replicas.min", id="min-above-max"),
-    pytest.param("llama", {"replicas": {"min": 2}},
-                 "replicas.min must not exceed replicas.max", "spec.replicas.min",
-                 id="min-above-defaulted-max"),
-    pytest.param("llama", {"model": {"args": ["--max-model-len=8192", "--port=9000"]}},
-                 ARGS_MESSAGE, "spec.model.args", id="args-port-with-value"),
-    pytest.param("llama", {"model": {"args": ["--host", "0.0.0.0"]}}, ARGS_MESSAGE, "spec.model.args",
-                 id="args-bare-host"),
-    pytest.param("llama", {"model": {"args": ["--served-model-name=x"]}}, ARGS_MESSAGE, "spec.model.args",
-                 id="args-served-model-name"),
-    pytest.param("llama", {"model": {"args": ["--shutdown-timeout"]}}, ARGS_MESSAGE, "spec.model.args",
-                 id="args-shutdown-timeout"),
-    pytest.param("llama", {"capacity": {"provider": "custom", "spot": {"nodeSelector": {}}}},
-                 CUSTOM_MESSAGE, "spec.capacity.spot.nodeSelector", id="custom-provider-empty-node-selector"),
-    pytest.param("llama", {"fallback": {"enabled": True}},
-                 "fallback.enabled needs fallback.provider", "spec.fallback.provider",
-                 id="fallback-enabled-without-provider"),
-    pytest.param("llama", {"fallback": {"route": "httpRoute"}},
-                 "fallback.route httpRoute needs fallback.httpRoute", "spec.fallback.httpRoute",
-                 id="route-httproute-without-httproute"),
-    pytest.param("llama", {"interruption": {"drainSeconds": 29, "preStopSeconds": 20}},
-                 DRAIN_MESSAGE, "spec.interruption.drainSeconds", id="drain-below-prestop-plus-10"),
-    pytest.param("llama", {"interruption": {"drainSeconds": 19}},
-                 DRAIN_MESSAGE, "spec.interruption.drainSeconds", id="drain-below-defaulted-prestop-plus-10"),
-    pytest.param("Llama-8b", {}, DNS_MESSAGE, "", id="name-with-capitals"),
-    pytest.param("8b-llama", {}, DNS_MESSAGE, "", id="name-starting-with-digit"),
-    pytest.param("llama-", {}, DNS_MESSAGE, "", id="name-ending-with-dash"),
-    pytest.param("llama.8b", {}, DNS_MESSAGE, "", id="name-with-dot"),
-    pytest.param("a" * 41, {}, "metadata.name must be at most 40 characters", "", id="name-41-characters"),
-    pytest.param(
-        "llama", {"capacity": {"provider": "custom"}}, CUSTOM_MESSAGE, "spec.capacity.spot.nodeSelector",
-        id="custom-provider-without-node-selector",
-    ),
-]
-
-
 @pytest.mark.parametrize(("name", "patch", "message", "path"), BAD_OBJECTS)
 def test_bad_object_is_refused_by_the_crd_and_by_validate_pool(
     name: str, patch: Json, message: str, path: str
@@ -226,33 +167,6 @@ def test_bad_object_is_refused_by_the_crd_and_by_validate_pool(
     assert any(problem.field == python_path and message in problem.reason for problem in parsed), (
         f"validate_pool should report {message!r} at {python_path}:" + describe(admission, parsed)
     )
-
-
-GOOD_OBJECTS = [
-    pytest.param("llama", {}, id="base"),
-    pytest.param("llama", {"replicas": {"min": 4, "max": 4}}, id="min-equals-max"),
-    pytest.param("llama", {"replicas": {"min": 0, "max": 3}}, id="scale-to-zero"),
-    pytest.param("llama", {"replicas": {"max": 5}}, id="defaulted-min-below-max"),
-    pytest.param("llama", {"model": {"args": ["--portal", "--hostname=x", "--port-range=1"]}},
-                 id="args-that-only-look-managed"),
-    pytest.param("llama", {"model": {"args": []}}, id="empty-args"),
-    pytest.param("llama", {"interruption": {"drainSeconds": 30, "preStopSeconds": 20}},
-                 id="drain-exactly-enough"),
-    pytest.param("llama", {"interruption": {"drainSeconds": 20}}, id="drain-exactly-enough-defaulted"),
-    pytest.param("llama", {"capacity": {"provider": "custom", "spot": {"nodeSelector": {"pool": "spot"}}}},
-                 id="custom-provider-with-node-selector"),
-    pytest.param("llama", {"fallback": {"enabled": True, "provider": {"baseURL": "https://api.example/v1",
-                                                                        "model": "m"}}},
-                 id="fallback-with-provider"),
-    pytest.param("llama", {"fallback": {"route": "httpRoute", "httpRoute": {"name": "llm"}}},
-                 id="route-with-httproute"),
-    pytest.param("a" * 40, {}, id="name-40-characters"),
-    pytest.param("a", {}, id="name-one-letter"),
-    pytest.param("llama-3-1-8b", {}, id="name-with-dashes-and-digits"),
-    pytest.param(
-        "llama", {"model": {"args": None}}, id="model-without-args",
-    ),
-]
 
 
 @pytest.mark.parametrize(("name", "patch"), GOOD_OBJECTS)
@@ -501,26 +415,7 @@ def test_validator_runs_cel_at_each_node_with_schema_types_and_reports_errors() 
     assert problem.path == "spec" and "evaluating rule: self.opt == 'x'" in problem.message
 
 
-@pytest.mark.parametrize(("broken", "complaint"), [
-    ({"properties": {"x": {"description": "d"}}}, "x: has no type"),
-    ({"properties": {"x": {"type": "string"}}}, "x: has no description"),
-    ({"properties": {"x": {"$ref": "#/d", "type": "object", "description": "d"}}}, "$ref is not allowed"),
-    ({"properties": {"x": {"type": "object", "description": "d", "properties": {},
-                           "additionalProperties": {"type": "string"}}}}, "mutually exclusive"),
-    ({"properties": {"x": {"type": "string", "description": "d",
-                           "anyOf": [{"type": "integer"}]}}}, "anyOf must not set type"),
-    ({"properties": {"x": {"type": "array", "description": "d"}}}, "an array needs items"),
-    ({"properties": {"x": {"type": "integer", "description": "d", "minimum": 1, "default": 0}}},
-     "default 0 is invalid"),
-    ({"properties": {"x": {"type": "object", "description": "d", "properties": {},
-                           "default": {"unknown": 1}}}}, "has fields the schema prunes"),
-    ({"x-kubernetes-validations": [{"rule": "self.x <=", "message": "m"}]}, "does not compile"),
-    ({"properties": {"x": {"type": "integer", "description": "d"}},
-      "x-kubernetes-validations": [{"rule": "self.y > 0", "message": "m"}]}, "self.y: no such field"),
-    ({"properties": {"x": {"type": "integer", "description": "d"}},
-      "x-kubernetes-validations": [{"rule": "self.x > 0", "message": "m", "fieldPath": ".z"}]},
-     "fieldPath '.z'"),
-])
+@pytest.mark.parametrize(("broken", "complaint"), BROKEN_SCHEMAS)
 def test_structural_check_finds_what_the_api_server_refuses(broken: Json, complaint: str) -> None:
     schema = {"type": "object", **broken}
     problems = structural_problems(schema)

@@ -1,4 +1,5 @@
-"""The foundation scenarios on a real cluster (pods stay pending without GPUs: readiness is not asserted)."""
+"""The foundation scenarios on a real cluster. On the real control plane of `make test` KWOK's GPU nodes
+run the pods, so readiness is asserted too; on a cluster without GPUs the pods stay pending and it is not."""
 
 from __future__ import annotations
 

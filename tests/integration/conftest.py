@@ -1,4 +1,9 @@
-"""The real operator process against the embedded API server, one fresh server per test."""
+"""The real operator process against both API servers: the embedded one and the real control plane.
+
+Every test that uses ``backend`` (or ``env``) runs twice, ``[embedded]`` and ``[real]``, unless it
+is marked ``embedded_only`` with the reason (it needs the embedded server's write log or fault
+injection; its portable part runs on both through ``tests/support/scenarios.py``).
+"""
 
 from __future__ import annotations
 
@@ -8,31 +13,34 @@ import pytest
 
 from controller.api.crd import generate_crd
 from controller.devkube.cluster import DevCluster
-from controller.localrun import OperatorProcess
-from tests.support.kube import TestKube
+from tests.support.backends import BACKENDS, Backend, open_backend
 from tests.support.scenarios import ScenarioEnv
-from tests.support.tools import kubectl_binary
 
-NAMESPACE = "llm"
 TEST_USER_AGENT = "poolpilot-tests"
 
 
-@pytest.fixture
-def cluster() -> Iterator[DevCluster]:
-    with DevCluster.in_thread(crds=[generate_crd()], namespaces=["default", NAMESPACE],
-                              kubectl_binary=kubectl_binary()) as running:
-        yield running
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        only_embedded = metafunc.definition.get_closest_marker("embedded_only") is not None
+        metafunc.parametrize("backend", ["embedded"] if only_embedded else list(BACKENDS), indirect=True)
 
 
 @pytest.fixture
-def env(cluster: DevCluster) -> Iterator[ScenarioEnv]:
-    kube = TestKube(str(cluster.kubeconfig_path))
-    operator = OperatorProcess(cluster.kubeconfig_path)
-    operator.start()
-    try:
-        yield ScenarioEnv(kube=kube, operator=operator, namespace=NAMESPACE, replicas_become_ready=True)
-    finally:
-        operator.stop()
-        kube.close()
-        # Shown by pytest only when the test failed.
-        print(f"--- operator log ---\n{operator.log()[-20000:]}")
+def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
+    real = request.getfixturevalue("real_cluster") if request.param == "real" else None
+    with open_backend(request.param, real, crds=[generate_crd()]) as opened:
+        yield opened
+
+
+@pytest.fixture
+def cluster(backend: Backend) -> DevCluster:
+    """The embedded server itself, for tests marked embedded_only."""
+    assert backend.dev is not None, "mark the test embedded_only: it needs the embedded server"
+    return backend.dev
+
+
+@pytest.fixture
+def env(backend: Backend) -> ScenarioEnv:
+    return ScenarioEnv(kube=backend.kube, operator=backend.operator(), namespace=backend.namespace,
+                       replicas_become_ready=backend.replicas_become_ready)

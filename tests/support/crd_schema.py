@@ -485,7 +485,9 @@ def _node_problems(schema: Schema, path: str) -> Iterator[tuple[str, str]]:
             for key in FORBIDDEN_IN_JUNCTORS:
                 if key in _flatten(branch):
                     yield path, f"{junctor} must not set {key}"
-    if "properties" in schema and "additionalProperties" in schema:
+    # Only with properties to contradict, and an additionalProperties that is a schema or false
+    # (apiextensions-apiserver pkg/apis/apiextensions/validation/validation.go).
+    if schema.get("properties") and schema.get("additionalProperties", True) is not True:
         yield path, "properties and additionalProperties are mutually exclusive"
     if schema.get("additionalProperties") is False:
         yield path, "additionalProperties: false is not allowed"
@@ -554,8 +556,10 @@ def _default_problems(schema: Schema, path: str) -> Iterator[tuple[str, str]]:
     dropped: list[str] = []
     if prune(schema, default, dropped, root=False) != default or dropped:
         yield path, f"default {default!r} has fields the schema prunes: {dropped}"
-    defaulted = apply_defaults(schema, default)
-    found = validate_schema(schema, defaulted, root=False) + validate_rules(schema, defaulted, root=False)
+    # The default itself is validated, schema and CEL, without its children's defaults applied first
+    # (apiextensions-apiserver pkg/apiserver/schema/defaulting/validation.go, validate()): a rule that
+    # reads a defaulted child fails on a `default: {}` with "no such key" on a real API server.
+    found = validate_schema(schema, default, root=False) + validate_rules(schema, default, root=False)
     for problem in found:
         yield path, f"default {default!r} is invalid: {problem}"
 

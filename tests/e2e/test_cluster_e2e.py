@@ -1,0 +1,119 @@
+"""What only a real control plane shows: the operator under its own RBAC, real ReplicaSets and pods on
+nodes chosen by the real scheduler, the disruption controller's view of the PDB, and the garbage
+collector cascading through ReplicaSets to pods."""
+
+from __future__ import annotations
+
+import json
+import pathlib
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+
+from controller.localrun import OperatorProcess
+from tests.support.backends import Backend
+from tests.support.kube import condition
+from tests.support.scenarios import POOL_SPEC, ScenarioEnv, create_and_settle
+from tests.support.tools import kubectl_binary
+from tests.support.waiting import eventually
+
+Manifest = dict[str, Any]
+OPERATOR_MANIFESTS = ["manifests/00-namespace.yaml", "manifests/serviceaccount.yaml",
+                      "manifests/clusterrole.yaml", "manifests/clusterrolebinding.yaml"]
+
+
+def requires_simulated_nodes(backend: Backend) -> None:
+    if not backend.replicas_become_ready:
+        pytest.skip("needs nodes that run pods: the KWOK nodes of `make cluster`")
+
+
+@pytest.fixture
+def service_account_kubeconfig(backend: Backend, tmp_path: pathlib.Path) -> Iterator[pathlib.Path]:
+    """A kubeconfig holding a token of the operator's ServiceAccount, bound to the shipped ClusterRole."""
+    for manifest in OPERATOR_MANIFESTS:
+        backend.kubectl("apply", "-f", manifest)
+    token = backend.kubectl("create", "token", "poolpilot", "-n", "poolpilot-system", "--duration=1h").stdout.strip()
+    admin = yaml.safe_load(backend.kubeconfig_path.read_text())
+    (cluster,) = admin["clusters"]
+    config = {
+        "apiVersion": "v1", "kind": "Config", "current-context": "operator",
+        "clusters": [cluster],
+        "users": [{"name": "poolpilot", "user": {"token": token}}],
+        "contexts": [{"name": "operator", "context": {"cluster": cluster["name"], "user": "poolpilot"}}],
+    }
+    path = tmp_path / "operator.kubeconfig"
+    path.write_text(yaml.safe_dump(config))
+    yield path
+
+
+def test_the_operator_works_under_its_own_least_privilege_rbac(
+        backend: Backend, service_account_kubeconfig: pathlib.Path) -> None:
+    # Cluster-wide, as the shipped Deployment runs it: namespaces and CRDs are listed with the same token.
+    operator = OperatorProcess(service_account_kubeconfig)
+    backend.operators.append(operator)
+    operator.start()
+    env = ScenarioEnv(kube=backend.kube, operator=operator, namespace=backend.namespace,
+                      replicas_become_ready=backend.replicas_become_ready)
+    pool = create_and_settle(env, "qwen")
+    assert (condition(pool, "SpecValid") or {}).get("status") == "True"
+    eventually(lambda: [e["reason"] for e in backend.kube.events_for(backend.namespace, "qwen")],
+               lambda reasons: reasons.count("Created") == 4, what="four Created events posted under its RBAC")
+    backend.kube.patch_pool(backend.namespace, "qwen", {"spec": {"replicas": {"min": 4}}})
+    eventually(lambda: backend.kube.get("Deployment", backend.namespace, "qwen-spot"),
+               lambda d: d is not None and d["spec"]["replicas"] == 3, what="a patch under its RBAC")
+    log = operator.log()
+    assert "forbidden" not in log.lower(), log[-5000:]
+    # ... and nothing more than it needs: it cannot read Secrets, say.
+    can_i = subprocess.run(
+        [kubectl_binary(), "auth", "can-i", "get", "secrets", "-n", backend.namespace,
+         f"--kubeconfig={service_account_kubeconfig}"], capture_output=True, text=True, check=False)
+    assert can_i.stdout.strip() == "no", can_i
+
+
+def pool_pods(backend: Backend, pool: str) -> list[Manifest]:
+    return [p for p in backend.pods() if p["metadata"]["labels"].get("poolpilot.io/pool") == pool]
+
+
+def test_real_controllers_run_the_pools_replicas_on_matching_nodes(env: ScenarioEnv, backend: Backend) -> None:
+    requires_simulated_nodes(backend)
+    create_and_settle(env, "qwen")  # min 3: 1 on-demand, 2 spot, provider eks
+    apps = backend.kube.apps
+    replica_sets = apps.list_namespaced_replica_set(backend.namespace, label_selector="poolpilot.io/pool=qwen").items
+    assert sorted(rs.metadata.owner_references[0].name for rs in replica_sets) == ["qwen-on-demand", "qwen-spot"]
+    pods = eventually(lambda: pool_pods(backend, "qwen"), lambda found: len(found) == 3 and all(
+        p["status"].get("phase") == "Running" for p in found), what="three Running pods")
+    for pod in pods:
+        (owner,) = pod["metadata"]["ownerReferences"]
+        assert owner["kind"] == "ReplicaSet"
+        node = backend.kube.core.read_node(pod["spec"]["nodeName"])
+        wanted = "SPOT" if pod["metadata"]["labels"]["poolpilot.io/capacity-type"] == "spot" else "ON_DEMAND"
+        assert node.metadata.labels["eks.amazonaws.com/capacityType"] == wanted
+        assert pod["status"]["podIP"].startswith("127.")
+    # The disruption controller counts the pool's pods against the PDB (maxUnavailable 1).
+    pdb = eventually(lambda: backend.kube.get("PodDisruptionBudget", backend.namespace, "qwen"),
+                     lambda p: p is not None and p.get("status", {}).get("expectedPods") == 3,
+                     what="the PDB's status from the disruption controller")
+    assert pdb is not None and pdb["status"]["disruptionsAllowed"] == 1
+
+
+def test_deleting_the_pool_cascades_through_replicasets_to_pods(env: ScenarioEnv, backend: Backend) -> None:
+    requires_simulated_nodes(backend)
+    create_and_settle(env, "qwen", {**POOL_SPEC, "replicas": {"min": 2, "max": 3}})
+    eventually(lambda: pool_pods(backend, "qwen"), lambda found: len(found) == 2, what="two pods")
+    backend.kube.delete_pool(backend.namespace, "qwen")
+    eventually(lambda: backend.kube.apps.list_namespaced_replica_set(
+        backend.namespace, label_selector="poolpilot.io/pool=qwen").items, lambda found: not found, timeout=60,
+        what="the garbage collector removed the ReplicaSets")
+    eventually(lambda: pool_pods(backend, "qwen"), lambda found: not found, timeout=60,
+               what="... and their pods, after graceful termination")
+
+
+def test_events_are_real_core_v1_events(env: ScenarioEnv, backend: Backend) -> None:
+    create_and_settle(env, "qwen")
+    raw = backend.kube.core.list_namespaced_event(backend.namespace, _preload_content=False)
+    events = json.loads(raw.data)["items"]
+    created = [e for e in events if e["reason"] == "Created" and e["involvedObject"]["kind"] == "InferencePool"]
+    assert created and all(e["source"].get("component") or e.get("reportingComponent") for e in created)
