@@ -12,8 +12,8 @@ HTTP-level differences from a real API server (cover them in e2e tests on a real
 
 * JSON only: no protobuf, no CBOR, no YAML bodies (415) — so kubectl's imperative generators
   that send protobuf (``kubectl create configmap|secret|deployment ...``) fail; use
-  ``kubectl apply -f``/``create -f``; no ``limit``/``continue`` paging
-  (everything comes in one page), no BOOKMARK events except the one after
+  ``kubectl apply -f``/``create -f``; ``limit``/``continue`` paging pages the current state
+  rather than a snapshot (see ``_Page``); no BOOKMARK events except the one after
   ``sendInitialEvents``; ``fieldValidation``, ``fieldManager``, ``propagationPolicy``,
   ``gracePeriodSeconds`` are accepted and ignored.
 * No authentication, authorization or admission; no aggregated discovery (kubectl falls
@@ -27,6 +27,7 @@ HTTP-level differences from a real API server (cover them in e2e tests on a real
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import logging
 import re
@@ -267,6 +268,7 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
         if is_true(request.params.get("watch")):
             return self._start_watch(request, resource, path)
         table_version = tables.wanted_table_version(_header(request, "Accept"))
+        page: _Page | None = None
         if path.name is None:
             objects = self.store.list_objects(
                 resource,
@@ -274,18 +276,25 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
                 selectors.parse_label_selector(request.params.get("labelSelector")),
                 selectors.parse_field_selector(resource.plural, request.params.get("fieldSelector")),
             )
+            page = _Page.of(request.params, objects, self.store.resource_version)
+            if page is not None:
+                objects = page.items
         elif path.subresource in (None, "status") and (path.subresource is None or resource.has_status):
             objects = [self.store.get(resource, path.namespace, path.name)]
         else:
             raise errors.not_found(resource, path.name)
         if table_version is not None:
-            return self._table(request, resource, objects, table_version)
+            table = self._table(request, resource, objects, table_version)
+            if page is not None:
+                table["metadata"] = {**table.get("metadata", {}), **page.metadata()}
+            return table
         if path.name is not None:
             return objects[0]
+        metadata = page.metadata() if page is not None else {"resourceVersion": str(self.store.resource_version)}
         return {
             "kind": f"{resource.kind}List",
             "apiVersion": resource.api_version,
-            "metadata": {"resourceVersion": str(self.store.resource_version)},
+            "metadata": metadata,
             "items": objects,
         }
 
@@ -527,3 +536,55 @@ def _float_or_none(value: str | None) -> float | None:
 
 def _remaining(deadline: float | None) -> float | None:
     return None if deadline is None else deadline - time.monotonic()
+
+
+@attrs.frozen
+class _Page:
+    """One page of a list with ``limit``, resumed with the ``continue`` token of the page before.
+
+    As the real API server does (apiserver pkg/storage/etcd3/store.go, GetList): pages in key
+    order, a continue token while items remain, ``remainingItemCount`` only when no selector
+    narrowed the list, and 400 for a token it did not issue. Unlike it, later pages show the
+    objects as they are now, not as of the first page's resourceVersion; a token outlives
+    every compaction here (there is none) instead of expiring with 410.
+    """
+
+    items: list[JsonObject]
+    resource_version: int
+    continue_token: str | None
+    remaining: int | None
+
+    @classmethod
+    def of(cls, params: Mapping[str, str], objects: list[JsonObject], current_rv: int) -> _Page | None:
+        limit = int(params.get("limit") or 0) if (params.get("limit") or "0").isdigit() else 0
+        token = params.get("continue") or ""
+        if limit <= 0 and not token:
+            return None
+        rv, start = current_rv, None
+        if token:
+            try:
+                decoded = json.loads(base64.urlsafe_b64decode(token.encode() + b"=="))
+                rv, start = int(decoded["rv"]), tuple(decoded["start"])
+            except (ValueError, KeyError, TypeError) as error:
+                raise errors.bad_request(f"continue key is not valid: {error}") from None
+        rest = [obj for obj in objects if start is None or _list_key(obj) > start]
+        items = rest[:limit] if limit > 0 else rest
+        more = len(rest) - len(items)
+        selected = bool(params.get("labelSelector") or params.get("fieldSelector"))
+        next_token = None
+        if more > 0:
+            next_token = base64.urlsafe_b64encode(json.dumps(
+                {"rv": rv, "start": list(_list_key(items[-1]))}).encode()).decode().rstrip("=")
+        return cls(items, rv, next_token, more if more > 0 and not selected else None)
+
+    def metadata(self) -> JsonObject:
+        metadata: JsonObject = {"resourceVersion": str(self.resource_version)}
+        if self.continue_token:
+            metadata["continue"] = self.continue_token
+        if self.remaining is not None:
+            metadata["remainingItemCount"] = self.remaining
+        return metadata
+
+
+def _list_key(obj: JsonObject) -> tuple[str, str]:
+    return (obj["metadata"].get("namespace") or "", obj["metadata"]["name"])

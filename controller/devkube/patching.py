@@ -18,7 +18,7 @@ The three PATCH content types of the Kubernetes API.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import jsonpatch
@@ -127,7 +127,8 @@ def _merge_list(field: str, current: Any, patch_items: list[Any]) -> list[Any]:
     if any(isinstance(item, Mapping) and item.get("$patch") == "replace" for item in patch_items):
         return [_strip_directives(item) for item in patch_items if not _is_directive_only(item)]
     if field in _MERGED_SCALAR_LISTS:
-        return current_items + [item for item in patch_items if item not in current_items]
+        merged = current_items + [item for item in patch_items if item not in current_items]
+        return _server_order(merged, patch_items, current_items, lambda item: item)
     merge_key = _merge_key(field, patch_items)
     if merge_key is None:
         return [_strip_directives(item) for item in patch_items]
@@ -155,7 +156,37 @@ def _merge_object_list(merge_key: str, current: list[Any], patch_items: list[Any
             result.append(_strip_directives(item))
         else:
             result[index] = strategic_merge_patch(result[index], item)
-    return result
+    kept = [item for item in patch_items if item.get("$patch") != "delete"]
+    return _server_order(result, kept, current, lambda item: _key_of(item, merge_key))
+
+
+def _server_order(merged: list[Any], patch_items: list[Any], original: list[Any],
+                  key: Callable[[Any], Any]) -> list[Any]:
+    """The order a real server gives a merged list (apimachinery strategicpatch, normalizeElementOrder):
+    the patch's items in the patch's order, the others in their original order, interleaved where
+    the original orders both, and a new item before an original one it cannot be ordered against."""
+    patch_keys = [key(item) for item in patch_items]
+    original_keys = [key(item) for item in original]
+    from_patch = sorted((i for i in merged if key(i) in patch_keys), key=lambda i: patch_keys.index(key(i)))
+    server_only = [i for i in merged if key(i) not in patch_keys]
+    server_only.sort(key=lambda i: original_keys.index(key(i)) if key(i) in original_keys else len(original_keys))
+    ordered: list[Any] = []
+    left, right = 0, 0
+    while left < len(server_only) or right < len(from_patch):
+        if right >= len(from_patch) or (left < len(server_only) and _before(
+                key(server_only[left]), key(from_patch[right]), original_keys)):
+            ordered.append(server_only[left])
+            left += 1
+        else:
+            ordered.append(from_patch[right])
+            right += 1
+    return ordered
+
+
+def _before(left: Any, right: Any, original_keys: list[Any]) -> bool:
+    if left in original_keys and right in original_keys:
+        return original_keys.index(left) < original_keys.index(right)
+    return False
 
 
 def _key_of(item: Any, merge_key: str) -> Any:

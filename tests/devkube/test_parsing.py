@@ -243,7 +243,9 @@ def test_strategic_merge_patch_merges_named_lists() -> None:
     containers = patched["spec"]["template"]["spec"]["containers"]
     assert containers == [
         {"name": "sidecar", "image": "sc:1"},
-        {"name": "app", "image": "app:2", "env": [{"name": "A", "value": "1"}, {"name": "C", "value": "3"}]},
+        # A new item goes before an original one it cannot be ordered against, as on a real server
+        # (apimachinery strategicpatch normalizeElementOrder; tests/fidelity checks it on one).
+        {"name": "app", "image": "app:2", "env": [{"name": "C", "value": "3"}, {"name": "A", "value": "1"}]},
     ]
 
 
@@ -265,5 +267,5 @@ def test_strategic_merge_patch_directives() -> None:
         "metadata": {"finalizers": ["b"]},
         "spec": {"strategy": {"type": "Recreate"}},
         "data": {"y": 2},
-        "ports": [{"port": 80, "name": "http"}, {"port": 443, "name": "https"}],
+        "ports": [{"port": 443, "name": "https"}, {"port": 80, "name": "http"}],  # new items first, as for real
     }
