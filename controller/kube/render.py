@@ -13,6 +13,7 @@ from typing import Any
 
 from controller.api.spec import API_GROUP, API_VERSION, KIND, InferencePoolSpec, Toleration
 from controller.core.capacity import CapacitySplit, CapacityType, Placement, placement_for
+from controller.kube import quantity
 
 __all__ = [
     "CAPACITY_TYPE_LABEL",
@@ -106,8 +107,11 @@ def _toleration(toleration: Toleration) -> Manifest:
 
 
 def _quantity(value: int | str) -> str:
-    # The API server stores quantities as strings; writing them so keeps the comparison exact.
-    return str(value)
+    """What the API server will store (``0.5`` -> ``500m``), so that the comparison with it is exact."""
+    try:
+        return quantity.canonical(str(value), round_to_milli=True)
+    except quantity.InvalidQuantity:
+        return str(value)  # the API server refuses it, with its own message
 
 
 def _vllm_args(spec: InferencePoolSpec) -> list[str]:
@@ -139,7 +143,8 @@ def _container(spec: InferencePoolSpec) -> Manifest:
     if limits:
         resources["limits"] = limits
     env = [
-        {"name": e.name, **({"value": e.value} if e.value is not None else {}),
+        # An empty value is dropped by the server (`value,omitempty`): sending it would be drift forever.
+        {"name": e.name, **({"value": e.value} if e.value else {}),
          **({"valueFrom": e.value_from} if e.value_from is not None else {})}
         for e in model.env
     ]

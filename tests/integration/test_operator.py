@@ -104,6 +104,10 @@ def test_a_pool_invalid_from_the_start_gets_no_objects(env: ScenarioEnv, cluster
     assert cluster.list("services", env.namespace) == []
 
 
+def test_values_the_server_rewrites_cause_no_update_loop(env: ScenarioEnv) -> None:
+    scenarios.values_the_server_rewrites_cause_no_update_loop(env)
+
+
 def test_hand_edits_to_owned_objects_are_reverted(env: ScenarioEnv) -> None:
     create_and_settle(env, "qwen")
     env.kube.patch("Deployment", env.namespace, "qwen-spot", {"spec": {"template": {"spec": {

@@ -30,6 +30,7 @@ __all__ = [
     "is_current",
     "owned_versions",
     "restarting_the_operator_writes_nothing",
+    "values_the_server_rewrites_cause_no_update_loop",
 ]
 
 Manifest = dict[str, Any]
@@ -181,3 +182,25 @@ def deleting_the_pool_removes_its_objects(env: ScenarioEnv) -> None:
             return env.kube.get(kind, env.namespace, name)
 
         eventually(current, lambda o: o is None, timeout=60, what=f"{kind} {name} garbage-collected")
+
+
+def values_the_server_rewrites_cause_no_update_loop(env: ScenarioEnv) -> None:
+    """The server stores `0.5` as `500m`, `1024Mi` as `1Gi` and drops an empty env value: the operator
+    must take its own objects for settled, not patch them (and post `Updated`) every evaluation."""
+    spec = {**POOL_SPEC, "model": {**POOL_SPEC["model"],
+                                   "resources": {"requests": {"cpu": "0.5", "memory": "1024Mi"},
+                                                 "limits": {"memory": "1.5Gi"}},
+                                   "env": [{"name": "VLLM_LOGGING_LEVEL", "value": ""}]}}
+    create_and_settle(env, "qwen", spec)
+    spot = env.kube.get("Deployment", env.namespace, "qwen-spot")
+    assert spot is not None
+    stored = spot["spec"]["template"]["spec"]["containers"][0]
+    requests = stored["resources"]["requests"]
+    assert (requests["cpu"], requests["memory"], stored["resources"]["limits"]["memory"]) == ("500m", "1Gi",
+                                                                                              "1536Mi")
+    wait_for_quiet()
+    before = owned_versions(env, "qwen")
+    wait_for_quiet()
+    assert owned_versions(env, "qwen") == before, "the operator kept rewriting what the server stores"
+    updated = [e for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "Updated"]
+    assert updated == [], [e["message"] for e in updated]
