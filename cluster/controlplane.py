@@ -249,25 +249,20 @@ class ControlPlane:
         self._wait("kube-apiserver /readyz", lambda: self._ready(state.ports["apiserver"]), state)
 
     def _start_controllers(self, bin_dir: pathlib.Path, state: _State, pki: Pki) -> None:
-        common = ["--bind-address=127.0.0.1", "--leader-elect=false", "--v=1"]
+        def control_loop(component: str, port: str) -> list[str]:
+            kubeconfig = self.state_dir / f"{component}.kubeconfig"
+            return [str(bin_dir / component), "--bind-address=127.0.0.1", "--leader-elect=false", "--v=1",
+                    f"--kubeconfig={kubeconfig}", f"--authentication-kubeconfig={kubeconfig}",
+                    f"--authorization-kubeconfig={kubeconfig}", f"--secure-port={state.ports[port]}"]
+
         self._spawn(state, "kube-controller-manager", [
-            str(bin_dir / "kube-controller-manager"), *common,
-            f"--kubeconfig={self.state_dir / 'kube-controller-manager.kubeconfig'}",
-            f"--authentication-kubeconfig={self.state_dir / 'kube-controller-manager.kubeconfig'}",
-            f"--authorization-kubeconfig={self.state_dir / 'kube-controller-manager.kubeconfig'}",
-            f"--secure-port={state.ports['controller-manager']}",
+            *control_loop("kube-controller-manager", "controller-manager"),
             f"--service-account-private-key-file={pki.service_account_key}", f"--root-ca-file={pki.ca_cert}",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--controllers=*",
             # Each controller acts as its own ServiceAccount with its bootstrap role, as kubeadm runs it.
             "--use-service-account-credentials=true",
         ])
-        self._spawn(state, "kube-scheduler", [
-            str(bin_dir / "kube-scheduler"), *common,
-            f"--kubeconfig={self.state_dir / 'kube-scheduler.kubeconfig'}",
-            f"--authentication-kubeconfig={self.state_dir / 'kube-scheduler.kubeconfig'}",
-            f"--authorization-kubeconfig={self.state_dir / 'kube-scheduler.kubeconfig'}",
-            f"--secure-port={state.ports['scheduler']}",
-        ])
+        self._spawn(state, "kube-scheduler", control_loop("kube-scheduler", "scheduler"))
         self._spawn(state, "kwok", [
             str(bin_dir / "kwok"), f"--kubeconfig={self.state_dir / 'kwok.kubeconfig'}", f"--config={STAGES}",
             f"--manage-nodes-with-annotation-selector={KWOK_ANNOTATION[0]}={KWOK_ANNOTATION[1]}",

@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
+from cluster.nodes import node_manifest
 from controller.localrun import OperatorProcess
 from tests.support.backends import Backend
 from tests.support.kube import condition
@@ -117,3 +118,23 @@ def test_events_are_real_core_v1_events(env: ScenarioEnv, backend: Backend) -> N
     events = json.loads(raw.data)["items"]
     created = [e for e in events if e["reason"] == "Created" and e["involvedObject"]["kind"] == "InferencePool"]
     assert created and all(e["source"].get("component") or e.get("reportingComponent") for e in created)
+
+
+def test_a_test_gets_the_nodes_it_asks_for(backend: Backend) -> None:
+    """Labels, taints and a providerID as a cloud's node pool sets them; KWOK keeps the node Ready."""
+    requires_simulated_nodes(backend)
+    name = f"tainted-{backend.namespace}"
+    taint = {"key": "karpenter.sh/disrupted", "effect": "NoSchedule"}
+    backend.kube.core.create_node(node_manifest(
+        name, capacity_type="spot", zone="us-east-1c", taints=[taint], provider_id="aws:///us-east-1c/i-0abc",
+        labels={"karpenter.sh/nodepool": "gpu"}))
+    try:
+        node = eventually(lambda: backend.kube.core.read_node(name), lambda n: any(
+            c.type == "Ready" and c.status == "True" for c in (n.status.conditions or [])), what="the node Ready")
+        assert node.spec.provider_id == "aws:///us-east-1c/i-0abc"
+        assert [(t.key, t.effect) for t in node.spec.taints] == [("karpenter.sh/disrupted", "NoSchedule")]
+        assert node.metadata.labels["karpenter.sh/capacity-type"] == "spot"
+        assert node.metadata.labels["topology.kubernetes.io/zone"] == "us-east-1c"
+        assert node.status.allocatable["nvidia.com/gpu"] == "8"
+    finally:
+        backend.kube.core.delete_node(name)
