@@ -241,7 +241,9 @@ def run_demo() -> int:
     print("PoolPilot demo: the operator against an embedded Kubernetes API server on 127.0.0.1 (no cluster).")
     print("No GPUs or images: a stand-in Deployment controller creates pods and marks them ready at once.")
     with FakeVLLMFleet.in_thread(0, port=free_port()) as fleet, \
-            DevCluster.in_thread(crds=[generate_crd()], namespaces=["default", NAMESPACE]) as cluster, \
+            DevCluster.in_thread(crds=[generate_crd()], namespaces=["default", NAMESPACE],
+                                 # Act 3 shows what the operator does with a spec the CRD's rules would refuse.
+                                 validate_custom_resources=False) as cluster, \
             PodReplicas(fleet, lambda: cluster.pods(NAMESPACE)):
         return _run_against(cluster, fleet)
 

@@ -82,8 +82,11 @@ class DevCluster:
         port: int = 0,
         history_size: int = 10_000,
         kubectl_binary: str = "kubectl",
+        validate_custom_resources: bool = True,
     ) -> None:
         self.emulator = DevKubeEmulator(history_size=history_size)
+        # False: like a cluster whose CRD predates its rules (no pruning, defaults, schema or CEL).
+        self.emulator.store.validate_custom_resources = validate_custom_resources
         with warnings.catch_warnings():
             # kmock 0.8 reads its bundled file with the deprecated importlib.resources.read_binary().
             warnings.simplefilter("ignore", DeprecationWarning)

@@ -29,6 +29,7 @@ class CrdVersion:
     info: kmock.ResourceInfo
     printer_columns: tuple[Mapping[str, Any], ...]
     storage: bool
+    schema: Mapping[str, Any] | None
 
 
 def parse_crd(crd: Mapping[str, Any]) -> list[CrdVersion]:
@@ -66,6 +67,7 @@ def _parse_version(
         info=info,
         printer_columns=tuple(version.get("additionalPrinterColumns") or ()),
         storage=bool(version.get("storage", True)),
+        schema=(version.get("schema") or {}).get("openAPIV3Schema"),
     )
 
 
@@ -98,6 +100,7 @@ class CrdRegistry:
         self.resources = resources
         self.printer_columns: dict[kmock.resource, tuple[Mapping[str, Any], ...]] = {}
         self._storage_versions: dict[tuple[str, str], str] = {}  # (group, plural) → the storage version
+        self._schemas: dict[tuple[str, str], Mapping[str, Any]] = {}  # (group, plural) → storage schema
         self._declared: dict[str, list[kmock.resource]] = {}  # CRD name → its declared resources
 
     def register(self, crd: Mapping[str, Any]) -> list[kmock.resource]:
@@ -108,8 +111,11 @@ class CrdRegistry:
         for version in versions:
             self.resources[version.resource] = version.info
             self.printer_columns[version.resource] = version.printer_columns
-        storage = next((v for v in versions if v.storage), versions[0]).resource
+        storage_version = next((v for v in versions if v.storage), versions[0])
+        storage = storage_version.resource
         self._storage_versions[(str(storage.group), str(storage.plural))] = str(storage.version)
+        if storage_version.schema is not None:
+            self._schemas[(str(storage.group), str(storage.plural))] = storage_version.schema
         self._declared[name] = [version.resource for version in versions]
         return list(self._declared[name])
 
@@ -119,10 +125,15 @@ class CrdRegistry:
             self.resources.pop(resource, None)
             self.printer_columns.pop(resource, None)
             self._storage_versions.pop((str(resource.group), str(resource.plural)), None)
+            self._schemas.pop((str(resource.group), str(resource.plural)), None)
         return declared
 
     def declared(self, crd_name: str) -> list[kmock.resource]:
         return list(self._declared.get(crd_name, []))
+
+    def schema(self, group: str, plural: str) -> Mapping[str, Any] | None:
+        """The storage version's openAPIV3Schema of a custom resource; None for the built-in kinds."""
+        return self._schemas.get((group, plural))
 
     def storage_version(self, group: str, plural: str) -> str | None:
         """The storage version of a custom resource; None for the built-in kinds."""

@@ -24,7 +24,9 @@ Semantics, as on a real server:
 
 Differences from a real server (cover them in e2e tests on a real cluster):
 
-* No admission, no RBAC, no schema validation or pruning; only names are validated.
+* No admission, no RBAC, no validation of built-in kinds (only names). Custom resources are pruned,
+  defaulted and validated against their CRD's schema and CEL rules (``crd_schema``), unless
+  ``validate_custom_resources`` is off (a cluster with an older CRD).
 * ``generation`` is tracked for every kind; a real server has none for ConfigMaps, Secrets,
   Namespaces and other kinds without a spec, and counts only ``spec`` changes for some kinds.
 * Server-side defaults only for Deployments, Services and Namespaces (see :mod:`.defaults`).
@@ -54,7 +56,7 @@ from typing import Any
 
 import kmock
 
-from controller.devkube import crds, defaults, errors, patching, selectors
+from controller.devkube import crd_schema, crds, defaults, errors, patching, selectors
 from controller.devkube.resources import Resource, resolve
 
 ObjectKey = tuple[kmock.resource, str | None, str]
@@ -110,6 +112,9 @@ class ObjectStore:
         self.objects = objects
         self.resources = resources
         self.crds = crds.CrdRegistry(resources)
+        # Prune, default and validate custom resources (schema and CEL) as a real server does;
+        # off, the server is like one with an older CRD that has no such rules.
+        self.validate_custom_resources = True
         self._rv = 0
         self._uids: dict[str, ObjectKey] = {}
         self._history: collections.deque[WatchEvent] = collections.deque(maxlen=history_size)
@@ -228,7 +233,20 @@ class ObjectStore:
         if resource.has_status:
             obj.pop("status", None)
         defaults.apply_defaults(resource.group, resource.plural, obj, previous=None)
-        return obj
+        return self._admit_custom(resource, obj)
+
+    def _admit_custom(self, resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
+        """What apiextensions-apiserver does with a custom resource on create and update: prune unknown
+        fields, apply the schema's defaults, validate the schema and the CEL rules (422 on a problem)."""
+        schema = self.crds.schema(resource.group, resource.plural) if self.validate_custom_resources else None
+        if schema is None:
+            return obj
+        admission = crd_schema.admit(schema, obj)
+        if admission.problems:
+            message = ", ".join(f"{p.path or '<root>'}: Invalid value: {p.message}" for p in admission.problems)
+            raise errors.invalid(resource, obj["metadata"].get("name"), message)
+        # Metadata is the API server's own; the schema governs the rest.
+        return {**admission.obj, "metadata": obj["metadata"]}
 
     def _storage_api_version(self, resource: Resource) -> str:
         version = self.storage_key(resource).version
@@ -406,6 +424,7 @@ class ObjectStore:
         meta.pop("managedFields", None)
         result["apiVersion"], result["kind"] = current["apiVersion"], current["kind"]
         defaults.apply_defaults(resource.group, resource.plural, result, previous=current)
+        result = self._admit_custom(resource, result)
         self._check_finalizers(resource, current, result)
         if _spec_part(result) != _spec_part(current):
             meta["generation"] = current["metadata"].get("generation", 0) + 1

@@ -14,13 +14,6 @@ KNOWN_GAPS: dict[str, str] = {
         "the embedded server does not validate built-in kinds (a Deployment without a selector, a name that is "
         "not a DNS subdomain are stored); the operator renders its objects from a validated spec, and tests/e2e "
         "applies every rendered object to the real server"),
-    "custom_resources_are_defaulted_and_pruned": (
-        "no CRD schema on the embedded server: no pruning of unknown fields, no schema defaults; the operator "
-        "applies the model's defaults itself (pydantic), tests/api runs the schema the way the API server does "
-        "and tests/e2e checks it on the real one"),
-    "custom_resource_cel_rules_are_enforced": (
-        "no CEL on the embedded server, like a cluster with an older CRD: the operator's own validation "
-        "(SpecValid=False) is what the embedded tests see; tests/e2e checks every rule on the real server"),
     "orphan_propagation_keeps_dependents": (
         "garbage collection is immediate and propagationPolicy is ignored; the operator never orphans"),
     "foreground_deletion_waits_for_dependents": (

@@ -29,7 +29,10 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 @pytest.fixture
 def backend(request: pytest.FixtureRequest) -> Iterator[Backend]:
     real = request.getfixturevalue("real_cluster") if request.param == "real" else None
-    with open_backend(request.param, real, crds=[generate_crd()]) as opened:
+    # An embedded_only test about specs the CRD's rules refuse runs as on a cluster with an older CRD.
+    older_crd = request.node.get_closest_marker("older_crd") is not None
+    with open_backend(request.param, real, crds=[generate_crd()],
+                      dev_options={"validate_custom_resources": False} if older_crd else None) as opened:
         yield opened
 
 

@@ -58,12 +58,14 @@ def test_deleting_the_pool_removes_its_objects(env: ScenarioEnv) -> None:
     scenarios.deleting_the_pool_removes_its_objects(env)
 
 
+@pytest.mark.older_crd
 @pytest.mark.embedded_only("needs a server without CEL (an older CRD); the real one refuses the patch: tests/e2e")
 def test_an_invalid_spec_is_reported_once_and_changes_nothing(env: ScenarioEnv, cluster: DevCluster) -> None:
     create_and_settle(env, "qwen")
     before = owned_versions(env, "qwen")
     start = cluster.mark()
-    # The embedded server runs no CEL, like a cluster with an older CRD: the operator is the last line.
+    # The embedded server runs without the CRD's rules here, like a cluster with an older CRD: the
+    # operator is the last line.
     env.kube.patch_pool(env.namespace, "qwen", {"spec": {"replicas": {"min": 9}, "capacity": {"spotPercentage": 150}}})
     pool = eventually(lambda: env.kube.get_pool(env.namespace, "qwen"),
                       lambda p: (condition(p, "SpecValid") or {}).get("status") == "False",
@@ -94,6 +96,7 @@ def test_an_invalid_spec_is_reported_once_and_changes_nothing(env: ScenarioEnv, 
                lambda found: any(e["reason"] == "SpecAccepted" for e in found), what="the SpecAccepted event")
 
 
+@pytest.mark.older_crd
 @pytest.mark.embedded_only("needs a server without CEL (an older CRD); the real one refuses the pool: tests/e2e")
 def test_a_pool_invalid_from_the_start_gets_no_objects(env: ScenarioEnv, cluster: DevCluster) -> None:
     env.kube.create_pool(env.namespace, "broken", {"model": {"name": "m", "args": ["--port=9000"]}})
