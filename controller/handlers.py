@@ -76,7 +76,15 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     settings.posting.reporting_component = MANAGER
     settings.posting.reporting_instance = operator_settings.reporting_instance
     settings.posting.event_name_prefix = f"{MANAGER}-"
-    memo["runtime"] = Runtime(api=KubeApi(build_api_client(operator_settings.kubeconfig)),
+    # Every request Kopf makes has a deadline too; watches are ended by the server and, if they go
+    # silent (a half-open connection), by the client.
+    timeout = operator_settings.api_timeout_seconds
+    settings.networking.request_timeout = timeout
+    settings.networking.connect_timeout = timeout
+    settings.watching.connect_timeout = timeout
+    settings.watching.server_timeout = operator_settings.watch_timeout_seconds
+    settings.watching.client_timeout = operator_settings.watch_timeout_seconds + timeout
+    memo["runtime"] = Runtime(api=KubeApi(build_api_client(operator_settings.kubeconfig), timeout_seconds=timeout),
                               reader=SignalReader(operator_settings), settings=operator_settings)
     logger.info("PoolPilot started; watching %s", ", ".join(operator_settings.namespaces) or "all namespaces")
 

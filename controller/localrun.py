@@ -33,8 +33,10 @@ def free_port() -> int:
 class OperatorProcess:
     """`python -m controller.cli run`, its liveness probe, and its log (printed when a test fails)."""
 
-    def __init__(self, kubeconfig: str | os.PathLike[str], namespaces: list[str] | None = None) -> None:
+    def __init__(self, kubeconfig: str | os.PathLike[str], namespaces: list[str] | None = None, *,
+                 env: dict[str, str] | None = None) -> None:
         self._kubeconfig = str(kubeconfig)
+        self._extra_env = dict(env or {})
         self._namespaces = namespaces or []
         self._process: subprocess.Popen[bytes] | None = None
         self._log_dir = pathlib.Path(tempfile.mkdtemp(prefix="poolpilot-operator-"))
@@ -47,7 +49,8 @@ class OperatorProcess:
         port = free_port()
         self.log_path = self._log_dir / f"operator-{self._starts}.log"
         self._starts += 1
-        env = {**os.environ, "KUBECONFIG": self._kubeconfig, "POOLPILOT_REPORTING_INSTANCE": "poolpilot-test"}
+        env = {**os.environ, "KUBECONFIG": self._kubeconfig, "POOLPILOT_REPORTING_INSTANCE": "poolpilot-test",
+               **self._extra_env}
         args = [sys.executable, "-m", "controller.cli", "run", "--verbose",
                 f"--liveness=http://127.0.0.1:{port}/healthz"]
         for namespace in self._namespaces:

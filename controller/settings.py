@@ -35,6 +35,17 @@ class OperatorSettings(BaseSettings):
         default=15.0, ge=0, le=3600,
         description="The QUEUE and KV% shown in the status refresh at most this often, unless replicas change.",
     )
+    api_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120,
+        description="Every Kubernetes API request gives up after this long (connect and read), so a "
+                    "half-open connection fails an evaluation, which is retried with backoff, instead of "
+                    "hanging a pool's loop while the liveness probe stays green.",
+    )
+    watch_timeout_seconds: float = Field(
+        default=300.0, gt=0, le=3600,
+        description="The API server ends each watch after this long and Kopf starts a new one; a watch "
+                    "silent for longer than this plus api_timeout_seconds is dropped and restarted.",
+    )
     wake_debounce_seconds: float = Field(
         default=0.2, ge=0, le=5,
         description="After an event wakes a pool, wait this long so a burst of events costs one evaluation.",

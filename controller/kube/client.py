@@ -50,7 +50,8 @@ class _KindApi:
 class KubeApi:
     """Create, read and patch the kinds a pool owns, and patch a pool's status."""
 
-    def __init__(self, api_client: kubernetes.client.ApiClient) -> None:
+    def __init__(self, api_client: kubernetes.client.ApiClient, *, timeout_seconds: float = 10.0) -> None:
+        self._timeout_seconds = timeout_seconds
         self._kinds = {
             "Deployment": _KindApi(kubernetes.client.AppsV1Api(api_client), "namespaced_deployment"),
             "Service": _KindApi(kubernetes.client.CoreV1Api(api_client), "namespaced_service"),
@@ -63,7 +64,9 @@ class KubeApi:
     async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Manifest:
         def blocking() -> Manifest:
             try:
-                response = method(*args, _preload_content=False, **kwargs)
+                # (connect, read): a stalled server raises instead of blocking this call forever.
+                response = method(*args, _preload_content=False,
+                                  _request_timeout=(self._timeout_seconds, self._timeout_seconds), **kwargs)
             except ApiException as error:
                 if error.status == 404:
                     raise NotFound(str(error.reason)) from error

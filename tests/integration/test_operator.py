@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import pytest
 
 from controller.devkube.cluster import DevCluster
 from controller.devkube.writelog import WriteRecord
 from tests.integration.conftest import TEST_USER_AGENT
 from tests.support import scenarios
+from tests.support.backends import Backend
 from tests.support.kube import condition
 from tests.support.scenarios import ScenarioEnv, create_and_settle, is_current, owned_versions, wait_for_quiet
 from tests.support.waiting import eventually
@@ -157,4 +161,31 @@ def test_the_operator_outlives_api_errors_and_converges(env: ScenarioEnv, cluste
     pool = eventually(lambda: env.kube.get_pool(env.namespace, "qwen"),
                       lambda p: is_current(p) and (condition(p, "Ready") or {}).get("status") == "True",
                       what="the pool Ready at generation 2")
+    assert pool is not None and pool["status"]["replicas"]["desired"] == 4
+
+
+@pytest.mark.embedded_only("stalls responses with the embedded server's reactions")
+def test_a_stalled_api_server_times_out_backs_off_and_recovers(backend: Backend, cluster: DevCluster) -> None:
+    operator = backend.operator(env={"POOLPILOT_API_TIMEOUT_SECONDS": "1.5"})
+    env = ScenarioEnv(kube=backend.kube, operator=operator, namespace=backend.namespace,
+                      replicas_become_ready=True)
+    create_and_settle(env, "qwen")
+
+    async def stall() -> None:  # a half-open connection: no answer, for longer than the test waits
+        await asyncio.sleep(120)
+
+    # The next two patches of the spot Deployment never get an answer.
+    cluster.emulator[f"patch /apis/apps/v1/namespaces/{env.namespace}/deployments/qwen-spot"][:2] << stall
+    stalled_at = time.monotonic()
+    env.kube.patch_pool(env.namespace, "qwen", {"spec": {"replicas": {"min": 4}}})
+    eventually(lambda: env.kube.get("Deployment", env.namespace, "qwen-spot"),
+               lambda d: d is not None and d["spec"]["replicas"] == 3, timeout=30,
+               what="the spot Deployment scaled once the server answered again")
+    # Two timeouts of 1.5 s and two backoffs (1 s, 2 s), not two waits of 120 s.
+    assert time.monotonic() - stalled_at < 25
+    log = operator.log()
+    assert "evaluation of pool" in log and "timed out" in log.lower(), log[-3000:]
+    pool = eventually(lambda: env.kube.get_pool(env.namespace, "qwen"),
+                      lambda p: is_current(p) and (condition(p, "Ready") or {}).get("status") == "True",
+                      what="the pool Ready again")
     assert pool is not None and pool["status"]["replicas"]["desired"] == 4

@@ -116,9 +116,9 @@ class Backend:
         """Whether a fake vLLM replica can serve at a pod's IP (embedded and KWOK pods have loopback IPs)."""
         return self.replicas_become_ready
 
-    def operator(self, *, start: bool = True) -> OperatorProcess:
+    def operator(self, *, start: bool = True, env: dict[str, str] | None = None) -> OperatorProcess:
         """The real operator process; on a shared cluster it watches this test's namespace only."""
-        process = OperatorProcess(self.kubeconfig_path, namespaces=None if self.dev else [self.namespace])
+        process = OperatorProcess(self.kubeconfig_path, namespaces=None if self.dev else [self.namespace], env=env)
         self.operators.append(process)
         if start:
             process.start()
