@@ -62,10 +62,11 @@ cluster-down:
 e2e: $(DEV_STAMP)
 	$(BIN)/pytest -q tests/e2e -m e2e
 
-# Reaction time (spike -> Deployment patch) and the cost of an evaluation round; prints tables.
+# Reaction time (spike -> Deployment patch), the cost of an evaluation round, CPU per replica scrape; tables.
 bench: $(DEV_STAMP) prometheus
 	$(BIN)/python -m bench.reaction
 	$(BIN)/python -m bench.round_cost
+	$(BIN)/python -m bench.parse_cost
 
 crd: $(DEMO_STAMP)
 	$(BIN)/poolpilot crd -o crds/inferencepool.yaml

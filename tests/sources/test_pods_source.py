@@ -11,10 +11,11 @@ from datetime import UTC, datetime
 import aiohttp
 import pytest
 
+from bench.parse_cost import parse_everything, vllm_body
 from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolSignals
 from controller.devkube.fakevllm import Failure, FakeVLLMFleet, KVMetric
 from controller.sources.metrics.base import MetricsSource, PoolTarget
-from controller.sources.metrics.pods import InvalidExposition, PodsSource, parse_vllm_metrics
+from controller.sources.metrics.pods import InvalidExposition, PodsSource, parse_vllm_metrics, signal_lines
 
 __all__: list[str] = []
 
@@ -246,3 +247,11 @@ async def test_scrape_time_of_many_replicas() -> None:
             await source.close()
     assert (signals.queue_depth, signals.replicas_reporting) == (100.0, 100)
     assert source.last_round.seconds < 2.0
+
+
+def test_only_the_signal_lines_are_parsed_and_they_give_what_the_whole_body_gives() -> None:
+    body = vllm_body(70) + 'vllm:num_requests_waiting_by_reason{engine="0",reason="capacity"} 99\n'
+    kept = signal_lines(body)
+    assert len(kept) < len(body) / 20
+    assert "_by_reason" not in kept and "_bucket" not in kept
+    assert parse_vllm_metrics(body).waiting == parse_everything(body) == 7

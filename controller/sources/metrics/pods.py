@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -35,7 +36,8 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.core.signals import VLLM_METRICS, MetricsProblem, MetricsProblemKind, PoolSignals
 from controller.sources.metrics.base import PoolTarget, ReadStats, SourceResults, invalid_signals
 
-__all__ = ["InvalidExposition", "PodsSource", "ReplicaFailure", "ReplicaReading", "parse_vllm_metrics"]
+__all__ = ["InvalidExposition", "PodsSource", "ReplicaFailure", "ReplicaReading", "parse_vllm_metrics",
+           "signal_lines"]
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +64,27 @@ class InvalidExposition(ValueError):
     pass
 
 
+_SIGNAL_NAMES = (VLLM_METRICS.WAITING, VLLM_METRICS.RUNNING, VLLM_METRICS.KV_CACHE, VLLM_METRICS.KV_CACHE_LEGACY)
+# A sample or HELP/TYPE line of exactly one of those names (the name ends at `{` or a blank, so
+# `vllm:num_requests_waiting_by_reason` is not `vllm:num_requests_waiting`).
+_SIGNAL_LINE = re.compile(
+    r"^(?:# (?:HELP|TYPE) )?(?:" + "|".join(re.escape(name) for name in _SIGNAL_NAMES) + r")[{ \t].*$",
+    re.MULTILINE)
+
+
+def signal_lines(text: str) -> str:
+    """The part of an exposition the signals come from. A real vLLM body is tens of KB, mostly
+    histograms; parsing all of it costs milliseconds of the event loop per replica per round, a
+    regular expression over it a small fraction of that (``python -m bench.parse_cost``)."""
+    return "\n".join(_SIGNAL_LINE.findall(text)) + "\n"
+
+
 def parse_vllm_metrics(text: str) -> ReplicaReading:
     """vLLM's signals from one ``/metrics`` body; :class:`InvalidExposition` if it is not usable."""
     totals: dict[str, float] = {}
     kv: dict[str, list[float]] = {VLLM_METRICS.KV_CACHE: [], VLLM_METRICS.KV_CACHE_LEGACY: []}
     try:
-        for family in text_string_to_metric_families(text):
+        for family in text_string_to_metric_families(signal_lines(text)):
             for sample in family.samples:
                 if sample.name in (VLLM_METRICS.WAITING, VLLM_METRICS.RUNNING):
                     totals[sample.name] = totals.get(sample.name, 0.0) + float(sample.value)
@@ -75,6 +92,8 @@ def parse_vllm_metrics(text: str) -> ReplicaReading:
                     kv[sample.name].append(float(sample.value))
     except Exception as e:  # the parser raises ValueError mostly, but any failure means "not the format"
         raise InvalidExposition(f"not the Prometheus text format: {str(e)[:200] or type(e).__name__}") from e
+    if not totals and not any(kv.values()):
+        _refuse_what_is_not_an_exposition(text)
     engines_kv = kv[VLLM_METRICS.KV_CACHE] or kv[VLLM_METRICS.KV_CACHE_LEGACY]
     reading = ReplicaReading(
         waiting=totals.get(VLLM_METRICS.WAITING),
@@ -87,6 +106,17 @@ def parse_vllm_metrics(text: str) -> ReplicaReading:
     if problems:
         raise InvalidExposition("; ".join(problems))
     return reading
+
+
+def _refuse_what_is_not_an_exposition(text: str) -> None:
+    """No signal lines: say whether the body is another exporter's metrics or not metrics at all (an
+    HTML error page, say). Only this failure path parses the body's head as a whole."""
+    head = text[:4096].rsplit("\n", 1)[0] + "\n" if len(text) > 4096 else text
+    try:
+        for _family in text_string_to_metric_families(head):
+            pass
+    except Exception as e:
+        raise InvalidExposition(f"not the Prometheus text format: {str(e)[:200] or type(e).__name__}") from e
 
 
 class PodsSource:
