@@ -28,6 +28,9 @@ from controller.signal_reader import SignalReader
 __all__ = ["Runtime"]
 
 OWNED = {MANAGED_BY_LABEL: MANAGER}
+# The kinds the operator watches that others have too: watched with OWNED as a server-side selector.
+OWNED_RESOURCES = (("apps", "v1", "deployments"), ("v1", "services"), ("policy", "v1", "poddisruptionbudgets"),
+                   ("v1", "pods"))
 PoolKey = tuple[str, str]  # (namespace, pool name)
 
 # After a failed evaluation, retry after 1, 2, 4, ... seconds, at most this long: quick after a blip,
@@ -84,6 +87,12 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     settings.watching.connect_timeout = timeout
     settings.watching.server_timeout = operator_settings.watch_timeout_seconds
     settings.watching.client_timeout = operator_settings.watch_timeout_seconds + timeout
+    # Only our own objects leave the API server: Kopf's `labels=` filters would apply after a whole
+    # cluster's pods arrived. Initial lists come in pages.
+    owned_selector = ",".join(f"{key}={value}" for key, value in OWNED.items())
+    for resource in OWNED_RESOURCES:
+        settings.watching.label_selectors[resource] = owned_selector
+    settings.watching.chunk_size = operator_settings.list_chunk_size
     memo["runtime"] = Runtime(api=KubeApi(build_api_client(operator_settings.kubeconfig), timeout_seconds=timeout),
                               reader=SignalReader(operator_settings), settings=operator_settings)
     logger.info("PoolPilot started; watching %s", ", ".join(operator_settings.namespaces) or "all namespaces")

@@ -41,10 +41,15 @@ class OperatorSettings(BaseSettings):
                     "half-open connection fails an evaluation, which is retried with backoff, instead of "
                     "hanging a pool's loop while the liveness probe stays green.",
     )
-    watch_timeout_seconds: float = Field(
-        default=300.0, gt=0, le=3600,
+    watch_timeout_seconds: int = Field(
+        # Whole seconds: the API server refuses `timeoutSeconds=300.0` with 400.
+        default=300, gt=0, le=3600,
         description="The API server ends each watch after this long and Kopf starts a new one; a watch "
                     "silent for longer than this plus api_timeout_seconds is dropped and restarted.",
+    )
+    list_chunk_size: int = Field(
+        default=500, ge=1, le=10_000,
+        description="Initial lists (before each watch) come in pages of this many objects.",
     )
     wake_debounce_seconds: float = Field(
         default=0.2, ge=0, le=5,

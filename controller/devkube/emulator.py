@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import collections
 import json
 import logging
 import re
@@ -96,6 +97,9 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
     _builtin_payloads: int = attrs.field(default=0, init=False)
     store: ObjectStore = attrs.field(init=False)
     write_log: WriteLog = attrs.field(init=False, factory=WriteLog)
+    # How many objects lists and watches sent, by (User-Agent, plural): what a client really received,
+    # so a test can tell server-side selection from filtering after the data arrived.
+    objects_sent: collections.Counter[tuple[str, str]] = attrs.field(init=False, factory=collections.Counter)
     unexpected_errors: list[Exception] = attrs.field(init=False, factory=list)
 
     def __attrs_post_init__(self) -> None:
@@ -176,6 +180,10 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
     def _get_resources(self) -> list[kmock.resource]:
         # Only the declared resources: kmock would also list those of soft-deleted objects.
         return [*self.resources]
+
+    def recent_requests(self) -> list[kmock.Request]:
+        """The last ``request_history`` requests, oldest first."""
+        return list(self._requests)
 
     def _log_write(self, request: kmock.Request, response: aiohttp.web.StreamResponse) -> None:
         path = parse_api_path(request.url.path)
@@ -279,6 +287,7 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
             page = _Page.of(request.params, objects, self.store.resource_version)
             if page is not None:
                 objects = page.items
+            self.objects_sent[(_header(request, "User-Agent") or "", resource.plural)] += len(objects)
         elif path.subresource in (None, "status") and (path.subresource is None or resource.has_status):
             objects = [self.store.get(resource, path.namespace, path.name)]
         else:
@@ -384,7 +393,7 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
             table_version=tables.wanted_table_version(_header(request, "Accept")),
             include_object=request.params.get("includeObject"),
         )
-        timeout = _float_or_none(request.params.get("timeoutSeconds"))
+        timeout = _integer_param(request.params, "timeoutSeconds")
         # Subscribe and snapshot in one synchronous step: nothing can be written in between.
         subscription = self.store.subscribe()
         try:
@@ -394,7 +403,8 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
             self.store.unsubscribe(subscription)
             stream = self._watch_stream(spec, [{"type": "ERROR", "object": e.as_status()}], None, timeout)
         else:
-            stream = self._watch_stream(spec, initial, subscription, timeout)
+            stream = self._watch_stream(spec, initial, subscription, timeout,
+                                        counter_key=(_header(request, "User-Agent") or "", resource.plural))
         return _Response(status=200, headers={"Content-Type": "application/json"}, payload=stream)
 
     def _initial_events(self, spec: WatchSpec, params: Mapping[str, str]) -> list[JsonObject]:
@@ -428,11 +438,13 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
         initial: list[JsonObject],
         subscription: Subscription | None,
         timeout: float | None,
+        counter_key: tuple[str, str] | None = None,
     ) -> AsyncIterator[kmock.Payload]:
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
             yield b""  # send the headers now: clients wait for them before reading events
             for event in initial:
+                self._count_sent(counter_key, event)
                 yield event
             if subscription is None:
                 return
@@ -445,10 +457,15 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
                 if item is None:
                     return  # the emulator is shutting down
                 if (rendered := self._render_event(spec, item)) is not None:
+                    self._count_sent(counter_key, rendered)
                     yield rendered
         finally:
             if subscription is not None:
                 self.store.unsubscribe(subscription)
+
+    def _count_sent(self, key: tuple[str, str] | None, event: JsonObject) -> None:
+        if key is not None and event.get("type") in ("ADDED", "MODIFIED", "DELETED"):
+            self.objects_sent[key] += 1
 
     def _render_event(self, spec: WatchSpec, event: WatchEvent) -> JsonObject | None:
         if event.resource != self.store.storage_key(spec.resource):
@@ -527,11 +544,16 @@ def _dry_run(request: kmock.Request) -> bool:
     return request.params.get("dryRun") == "All"
 
 
-def _float_or_none(value: str | None) -> float | None:
-    try:
-        return None if value is None else float(value)
-    except ValueError:
+def _integer_param(params: Mapping[str, str], name: str) -> int | None:
+    """A query parameter the real server decodes as an integer: ``timeoutSeconds=300.0`` is a 400 there
+    (apimachinery's query conversion, strconv.ParseInt), and so it is here."""
+    value = params.get(name)
+    if value is None or value == "":
         return None
+    try:
+        return int(value, 10)
+    except ValueError:
+        raise errors.bad_request(f'strconv.ParseInt: parsing "{value}": invalid syntax') from None
 
 
 def _remaining(deadline: float | None) -> float | None:
@@ -556,7 +578,7 @@ class _Page:
 
     @classmethod
     def of(cls, params: Mapping[str, str], objects: list[JsonObject], current_rv: int) -> _Page | None:
-        limit = int(params.get("limit") or 0) if (params.get("limit") or "0").isdigit() else 0
+        limit = _integer_param(params, "limit") or 0
         token = params.get("continue") or ""
         if limit <= 0 and not token:
             return None

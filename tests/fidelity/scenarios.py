@@ -398,8 +398,11 @@ def a_watch_ends_when_the_server_says(api: Api, ns: str) -> Json:
     secrets = f"/api/v1/namespaces/{ns}/secrets"  # nothing else writes Secrets in a new namespace
     listing = api.get(secrets, expect=200).body
     events = api.watch(secrets, {"resourceVersion": listing["metadata"]["resourceVersion"]}, seconds=1)
+    fractional = api.get(secrets, query={"watch": "1", "timeoutSeconds": "1.5"})
+    bad_limit = api.get(secrets, query={"limit": "ten"})
     return {"events": [e["type"] for e in events], "list_kind": listing["kind"], "api_version": listing[
-        "apiVersion"]}
+        "apiVersion"], "fractional_timeout": (fractional.status, _status_shape(fractional.body)["reason"]),
+        "bad_limit": (bad_limit.status, _status_shape(bad_limit.body)["reason"])}
 
 
 # --- events -------------------------------------------------------------------------------------

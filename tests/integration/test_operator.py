@@ -189,3 +189,30 @@ def test_a_stalled_api_server_times_out_backs_off_and_recovers(backend: Backend,
                       lambda p: is_current(p) and (condition(p, "Ready") or {}).get("status") == "True",
                       what="the pool Ready again")
     assert pool is not None and pool["status"]["replicas"]["desired"] == 4
+
+
+FOREIGN_PODS = 2000
+
+
+@pytest.mark.embedded_only("counts what the embedded server sent to each client")
+def test_the_operator_receives_only_its_own_objects_and_lists_them_in_pages(
+        backend: Backend, cluster: DevCluster) -> None:
+    for index in range(FOREIGN_PODS):  # a busy cluster's other workloads
+        cluster.put_object("pods", {"apiVersion": "v1", "kind": "Pod", "metadata": {
+            "name": f"web-{index}", "namespace": "default", "labels": {"app": "web"}},
+            "spec": {"containers": [{"name": "web", "image": "nginx"}]}, "status": {"phase": "Running"}})
+    operator = backend.operator(env={"POOLPILOT_LIST_CHUNK_SIZE": "2"})
+    env = ScenarioEnv(kube=backend.kube, operator=operator, namespace=backend.namespace,
+                      replicas_become_ready=True)
+    create_and_settle(env, "qwen")  # three pool pods
+    operator.restart()  # the initial list now has three pods of ours: two pages of two
+    wait_for_quiet()
+    assert (condition(env.kube.get_pool(env.namespace, "qwen"), "Ready") or {}).get("status") == "True"
+    received = sum(count for (agent, plural), count in cluster.emulator.objects_sent.items()
+                   if plural == "pods" and agent != TEST_USER_AGENT)
+    assert received < 100, f"the operator was sent {received} pods; the cluster has {FOREIGN_PODS} foreign ones"
+    pod_lists = [r for r in cluster.emulator.recent_requests()
+                 if r.method == "GET" and r.url.path.endswith("/pods") and not r.params.get("watch")]
+    assert pod_lists and all("app.kubernetes.io/managed-by=poolpilot" in r.params.get("labelSelector", "")
+                             for r in pod_lists)
+    assert any(r.params.get("continue") for r in pod_lists), "no second page was asked for"
