@@ -119,6 +119,7 @@ async def reconcile_pool(api: KubeApi, reader: SignalReader, pool: PoolSnapshot,
     spec = validate_pool(pool.ref.name, pool.raw_spec)
     pool_events: list[events.PoolEvent] = []
     conflicts: list[AppliedChange] = []
+    failures: list[AppliedChange] = []
     scaling: ScalingOutcome | None = None
     scaling_state = pool.scaling_state
 
@@ -138,6 +139,7 @@ async def reconcile_pool(api: KubeApi, reader: SignalReader, pool: PoolSnapshot,
                             if o.kind == "Deployment"}
         pool_events += _change_events(changes, replicas_by_name)
         conflicts = [c for c in changes if c.action == "conflict"]
+        failures = [c for c in changes if c.action == "failed"]
         previous_valid = find_condition(previous.conditions, "SpecValid")
         if previous_valid is not None and previous_valid.status == "False":
             pool_events.append(events.spec_accepted(pool.generation))
@@ -145,11 +147,15 @@ async def reconcile_pool(api: KubeApi, reader: SignalReader, pool: PoolSnapshot,
         pool_events.append(events.spec_invalid(describe_problems(spec)))
 
     status = compute_status(previous, generation=pool.generation, spec=spec, observation=observation,
-                            conflicts=[f"{c.kind} {c.name}" for c in conflicts], scaling=scaling,
+                            conflicts=[c.what for c in conflicts],
+                            apply_failures=[f"{c.what} ({c.message})" for c in failures], scaling=scaling,
                             signals_refresh_seconds=reporting.signals_refresh_seconds, now=now)
     previous_ready = find_condition(previous.conditions, "Ready")
     if conflicts and not (previous_ready and previous_ready.reason == "ObjectConflict"):
         pool_events += [events.object_conflict(c.kind, c.name) for c in conflicts]
+    # One Warning per refused object while the refusal lasts (the Ready message keeps saying so).
+    already_reported = previous_ready.message if previous_ready and previous_ready.reason == "ApplyFailed" else ""
+    pool_events += [events.apply_failed(c.what, c.message) for c in failures if f"{c.what} (" not in already_reported]
 
     status_written = _status_dump(status) != _status_dump(previous)
     if status_written:

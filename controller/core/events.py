@@ -13,6 +13,7 @@ from typing import Literal
 __all__ = [
     "EventReason",
     "PoolEvent",
+    "apply_failed",
     "object_conflict",
     "object_created",
     "object_updated",
@@ -27,6 +28,7 @@ class EventReason:
     CREATED = "Created"
     UPDATED = "Updated"
     OBJECT_CONFLICT = "ObjectConflict"
+    APPLY_FAILED = "ApplyFailed"
     INVALID_SPEC = "InvalidSpec"
     SPEC_ACCEPTED = "SpecAccepted"
     SCALED_UP = "ScaledUp"
@@ -58,6 +60,14 @@ def object_conflict(kind: str, name: str) -> PoolEvent:
         "Warning", EventReason.OBJECT_CONFLICT,
         f"{kind} {name} exists and is not owned by this pool; PoolPilot leaves it alone. "
         "Rename the pool or remove that object.",
+    )
+
+
+def apply_failed(what: str, message: str) -> PoolEvent:
+    return PoolEvent(
+        "Warning", EventReason.APPLY_FAILED,
+        f"The API server refused {what}: {message}. The pool's other objects are still applied; "
+        "fix the spec (or the admission policy) that produces it.",
     )
 
 

@@ -156,13 +156,15 @@ def compute_status(
     spec: InferencePoolSpec | Sequence[SpecProblem],
     observation: PoolObservation,
     conflicts: Sequence[str] = (),
+    apply_failures: Sequence[str] = (),
     scaling: ScalingOutcome | None = None,
     signals_refresh_seconds: float = 15.0,
     now: datetime,
 ) -> InferencePoolStatus:
     """The whole status as a value; the caller writes it only when it differs from the previous one.
 
-    ``conflicts`` names objects the pool should own but somebody else does ("Service llama").
+    ``conflicts`` names objects the pool should own but somebody else does ("Service llama");
+    ``apply_failures`` the objects the API server refused, with its message.
     ``scaling`` is this evaluation's reading and decision; without one (a new pool) the pool
     keeps its replicas within bounds.
     """
@@ -176,6 +178,9 @@ def compute_status(
         if conflicts:
             ready, reason = False, "ObjectConflict"
             message = f"{', '.join(conflicts)} already exist and belong to somebody else; {message}"
+        if apply_failures:
+            ready, reason = False, "ApplyFailed"
+            message = f"the API server refused {'; '.join(apply_failures)}; {message}"
         conditions = set_condition(conditions, "SpecValid", "True", "Valid",
                                    f"generation {generation} is valid", generation=generation, now=now)
         conditions = set_condition(conditions, "Ready", "True" if ready else "False", reason, message,

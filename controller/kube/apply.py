@@ -8,6 +8,7 @@ never a spurious write.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -28,8 +29,27 @@ CachedLookup = Callable[[str, str], Manifest | None]  # (kind, name) -> the cach
 class AppliedChange:
     kind: str
     name: str
-    action: Literal["created", "updated", "conflict"]
+    action: Literal["created", "updated", "conflict", "failed"]
     fields: tuple[str, ...] = ()
+    message: str = ""  # the API server's, for "failed"
+
+    @property
+    def what(self) -> str:
+        return f"{self.kind} {self.name}"
+
+
+# What the API server answers for an object it will never accept as sent (a bad quantity: 400; a
+# field that fails validation: 422; an admission policy: 403 or 422). Retrying cannot help, and
+# one such object must not stop the pool's other objects, or its replica counts, from being applied.
+_REFUSED = frozenset({400, 403, 422})
+
+
+def _server_message(error: ApiException) -> str:
+    try:
+        message = str(json.loads(error.body or "{}").get("message") or "")
+    except (ValueError, AttributeError):
+        message = ""
+    return (message or str(error.reason or error.status))[:1000]
 
 
 def _owned_by(live: Manifest, owner_uid: str) -> bool:
@@ -70,10 +90,15 @@ async def _apply_one(api: KubeApi, namespace: str, owner_uid: str, owned: OwnedO
 async def apply_owned_objects(
     api: KubeApi, namespace: str, owner_uid: str, objects: Sequence[OwnedObject], cached: CachedLookup,
 ) -> list[AppliedChange]:
-    """Create or patch each object as needed; returns what was written (and any name conflicts)."""
+    """Create or patch each object as needed; returns what was written, name conflicts and refusals."""
     changes = []
     for owned in objects:
-        change = await _apply_one(api, namespace, owner_uid, owned, cached(owned.kind, owned.name))
+        try:
+            change = await _apply_one(api, namespace, owner_uid, owned, cached(owned.kind, owned.name))
+        except ApiException as error:
+            if error.status not in _REFUSED:
+                raise  # a server in trouble: the evaluation fails and is retried with backoff
+            change = AppliedChange(owned.kind, owned.name, "failed", message=_server_message(error))
         if change is not None:
             changes.append(change)
     return changes

@@ -115,6 +115,10 @@ def test_values_the_server_rewrites_cause_no_update_loop(env: ScenarioEnv) -> No
     scenarios.values_the_server_rewrites_cause_no_update_loop(env)
 
 
+def test_objects_the_server_refuses_are_reported_and_the_rest_applies(env: ScenarioEnv) -> None:
+    scenarios.objects_the_server_refuses_are_reported_and_the_rest_applies(env)
+
+
 def test_hand_edits_to_owned_objects_are_reverted(env: ScenarioEnv) -> None:
     create_and_settle(env, "qwen")
     env.kube.patch("Deployment", env.namespace, "qwen-spot", {"spec": {"template": {"spec": {

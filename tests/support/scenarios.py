@@ -31,6 +31,7 @@ __all__ = [
     "owned_versions",
     "restarting_the_operator_writes_nothing",
     "values_the_server_rewrites_cause_no_update_loop",
+    "objects_the_server_refuses_are_reported_and_the_rest_applies",
 ]
 
 Manifest = dict[str, Any]
@@ -204,3 +205,31 @@ def values_the_server_rewrites_cause_no_update_loop(env: ScenarioEnv) -> None:
     assert owned_versions(env, "qwen") == before, "the operator kept rewriting what the server stores"
     updated = [e for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "Updated"]
     assert updated == [], [e["message"] for e in updated]
+
+
+def objects_the_server_refuses_are_reported_and_the_rest_applies(env: ScenarioEnv) -> None:
+    """A quantity the API server cannot decode (it got past an older CRD) makes both Deployments
+    unacceptable: the Service and the PDB are still applied, the pool says why it is not Ready, one
+    Warning per refused object, and fixing the spec brings the Deployments."""
+    spec = {**POOL_SPEC, "model": {**POOL_SPEC["model"], "resources": {"requests": {"cpu": "four"}}}}
+    env.kube.create_pool(env.namespace, "qwen", spec)
+    pool = eventually(lambda: env.kube.get_pool(env.namespace, "qwen"),
+                      lambda p: (condition(p, "Ready") or {}).get("reason") == "ApplyFailed",
+                      what="Ready=False with ApplyFailed")
+    message = (condition(pool, "Ready") or {})["message"]
+    assert "Deployment qwen-on-demand" in message and "Deployment qwen-spot" in message, message
+    assert "quantities must match the regular expression" in message, message
+    assert env.kube.get("Service", env.namespace, "qwen") and env.kube.get("PodDisruptionBudget", env.namespace,
+                                                                           "qwen")
+    assert env.kube.get("Deployment", env.namespace, "qwen-spot") is None
+    wait_for_quiet()  # more evaluations: still one Warning per object
+    warnings = [e for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "ApplyFailed"]
+    assert sorted(w["message"].split(":")[0] for w in warnings) == [
+        "The API server refused Deployment qwen-on-demand", "The API server refused Deployment qwen-spot"]
+    assert all(w["type"] == "Warning" for w in warnings)
+
+    env.kube.patch_pool(env.namespace, "qwen", {"spec": {"model": {"resources": {"requests": {"cpu": "4"}}}}})
+    eventually(lambda: env.kube.get_pool(env.namespace, "qwen"),
+               lambda p: is_current(p) and (condition(p, "Ready") or {}).get("reason") != "ApplyFailed"
+               and env.kube.get("Deployment", env.namespace, "qwen-spot") is not None,
+               what="the Deployments created once the spec is fixed")
