@@ -28,10 +28,10 @@ __all__ = [
     "creating_a_pool_creates_its_objects",
     "deleting_the_pool_removes_its_objects",
     "is_current",
+    "objects_the_server_refuses_are_reported_and_the_rest_applies",
     "owned_versions",
     "restarting_the_operator_writes_nothing",
     "values_the_server_rewrites_cause_no_update_loop",
-    "objects_the_server_refuses_are_reported_and_the_rest_applies",
 ]
 
 Manifest = dict[str, Any]
