@@ -264,6 +264,23 @@ class MetricsSpec(Spec):
 
 
 class Toleration(Spec):
+    # As the API server validates a pod's tolerations (pkg/apis/core/validation, validateTolerations):
+    # refused here, not by a Deployment write later.
+    rules = (
+        CrossFieldRule(
+            cel="self.operator != 'Exists' || !has(self.value) || self.value == ''",
+            message="a toleration with operator Exists takes no value",
+            check=lambda t: t.operator != "Exists" or not t.value,
+            field_path="value",
+        ),
+        CrossFieldRule(
+            cel="has(self.key) && self.key != '' || self.operator == 'Exists'",
+            message="a toleration without a key must use operator Exists",
+            check=lambda t: bool(t.key) or t.operator == "Exists",
+            field_path="operator",
+        ),
+    )
+
     key: str | None = Field(default=None, description="Taint key the toleration applies to.")
     operator: Literal["Exists", "Equal"] = Field(default="Equal", description="Exists or Equal.")
     value: str | None = Field(default=None, description="Taint value for the Equal operator.")

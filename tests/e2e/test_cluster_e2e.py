@@ -141,11 +141,11 @@ def test_a_test_gets_the_nodes_it_asks_for(backend: Backend) -> None:
 
 
 def test_one_refused_deployment_does_not_freeze_the_other(env: ScenarioEnv, backend: Backend) -> None:
-    """A toleration the real API server refuses (`Exists` takes no value) on spot replicas only: the
-    on-demand Deployment still gets its new replica count, and the pool says what was refused."""
+    """A node selector the real API server refuses (a label value with a blank) on spot replicas only:
+    the on-demand Deployment still gets its new replica count, and the pool says what was refused."""
     create_and_settle(env, "qwen")  # 1 on-demand, 2 spot
     backend.kube.patch_pool(backend.namespace, "qwen", {"spec": {"capacity": {
-        "onDemandBase": 2, "spot": {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}}}})
+        "onDemandBase": 2, "spot": {"nodeSelector": {"node-pool": "gpu spot"}}}}})
     on_demand = eventually(lambda: backend.kube.get("Deployment", backend.namespace, "qwen-on-demand"),
                            lambda d: d is not None and d["spec"]["replicas"] == 2, what="on-demand at 2")
     assert on_demand is not None
@@ -153,6 +153,6 @@ def test_one_refused_deployment_does_not_freeze_the_other(env: ScenarioEnv, back
                       lambda p: (condition(p, "Ready") or {}).get("reason") == "ApplyFailed", what="ApplyFailed")
     message = (condition(pool, "Ready") or {})["message"]
     assert "Deployment qwen-spot" in message and "qwen-on-demand" not in message.split(";")[0], message
-    assert "tolerations" in message, message
+    assert "nodeSelector" in message, message
     spot = backend.kube.get("Deployment", backend.namespace, "qwen-spot")
     assert spot is not None and spot["spec"]["replicas"] == 2  # left as it was

@@ -71,6 +71,12 @@ BAD_OBJECTS = [
         "llama", {"capacity": {"provider": "custom"}}, CUSTOM_MESSAGE, "spec.capacity.spot.nodeSelector",
         id="custom-provider-without-node-selector",
     ),
+    pytest.param("llama", {"capacity": {"spot": {"tolerations": [{"key": "k", "operator": "Exists", "value": "v"}]}}},
+                 "a toleration with operator Exists takes no value", "spec.capacity.spot.tolerations[0].value",
+                 id="toleration-exists-with-value"),
+    pytest.param("llama", {"capacity": {"onDemand": {"tolerations": [{"operator": "Equal", "value": "v"}]}}},
+                 "a toleration without a key must use operator Exists",
+                 "spec.capacity.onDemand.tolerations[0].operator", id="toleration-without-key-not-exists"),
 ]
 
 
@@ -92,6 +98,9 @@ GOOD_OBJECTS = [
                  id="fallback-with-provider"),
     pytest.param("llama", {"fallback": {"route": "httpRoute", "httpRoute": {"name": "llm"}}},
                  id="route-with-httproute"),
+    pytest.param("llama", {"capacity": {"spot": {"tolerations": [{"operator": "Exists"},
+                                                                  {"key": "k", "operator": "Exists"}]}}},
+                 id="tolerations-exists-without-value"),
     pytest.param("a" * 40, {}, id="name-40-characters"),
     pytest.param("a", {}, id="name-one-letter"),
     pytest.param("llama-3-1-8b", {}, id="name-with-dashes-and-digits"),
