@@ -29,7 +29,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 import kubernetes
@@ -188,8 +188,7 @@ class ControlPlane:
         state.pids[name] = process.pid
         state.dump(self._state_file)
 
-    def _wait(self, what: str, probe: object, state: _State, timeout: float = _START_TIMEOUT) -> None:
-        assert callable(probe)
+    def _wait(self, what: str, probe: Callable[[], bool], state: _State, timeout: float = _START_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             dead = [name for name, pid in state.pids.items() if not _alive(pid)]
