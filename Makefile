@@ -23,7 +23,7 @@ $(DEV_STAMP): pyproject.toml | $(BIN)/python
 	touch $@ $(DEMO_STAMP)
 
 demo: $(DEMO_STAMP)
-	$(BIN)/poolpilot demo
+	$(BIN)/python -m devkube.demo
 
 # The real Prometheus server backs the metrics tests; install it when missing and we may (root).
 prometheus:
@@ -34,7 +34,7 @@ prometheus:
 	else echo "prometheus is not installed and this is not root: the tests that need it will fail" >&2; fi
 
 lint: $(DEV_STAMP)
-	$(BIN)/ruff check controller tests bench cluster
+	$(BIN)/ruff check controller devkube tests bench cluster
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

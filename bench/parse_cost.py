@@ -17,8 +17,8 @@ from collections.abc import Callable
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.devkube.fakevllm import TTFT_BUCKETS, FakeVLLMReplica
 from controller.sources.metrics.pods import parse_vllm_metrics
+from devkube.fakevllm import TTFT_BUCKETS, FakeVLLMReplica
 
 # Histogram families a vLLM V1 server exposes besides TTFT (names from the reference note).
 OTHER_HISTOGRAMS = ("vllm:inter_token_latency_seconds", "vllm:request_queue_time_seconds",

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from controller.api.crd import generate_crd
-from controller.devkube.cluster import DevCluster
-from controller.devkube.fakevllm import FakeVLLMFleet
-from controller.devkube.prometheus import PrometheusServer
-from controller.devkube.wiring import PodReplicas, PodTargetSync
-from controller.localrun import OperatorProcess, free_port
+from devkube.cluster import DevCluster
+from devkube.fakevllm import FakeVLLMFleet
+from devkube.localrun import OperatorProcess, free_port
+from devkube.prometheus import PrometheusServer
+from devkube.wiring import PodReplicas, PodTargetSync
 
 NAMESPACE = "bench"
 POOL = "spiky"

@@ -14,9 +14,9 @@ import sys
 from typing import Any
 
 from controller.api.crd import generate_crd
-from controller.devkube.cluster import DevCluster
-from controller.devkube.fakevllm import FakeVLLMFleet
-from controller.devkube.prometheus import PrometheusServer, ScrapeTarget
+from devkube.cluster import DevCluster
+from devkube.fakevllm import FakeVLLMFleet
+from devkube.prometheus import PrometheusServer, ScrapeTarget
 
 NAMESPACE = "bench"
 

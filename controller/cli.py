@@ -1,4 +1,4 @@
-"""The ``poolpilot`` command: ``run`` the operator, print the ``crd``, or run the ``demo``."""
+"""The ``poolpilot`` command: ``run`` the operator or print the ``crd``."""
 
 from __future__ import annotations
 
@@ -45,16 +45,6 @@ def _crd(args: argparse.Namespace) -> int:
     return 0
 
 
-def _demo(args: argparse.Namespace) -> int:
-    try:
-        from controller.demo import run_demo
-    except ImportError as error:  # kmock, behind the embedded API server, is an extra
-        print(f"the demo needs the devkube extra: pip install 'poolpilot[devkube]' ({error})", file=sys.stderr)
-        return 2
-    exit_code: int = run_demo()
-    return exit_code
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="poolpilot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -70,8 +60,6 @@ def build_parser() -> argparse.ArgumentParser:
     crd.add_argument("--output", "-o", default="-", help="file to write; - for stdout")
     crd.set_defaults(handler=_crd)
 
-    demo = commands.add_parser("demo", help="run the operator against an embedded API server and show the result")
-    demo.set_defaults(handler=_demo)
     return parser
 
 

@@ -3,7 +3,7 @@
 A real server answers a Deployment with ``cpu: "0.5"`` and ``memory: 1024Mi`` as ``500m`` and
 ``1Gi``; an operator that compares what it sent with what it reads as strings patches forever.
 So the operator renders quantities canonically, and the embedded API server
-(``controller/devkube/defaults.py``) stores them with this same code. Pure.
+(``devkube/defaults.py``) stores them with this same code. Pure.
 The rules (k8s.io/apimachinery pkg/api/resource/quantity.go, ParseQuantity and
 CanonicalizeBytes; checked against kube-apiserver 1.36 by ``tests/fidelity``):
 

@@ -2,7 +2,7 @@
 
 The API server and the operator validate a pool twice, from one source (``controller/api``): the
 CRD's schema and CEL rules, and ``validate_pool``. These tests run the CRD side the way the API
-server does (``controller/devkube/crd_schema.py``: prune, default, schema, CEL) and check both sides
+server does (``devkube/crd_schema.py``: prune, default, schema, CEL) and check both sides
 refuse the same objects with the same message, for a table of known-bad objects and for generated
 ones.
 """
@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from controller.api.crd import generate_crd, render_crd_yaml
 from controller.api.spec import API_GROUP, API_VERSION, KIND, MANAGED_VLLM_FLAGS, PLURAL, InferencePoolSpec
 from controller.core.pool import SpecProblem, validate_pool
-from controller.devkube.crd_schema import (
+from devkube.crd_schema import (
     Admission,
     admit,
     openapi_schema,

@@ -12,7 +12,7 @@ import kmock
 import pytest
 import pytest_asyncio
 
-from controller.devkube import DevCluster
+from devkube import DevCluster
 
 DATA = pathlib.Path(__file__).parent / "data"
 WP = "/apis/example.dev/v1/namespaces/team-a/workerpools"

@@ -12,7 +12,7 @@ import kmock
 import pytest
 import yaml
 
-from controller.devkube import ApiError, DevCluster
+from devkube import ApiError, DevCluster
 
 DATA = pathlib.Path(__file__).parent / "data"
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from controller.devkube import DevCluster
+from devkube import DevCluster
 
 DATA = pathlib.Path(__file__).parent / "data"
 OPERATOR = DATA / "kopf_operator.py"

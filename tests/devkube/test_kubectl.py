@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import yaml
 
-from controller.devkube import DevCluster, KubectlError
+from devkube import DevCluster, KubectlError
 
 DATA = pathlib.Path(__file__).parent / "data"
 

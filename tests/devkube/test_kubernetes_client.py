@@ -8,7 +8,7 @@ import kubernetes
 import pytest
 from kubernetes.client.rest import ApiException
 
-from controller.devkube import DevCluster
+from devkube import DevCluster
 
 DATA = pathlib.Path(__file__).parent / "data"
 GROUP, VERSION, PLURAL = "example.dev", "v1", "workerpools"

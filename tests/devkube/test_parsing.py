@@ -4,18 +4,18 @@ from typing import Any
 
 import pytest
 
-from controller.devkube import errors
-from controller.devkube.jsonpath import JsonPathError, evaluate
-from controller.devkube.patching import (
+from devkube import errors
+from devkube.jsonpath import JsonPathError, evaluate
+from devkube.patching import (
     JSON_PATCH,
     MERGE_PATCH,
     STRATEGIC_MERGE_PATCH,
     PatchError,
     apply_patch,
 )
-from controller.devkube.paths import ApiPath, parse_api_path
-from controller.devkube.selectors import parse_field_selector, parse_label_selector
-from controller.devkube.tables import human_duration, wanted_table_version
+from devkube.paths import ApiPath, parse_api_path
+from devkube.selectors import parse_field_selector, parse_label_selector
+from devkube.tables import human_duration, wanted_table_version
 
 
 @pytest.mark.parametrize(

@@ -6,7 +6,7 @@ import aiohttp
 import kmock
 import pytest
 
-from controller.devkube.cluster import DevCluster
+from devkube.cluster import DevCluster
 
 
 @pytest.mark.asyncio

@@ -12,7 +12,7 @@ import aiohttp
 import kubernetes
 import pytest
 
-from controller.devkube import ApiError, DevCluster
+from devkube import ApiError, DevCluster
 
 NS = "team-a"
 POOL = "poolpilot.io/pool"

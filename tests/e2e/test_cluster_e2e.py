@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from cluster.nodes import node_manifest
-from controller.localrun import OperatorProcess
+from devkube.localrun import OperatorProcess
 from tests.support.backends import Backend
 from tests.support.kube import condition
 from tests.support.scenarios import POOL_SPEC, ScenarioEnv, create_and_settle

@@ -1,6 +1,6 @@
 """The real API server's verdict on the CRD and on pools: schema, defaults, every CEL rule, the cost budget.
 
-``tests/api`` runs the same tables through ``controller/devkube/crd_schema.py``, which does what the
+``tests/api`` runs the same tables through ``devkube/crd_schema.py``, which does what the
 API server does; here the API server itself answers, so a rule over the CEL cost budget, an
 expression that does not compile or a non-structural schema fails for real.
 """

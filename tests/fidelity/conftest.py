@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 
 from controller.api.crd import generate_crd
-from controller.devkube.cluster import DevCluster
+from devkube.cluster import DevCluster
 from tests.fidelity.api import Api
 from tests.support.backends import RealCluster
 from tests.support.tools import kubectl_binary

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from controller.api.crd import generate_crd
-from controller.devkube.cluster import DevCluster
+from devkube.cluster import DevCluster
 from tests.support.backends import BACKENDS, Backend, open_backend
 from tests.support.scenarios import ScenarioEnv
 

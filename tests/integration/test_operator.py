@@ -7,8 +7,8 @@ import time
 
 import pytest
 
-from controller.devkube.cluster import DevCluster
-from controller.devkube.writelog import WriteRecord
+from devkube.cluster import DevCluster
+from devkube.writelog import WriteRecord
 from tests.integration.conftest import TEST_USER_AGENT
 from tests.support import scenarios
 from tests.support.backends import Backend

@@ -15,10 +15,10 @@ from typing import Any
 
 import pytest
 
-from controller.devkube.fakevllm import FakeVLLMFleet
-from controller.devkube.prometheus import PrometheusServer
-from controller.devkube.wiring import PodReplicas, PodTargetSync
-from controller.localrun import OperatorProcess, free_port
+from devkube.fakevllm import FakeVLLMFleet
+from devkube.localrun import OperatorProcess, free_port
+from devkube.prometheus import PrometheusServer
+from devkube.wiring import PodReplicas, PodTargetSync
 from tests.support.backends import Backend
 from tests.support.kube import condition
 from tests.support.waiting import eventually

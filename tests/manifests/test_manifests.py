@@ -31,8 +31,8 @@ import yaml
 from controller.api.crd import generate_crd, render_crd_yaml
 from controller.api.spec import API_GROUP, API_VERSION, KIND, InferencePoolSpec
 from controller.core.pool import validate_pool
-from controller.devkube.crd_schema import admit, openapi_schema
 from controller.settings import OperatorSettings
+from devkube.crd_schema import admit, openapi_schema
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 MANIFESTS = REPO / "manifests"

@@ -10,7 +10,7 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.devkube.fakevllm import (
+from devkube.fakevllm import (
     CONTENT_TYPE,
     TTFT_BUCKETS,
     Failure,

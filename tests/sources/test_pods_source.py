@@ -13,9 +13,9 @@ import pytest
 
 from bench.parse_cost import parse_everything, vllm_body
 from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolSignals
-from controller.devkube.fakevllm import Failure, FakeVLLMFleet, KVMetric
 from controller.sources.metrics.base import MetricsSource, PoolTarget
 from controller.sources.metrics.pods import InvalidExposition, PodsSource, parse_vllm_metrics, signal_lines
+from devkube.fakevllm import Failure, FakeVLLMFleet, KVMetric
 
 __all__: list[str] = []
 

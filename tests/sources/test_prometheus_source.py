@@ -19,10 +19,10 @@ import pytest
 from aiohttp import web
 
 from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolKey, PoolSignals
-from controller.devkube.fakevllm import FakeVLLMFleet, FakeVLLMReplica, KVMetric
-from controller.devkube.prometheus import PrometheusNotInstalled, PrometheusServer, ScrapeTarget
 from controller.sources.metrics.base import MetricsSource, PoolTarget, SourceResults
 from controller.sources.metrics.prometheus import PrometheusSource
+from devkube.fakevllm import FakeVLLMFleet, FakeVLLMReplica, KVMetric
+from devkube.prometheus import PrometheusNotInstalled, PrometheusServer, ScrapeTarget
 
 __all__: list[str] = []
 

@@ -12,8 +12,6 @@ from collections.abc import Iterator
 
 import pytest
 
-from controller.devkube.fakevllm import FakeVLLMFleet
-from controller.devkube.prometheus import PrometheusNotInstalled, PrometheusServer, ScrapeTarget
 from controller.sources.metrics.prometheus import build_queries
 from controller.sources.metrics.promql import (
     Matcher,
@@ -24,6 +22,8 @@ from controller.sources.metrics.promql import (
     selector,
     validate_label_name,
 )
+from devkube.fakevllm import FakeVLLMFleet
+from devkube.prometheus import PrometheusNotInstalled, PrometheusServer, ScrapeTarget
 
 __all__: list[str] = []
 

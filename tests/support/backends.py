@@ -1,6 +1,6 @@
 """The two API servers the suites run on, behind one test-facing shape.
 
-- ``embedded``: the emulator under ``controller/devkube``, a fresh server per test, with
+- ``embedded``: the emulator under ``devkube``, a fresh server per test, with
   its write log and fault injection (``backend.dev``).
 - ``real``: the cluster named by ``KUBECONFIG``; under ``make test`` the real control plane
   of ``cluster/`` (kube-apiserver, kube-controller-manager, kube-scheduler, etcd, KWOK). Each
@@ -28,8 +28,8 @@ import kubernetes
 import pytest
 import yaml
 
-from controller.devkube.cluster import DevCluster
-from controller.localrun import OperatorProcess
+from devkube.cluster import DevCluster
+from devkube.localrun import OperatorProcess
 from tests.support.kube import TestKube
 from tests.support.tools import kubectl_binary
 from tests.support.waiting import eventually

@@ -110,7 +110,7 @@ GOOD_OBJECTS = [
 ]
 
 
-# A schema fragment the API server refuses in a CRD, and what controller/devkube/crd_schema.py says of it.
+# A schema fragment the API server refuses in a CRD, and what devkube/crd_schema.py says of it.
 BROKEN_SCHEMAS: list[tuple[Json, str]] = [
     ({"properties": {"x": {"description": "d"}}}, "x: has no type"),
     ({"properties": {"x": {"type": "string"}}}, "x: has no description"),

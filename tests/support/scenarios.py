@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from controller.localrun import OperatorProcess
+from devkube.localrun import OperatorProcess
 from tests.support.kube import TestKube, condition
 from tests.support.waiting import eventually
 

@@ -18,13 +18,13 @@ semantics), :mod:`.emulator` (HTTP), :mod:`.patching`, :mod:`.selectors`, :mod:`
 real cluster must cover those.
 """
 
-from controller.devkube.cluster import DevCluster, KubectlError, load_crds
-from controller.devkube.emulator import DevKubeEmulator
-from controller.devkube.errors import ApiError
-from controller.devkube.resources import Resource
-from controller.devkube.store import ObjectStore, WatchEvent
-from controller.devkube.workloads import FakeDeploymentController
-from controller.devkube.writelog import WriteLog, WriteRecord
+from devkube.cluster import DevCluster, KubectlError, load_crds
+from devkube.emulator import DevKubeEmulator
+from devkube.errors import ApiError
+from devkube.resources import Resource
+from devkube.store import ObjectStore, WatchEvent
+from devkube.workloads import FakeDeploymentController
+from devkube.writelog import WriteLog, WriteRecord
 
 __all__ = [
     "ApiError",

@@ -1,6 +1,6 @@
-"""``poolpilot demo``: the operator at work on the example pools, with no cluster.
+"""``make demo`` (``python -m devkube.demo``): the operator at work on the example pools, with no cluster.
 
-It starts the embedded API server (``controller.devkube``) with the CRD from
+It starts the embedded API server (``devkube``) with the CRD from
 ``crds/``, runs the real operator as a process against it, applies the example
 pools as an admin would, and prints what ``kubectl get`` and ``kubectl describe``
 would show: the pools, the objects they own, their conditions and Events. Then it
@@ -22,10 +22,10 @@ import yaml
 
 from controller.api.crd import generate_crd
 from controller.api.spec import API_GROUP, API_VERSION, PLURAL
-from controller.devkube.cluster import DevCluster
-from controller.devkube.fakevllm import FakeVLLMFleet
-from controller.devkube.wiring import PodReplicas
-from controller.localrun import OperatorProcess, free_port
+from devkube.cluster import DevCluster
+from devkube.fakevllm import FakeVLLMFleet
+from devkube.localrun import OperatorProcess, free_port
+from devkube.wiring import PodReplicas
 
 __all__ = ["run_demo"]
 
@@ -266,3 +266,7 @@ def _run_against(cluster: DevCluster, fleet: FakeVLLMFleet) -> int:
         operator.stop()
     print("\nDone. `make test` runs the same flows as tests, and with the real kubectl.")
     return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_demo())

@@ -20,7 +20,7 @@ import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
-from controller.devkube import jsonpath
+from devkube import jsonpath
 
 CellFn = Callable[[Mapping[str, Any], datetime.datetime], Any]
 

@@ -17,8 +17,8 @@ import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from controller.devkube import errors
 from controller.kube import quantity
+from devkube import errors
 
 Defaulter = Callable[[dict[str, Any], dict[str, Any] | None], None]
 

@@ -41,11 +41,11 @@ import attrs
 import kmock
 from typing_extensions import override
 
-from controller.devkube import discovery, errors, openapi, patching, selectors, tables
-from controller.devkube.paths import ApiPath, guess_action, is_true, parse_api_path
-from controller.devkube.resources import Resource
-from controller.devkube.store import ObjectStore, Subscription, WatchEvent
-from controller.devkube.writelog import WRITE_METHODS, WriteLog
+from devkube import discovery, errors, openapi, patching, selectors, tables
+from devkube.paths import ApiPath, guess_action, is_true, parse_api_path
+from devkube.resources import Resource
+from devkube.store import ObjectStore, Subscription, WatchEvent
+from devkube.writelog import WRITE_METHODS, WriteLog
 
 logger = logging.getLogger(__name__)
 

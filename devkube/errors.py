@@ -12,7 +12,7 @@ from typing import Any
 
 import kmock
 
-from controller.devkube.resources import Resource, qualified_plural
+from devkube.resources import Resource, qualified_plural
 
 
 class ApiError(kmock.KubernetesError):

@@ -17,9 +17,9 @@ from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import Any, Self
 
-from controller.devkube.fakevllm import FakeVLLMFleet, FakeVLLMReplica
-from controller.devkube.prometheus import PrometheusServer, ScrapeTarget
 from controller.kube.render import POOL_LABEL
+from devkube.fakevllm import FakeVLLMFleet, FakeVLLMReplica
+from devkube.prometheus import PrometheusServer, ScrapeTarget
 
 __all__ = ["PodReplicas", "PodTargetSync"]
 

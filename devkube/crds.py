@@ -16,7 +16,7 @@ from typing import Any
 
 import kmock
 
-from controller.devkube.resources import MAIN_VERBS
+from devkube.resources import MAIN_VERBS
 
 
 class CrdError(ValueError):

@@ -47,7 +47,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.samples import Sample
 
-from controller.devkube.loopthread import LoopThread, running_loop
+from devkube.loopthread import LoopThread, running_loop
 
 __all__ = [
     "CONTENT_TYPE",

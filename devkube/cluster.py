@@ -42,12 +42,12 @@ import aiohttp.web
 import kmock
 import yaml
 
-from controller.devkube import crds
-from controller.devkube.emulator import DevKubeEmulator
-from controller.devkube.loopthread import LoopThread, running_loop
-from controller.devkube.resources import Resource, lookup
-from controller.devkube.workloads import FakeDeploymentController, NodeNameFn, PodAddressFn
-from controller.devkube.writelog import WriteRecord
+from devkube import crds
+from devkube.emulator import DevKubeEmulator
+from devkube.loopthread import LoopThread, running_loop
+from devkube.resources import Resource, lookup
+from devkube.workloads import FakeDeploymentController, NodeNameFn, PodAddressFn
+from devkube.writelog import WriteRecord
 
 P = ParamSpec("P")
 T = TypeVar("T")

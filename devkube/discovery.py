@@ -12,7 +12,7 @@ from typing import Any
 
 import kmock
 
-from controller.devkube.resources import MAIN_VERBS, STATUS_VERBS, version_priority
+from devkube.resources import MAIN_VERBS, STATUS_VERBS, version_priority
 
 SERVER_VERSION = {
     "major": "1",

@@ -18,7 +18,7 @@ from typing import Any
 
 import kmock
 
-from controller.devkube import discovery
+from devkube import discovery
 
 GROUP_VERSION_PATH_RE = r"/openapi/v3/(api/v1|apis/[^/]+/[^/]+)"
 

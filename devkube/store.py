@@ -56,8 +56,8 @@ from typing import Any
 
 import kmock
 
-from controller.devkube import crd_schema, crds, defaults, errors, patching, selectors
-from controller.devkube.resources import Resource, resolve
+from devkube import crd_schema, crds, defaults, errors, patching, selectors
+from devkube.resources import Resource, resolve
 
 ObjectKey = tuple[kmock.resource, str | None, str]
 Listener = Callable[["WatchEvent"], None]

@@ -71,9 +71,9 @@ import secrets
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from controller.devkube import errors
-from controller.devkube.resources import Resource
-from controller.devkube.store import ObjectStore, WatchEvent, now_utc, timestamp
+from devkube import errors
+from devkube.resources import Resource
+from devkube.store import ObjectStore, WatchEvent, now_utc, timestamp
 
 logger = logging.getLogger(__name__)
 
