@@ -148,14 +148,16 @@ def ready_pod_ips(namespace: str | None, labels: kopf.Labels, status: kopf.Statu
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
 @kopf.on.event("v1", "services", labels=OWNED)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
-def wake_on_owned_change(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def wake_on_owned_change(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+    # Async on purpose: Kopf runs sync handlers in worker threads, and asyncio.Event is not thread-safe
+    # (set() from another thread schedules the waiter's wake-up without waking the loop).
     pool = labels.get(POOL_LABEL)
     if namespace and pool:
         _runtime(memo).wake((namespace, pool))
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-def wake_on_pool_change(namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def wake_on_pool_change(namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
     if namespace and name:
         _runtime(memo).wake((namespace, name))
 
@@ -231,5 +233,5 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
 
 
 @kopf.on.probe(id="pools")
-def count_pools(memo: kopf.Memo, **_: Any) -> int:
+async def count_pools(memo: kopf.Memo, **_: Any) -> int:
     return len(_runtime(memo).wakeups)

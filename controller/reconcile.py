@@ -1,7 +1,9 @@
-"""One evaluation of one pool: observe, decide, apply, report.
+"""One evaluation of one pool, top to bottom: observe -> plan -> apply -> conclude -> report.
 
-The decisions are the core's; this module wires them to the API. It returns the
-Events to post and writes the status only when it differs, so an idle pool costs
+``observe`` does every read (the pool and its objects come from Kopf's watch cache, the
+signals from the pool's metrics source); ``plan`` and ``conclude`` (``controller/core/plan.py``)
+make every decision and do no I/O; ``apply`` writes only what differs; ``report`` writes the
+status only when it changed and hands the Events back to the caller, so an idle pool costs
 no writes at all.
 """
 
@@ -17,25 +19,17 @@ from pydantic import ValidationError
 from controller.api.spec import InferencePoolSpec
 from controller.api.status import InferencePoolStatus
 from controller.core import events
-from controller.core.capacity import split_replicas
-from controller.core.conditions import find_condition
-from controller.core.pool import (
-    PoolObservation,
-    compute_status,
-    describe_problems,
-    desired_replicas,
-    invalid_spec_needs_warning,
-    validate_pool,
-)
-from controller.core.scaling import ScalingInputs, ScalingState, decide_replicas
-from controller.core.scaling_report import ScalingOutcome, metrics_events
-from controller.kube.apply import AppliedChange, CachedLookup, apply_owned_objects
+from controller.core.plan import AppliedChange, Conclusion, Observation, Plan, Reporting, conclude, plan
+from controller.core.pool import validate_pool
+from controller.core.scaling import ScalingState
+from controller.kube.apply import CachedLookup, apply_owned_objects
 from controller.kube.client import KubeApi, NotFound
+from controller.kube.diff import replacing_patch
 from controller.kube.observe import observe_deployments
 from controller.kube.render import PoolRef, render_owned_objects
 from controller.signal_reader import SignalReader
 
-__all__ = ["PoolSnapshot", "ReconcileResult", "Reporting", "parse_status", "reconcile_pool"]
+__all__ = ["PoolSnapshot", "ReconcileResult", "Reporting", "observe", "parse_status", "reconcile_pool"]
 
 Manifest = dict[str, Any]
 
@@ -62,13 +56,6 @@ class ReconcileResult:
     scaling_state: ScalingState = field(default_factory=ScalingState)
 
 
-@dataclass(frozen=True)
-class Reporting:
-    """How the status reports: the operator's settings that shape it."""
-
-    signals_refresh_seconds: float = 15.0
-
-
 def parse_status(raw_status: Mapping[str, Any] | None) -> InferencePoolStatus:
     """The status as last written; a status we cannot read is treated as empty and rewritten."""
     try:
@@ -77,96 +64,54 @@ def parse_status(raw_status: Mapping[str, Any] | None) -> InferencePoolStatus:
         return InferencePoolStatus()
 
 
-def _change_events(changes: list[AppliedChange], detail: Mapping[str, str]) -> list[events.PoolEvent]:
-    result = []
-    for change in changes:
-        if change.action == "created":
-            result.append(events.object_created(change.kind, change.name, detail.get(change.name, "")))
-        elif change.action == "updated":
-            result.append(events.object_updated(change.kind, change.name, change.fields))
-    return result
-
-
-def _replicas_phrase(count: int) -> str:
-    return f"{count} replica" if count == 1 else f"{count} replicas"
-
-
 def _status_dump(status: InferencePoolStatus) -> Manifest:
     return status.model_dump(by_alias=True, exclude_none=True, mode="json")
 
 
-async def _scale(reader: SignalReader, pool: PoolSnapshot, spec: InferencePoolSpec, observation: PoolObservation,
-                 *, now: datetime) -> tuple[ScalingOutcome | None, ScalingState]:
-    """Read the signals and decide; a pool with no Deployments yet starts at its minimum instead."""
-    current = observation.total_replicas
-    if current is None:
-        return None, pool.scaling_state
+async def observe(reader: SignalReader, pool: PoolSnapshot, *, now: datetime) -> Observation:
+    """Every read of one evaluation. Signals are read only for a valid pool whose Deployments exist."""
+    spec = validate_pool(pool.ref.name, pool.raw_spec)
+    deployments = observe_deployments(pool.deployments)
+    observation = Observation(generation=pool.generation, spec=spec if isinstance(spec, InferencePoolSpec)
+                              else tuple(spec), previous=parse_status(pool.raw_status), deployments=deployments)
+    if not isinstance(spec, InferencePoolSpec) or deployments.total_replicas is None:
+        return observation
     endpoints = tuple(f"http://{ip}:{spec.model.port}" for ip in pool.ready_pod_ips)
-    key = (pool.ref.namespace, pool.ref.name)
-    reading = await reader.read(key, spec, endpoints, now=now)
-    ready = observation.ready_total
-    inputs = ScalingInputs(signals=reading, current_replicas=current, ready_replicas=ready,
-                           starting_replicas=max(0, current - ready))
-    decision, state = decide_replicas(spec, inputs, pool.scaling_state, now=now)
-    return ScalingOutcome(reading=reading, source=spec.metrics.source, decision=decision), state
+    signals = await reader.read((pool.ref.namespace, pool.ref.name), spec, endpoints, now=now)
+    return Observation(generation=observation.generation, spec=spec, previous=observation.previous,
+                       deployments=deployments, source=spec.metrics.source, signals=signals)
+
+
+async def apply(api: KubeApi, pool: PoolSnapshot, planned: Plan) -> list[AppliedChange]:
+    """Bring the owned objects to the plan; nothing is written for an invalid spec."""
+    if planned.spec is None or planned.split is None:
+        return []
+    owned = render_owned_objects(pool.ref, planned.spec, planned.split)
+    return await apply_owned_objects(api, pool.ref.namespace, pool.ref.uid, owned, pool.cached)
+
+
+async def report(api: KubeApi, pool: PoolSnapshot, observation: Observation, conclusion: Conclusion) -> bool | None:
+    """Write the status if it changed: whether it was written, None if the pool is gone."""
+    wanted = _status_dump(conclusion.status)
+    previous = _status_dump(observation.previous)
+    if wanted == previous:
+        return False
+    try:
+        patch = replacing_patch(pool.raw_status or previous, wanted)
+        await api.patch_pool_status(pool.ref.namespace, pool.ref.name, patch)
+    except NotFound:
+        return None  # deleted while we evaluated it: nothing left to report on, and Kopf stops this loop
+    return True
 
 
 async def reconcile_pool(api: KubeApi, reader: SignalReader, pool: PoolSnapshot, *, now: datetime,
                          reporting: Reporting | None = None) -> ReconcileResult:
-    reporting = reporting or Reporting()
-    previous = parse_status(pool.raw_status)
-    observation = observe_deployments(pool.deployments)
-    spec = validate_pool(pool.ref.name, pool.raw_spec)
-    pool_events: list[events.PoolEvent] = []
-    conflicts: list[AppliedChange] = []
-    failures: list[AppliedChange] = []
-    scaling: ScalingOutcome | None = None
-    scaling_state = pool.scaling_state
-
-    if isinstance(spec, InferencePoolSpec):
-        scaling, scaling_state = await _scale(reader, pool, spec, observation, now=now)
-        total = scaling.decision.desired if scaling else desired_replicas(spec, observation)
-        if scaling is not None:
-            pool_events += metrics_events(find_condition(previous.conditions, "MetricsAvailable"),
-                                          scaling.reading, scaling.source)
-            if scaling.decision.desired != scaling.decision.current:
-                pool_events.append(events.scaled(scaling.decision.current, scaling.decision.desired,
-                                                 scaling.decision.message))
-        split = split_replicas(total, spec.capacity)
-        owned = render_owned_objects(pool.ref, spec, split)
-        changes = await apply_owned_objects(api, pool.ref.namespace, pool.ref.uid, owned, pool.cached)
-        replicas_by_name = {o.name: _replicas_phrase(o.manifest["spec"]["replicas"]) for o in owned
-                            if o.kind == "Deployment"}
-        pool_events += _change_events(changes, replicas_by_name)
-        conflicts = [c for c in changes if c.action == "conflict"]
-        failures = [c for c in changes if c.action == "failed"]
-        previous_valid = find_condition(previous.conditions, "SpecValid")
-        if previous_valid is not None and previous_valid.status == "False":
-            pool_events.append(events.spec_accepted(pool.generation))
-    elif invalid_spec_needs_warning(previous, pool.generation):
-        pool_events.append(events.spec_invalid(describe_problems(spec)))
-
-    status = compute_status(previous, generation=pool.generation, spec=spec, observation=observation,
-                            conflicts=[c.what for c in conflicts],
-                            apply_failures=[f"{c.what} ({c.message})" for c in failures], scaling=scaling,
-                            signals_refresh_seconds=reporting.signals_refresh_seconds, now=now)
-    previous_ready = find_condition(previous.conditions, "Ready")
-    if conflicts and not (previous_ready and previous_ready.reason == "ObjectConflict"):
-        pool_events += [events.object_conflict(c.kind, c.name) for c in conflicts]
-    # One Warning per refused object while the refusal lasts (the Ready message keeps saying so).
-    already_reported = previous_ready.message if previous_ready and previous_ready.reason == "ApplyFailed" else ""
-    pool_events += [events.apply_failed(c.what, c.message) for c in failures if f"{c.what} (" not in already_reported]
-
-    status_written = _status_dump(status) != _status_dump(previous)
-    if status_written:
-        try:
-            await api.patch_pool_status(pool.ref.namespace, pool.ref.name, _status_dump(status))
-        except NotFound:
-            # Deleted while we evaluated it: nothing left to report on, and Kopf is stopping this loop.
-            return ReconcileResult(events=[], status_written=False, spec=None)
-    return ReconcileResult(
-        events=pool_events,
-        status_written=status_written,
-        spec=spec if isinstance(spec, InferencePoolSpec) else None,
-        scaling_state=scaling_state,
-    )
+    observation = await observe(reader, pool, now=now)
+    planned = plan(observation, pool.scaling_state, now=now)
+    applied = await apply(api, pool, planned)
+    conclusion = conclude(observation, planned, applied, now=now, reporting=reporting)
+    written = await report(api, pool, observation, conclusion)
+    if written is None:
+        return ReconcileResult(events=[], status_written=False, spec=None)
+    return ReconcileResult(events=list(conclusion.events), status_written=written, spec=planned.spec,
+                           scaling_state=planned.memory)

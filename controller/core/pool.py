@@ -190,7 +190,9 @@ def compute_status(
             metrics_status, metrics_reason, metrics_message = metrics_condition(scaling.reading, scaling.source)
             conditions = set_condition(conditions, "MetricsAvailable", metrics_status, metrics_reason,
                                        metrics_message, generation=generation, now=now)
-            flipped = previous_metrics is None or previous_metrics.status != metrics_status
+            # A signal that went missing (or came back) shows at once, not after the refresh interval.
+            flipped = previous_metrics is None or (previous_metrics.status, previous_metrics.reason) != (
+                metrics_status, metrics_reason)
             updates["signals"] = refreshed_signals(previous.signals, scaling, metrics_flipped=flipped, now=now,
                                                    refresh_seconds=signals_refresh_seconds)
             updates["last_decision"] = decision_status(previous.last_decision, scaling.decision, now)

@@ -15,6 +15,8 @@ Rules, in the order they apply:
      its band never recommends fewer than the current count, one below never more (as HPA skips a
      recount that flips direction): a level that persists while replicas start does not shrink them.
    - a missing signal (None) recommends nothing. The recommendation is the max over the signals used.
+     With one signal read and the other missing, the recommendation never goes below the current count
+     (``SignalMissing``): scaling down on the queue alone would be scaling down blind on the KV cache.
 
 2. Capacity on its way: the recommendation is compared with ``current_replicas`` (ready + starting +
    anything else asked for), never with the ready count, so a spike does not order the same cold-starting
@@ -38,7 +40,10 @@ Rules, in the order they apply:
 6. Bounds always win: a count outside [effective minimum, max] (the spec changed) goes straight back
    inside, whatever the windows and steps say.
 
-7. Inputs are never mutated; the returned state drops recommendations older than the longest window.
+7. A fresh memory (a new pool, or the operator restarted) is seeded with the current count, as the
+   HPA does, so the scale-down window starts over instead of being skipped.
+
+8. Inputs are never mutated; the returned state drops recommendations older than the longest window.
 """
 
 from __future__ import annotations
@@ -85,6 +90,7 @@ class ScalingReason(StrEnum):
     CAPACITY_STARTING = "CapacityStarting"  # load wants more than is ready; replicas starting cover it
     CAPACITY_NOT_READY = "CapacityNotReady"  # same, but the asked-for replicas are past startupSeconds
     METRICS_UNAVAILABLE = "MetricsUnavailable"  # no usable signal: holding, never scaling down blind
+    SIGNAL_MISSING = "SignalMissing"  # one signal is read, the other is not: up on what is read, never down
     AT_MAXIMUM = "AtMaximum"  # held at replicas.max while the load wants more, or brought back under it
     AT_MINIMUM = "AtMinimum"  # held at the floor while the load wants fewer, or brought back up to it
 
@@ -98,6 +104,7 @@ class ScalingLimit(StrEnum):
     SCALE_DOWN_STEP = "scale-down step"
     SCALE_DOWN_STABILIZATION = "scale-down stabilization"
     SCALE_UP_STABILIZATION = "scale-up stabilization"
+    MISSING_SIGNAL = "missing signal"
 
 
 class ScalingSignal(StrEnum):
@@ -138,6 +145,11 @@ class ScalingState:
 
     recommendations: tuple[tuple[datetime, int], ...] = ()  # (when, recommended), pruned to the longest window
     idle_since: datetime | None = None  # since when every evaluation saw zero load; None when it did not
+    # False until the first decision: an empty memory (a new pool, or an operator restart) is seeded
+    # with the current count, as the HPA seeds its recommendations the first time it sees a target
+    # (pkg/controller/podautoscaler/horizontal.go, reconcileAutoscaler), so a restart does not cut the
+    # scale-down window short.
+    seeded: bool = False
 
 
 @dataclass(frozen=True)
@@ -173,19 +185,27 @@ def decide_replicas(
     """Decide the pool's replica count; see the module docstring for the rules."""
     scaling = spec.scaling
     longest_window = max(scaling.scale_up.stabilization_seconds, scaling.scale_down.stabilization_seconds)
-    remembered = tuple(rec for rec in state.recommendations if _inside(rec[0], now, longest_window))
+    seed = () if state.seeded else ((now, inputs.current_replicas),)
+    remembered = tuple(rec for rec in (*state.recommendations, *seed) if _inside(rec[0], now, longest_window))
     signals = inputs.signals
     per_signal = _recommend_per_signal(spec, inputs, signals) if isinstance(signals, PoolSignals) else ()
     if not isinstance(signals, PoolSignals) or not per_signal:
-        return _hold_blind(spec, inputs, now), ScalingState(recommendations=remembered)
+        return _hold_blind(spec, inputs, now), ScalingState(recommendations=remembered, seeded=True)
 
     recommended = max(s.recommended for s in per_signal)
+    # With one signal unread, scaling down on the other would be scaling down blind on it; nor is
+    # such a recommendation remembered as a low one for later.
+    blind_down = _missing_signal(signals, inputs)
+    kept = max(recommended, inputs.current_replicas) if blind_down else recommended
     idle_since = (state.idle_since or now) if _is_idle(signals) else None
     next_state = ScalingState(
-        recommendations=tuple(rec for rec in (*remembered, (now, recommended)) if _inside(rec[0], now, longest_window)),
+        recommendations=tuple(rec for rec in (*remembered, (now, kept)) if _inside(rec[0], now, longest_window)),
         idle_since=idle_since,
+        seeded=True,
     )
-    return _decide(spec, inputs, signals, per_signal, recommended, remembered, idle_since, now), next_state
+    decision = _decide(spec, inputs, signals, per_signal, recommended, remembered, idle_since, now,
+                       blind_down=blind_down)
+    return decision, next_state
 
 
 # ----------------------------------------------------------------------------------------- signals
@@ -236,6 +256,20 @@ def _recommend(
     return SignalRecommendation(signal, observed, target, ratio, position, recommended)
 
 
+def _missing_signal(signals: PoolSignals, inputs: ScalingInputs) -> bool:
+    """One of the pool's two signals could not be read while the other could (a KV figure with no
+    ready replica measures nothing, so it is not missing then)."""
+    return signals.queue_depth is None or (signals.kv_cache_utilization is None and inputs.ready_replicas > 0)
+
+
+def _missing_name(signals: PoolSignals) -> str:
+    return "queue signal" if signals.queue_depth is None else "KV cache signal"
+
+
+def _read_name(signals: PoolSignals) -> str:
+    return "the KV cache" if signals.queue_depth is None else "the queue"
+
+
 def _is_idle(signals: PoolSignals) -> bool:
     """Zero load: no queue, and running or KV known to be zero, and nothing known above zero."""
     others = [v for v in (signals.running_requests, signals.kv_cache_utilization) if v is not None]
@@ -254,6 +288,8 @@ def _decide(
     history: tuple[tuple[datetime, int], ...],
     idle_since: datetime | None,
     now: datetime,
+    *,
+    blind_down: bool,
 ) -> ScalingDecision:
     scaling = spec.scaling
     current = inputs.current_replicas
@@ -272,10 +308,13 @@ def _decide(
     zero_allowed = idle_since is not None and now - idle_since >= timedelta(seconds=down_window)
     floor = _floor(spec, current, zero_allowed=zero_allowed)
     ceiling = spec.replicas.max
-    desired = min(max(stepped, floor), ceiling)
+    bounded = min(max(stepped, floor), ceiling)
+    desired = min(max(bounded, current), ceiling) if blind_down else bounded
 
     limited_by: ScalingLimit | None = None
-    if desired != stepped:
+    if desired != bounded:
+        limited_by = ScalingLimit.MISSING_SIGNAL
+    elif desired != stepped:
         limited_by = ScalingLimit.MAX if desired < stepped else ScalingLimit.MIN
     elif stepped != stabilized:
         limited_by = ScalingLimit.SCALE_UP_STEP if stepped < stabilized else ScalingLimit.SCALE_DOWN_STEP
@@ -297,6 +336,10 @@ def _decide(
             f"highest recommendation in the last {down_window} s is {highest_recent}"
         ),
         ScalingLimit.SCALE_UP_STABILIZATION: f"lowest recommendation in the last {up_window} s is {lowest_recent}",
+        ScalingLimit.MISSING_SIGNAL: (
+            f"{_read_name(signals)} alone asks for {bounded}; not scaling down blind on the missing "
+            f"{_missing_name(signals)}"
+        ),
     }[limited_by]
     if out_of_bounds and limited_by in (ScalingLimit.MAX, ScalingLimit.MIN):
         limit_text = f"back inside bounds, {limit_text}"
@@ -368,6 +411,8 @@ def _reason(
         return ScalingReason.STABILIZING_SCALE_DOWN
     if limited_by is ScalingLimit.SCALE_UP_STABILIZATION:
         return ScalingReason.STABILIZING_SCALE_UP
+    if limited_by is ScalingLimit.MISSING_SIGNAL:
+        return ScalingReason.SIGNAL_MISSING
     if current > inputs.ready_replicas and any(s.position == "above" for s in per_signal):
         return ScalingReason.CAPACITY_STARTING if inputs.starting_replicas else ScalingReason.CAPACITY_NOT_READY
     return ScalingReason.WITHIN_TOLERANCE

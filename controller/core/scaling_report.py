@@ -52,7 +52,13 @@ def metrics_condition(reading: PoolSignals | MetricsProblem, source: str) -> tup
     if not reading.usable:
         return "False", "NoSignals", f"{source}: neither queue depth nor KV-cache use could be read; holding"
     plural = "" if reading.replicas_reporting == 1 else "s"
-    return "True", "SignalsRead", f"read from {reading.replicas_reporting} replica{plural} via {source}"
+    read = f"read from {reading.replicas_reporting} replica{plural} via {source}"
+    missing = "queue depth" if reading.queue_depth is None else "KV-cache use" if reading.kv_cache_utilization is None \
+        else ""
+    if missing:
+        # Usable, but the scaler will not scale down blind on the missing one: say so where on-call looks.
+        return "True", "SignalMissing", f"{read}, but no {missing}: scaling up only, never down, until it is back"
+    return "True", "SignalsRead", read
 
 
 def metrics_events(previous: Condition | None, reading: PoolSignals | MetricsProblem,

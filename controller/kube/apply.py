@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from controller.core.plan import AppliedChange
 from controller.kube.client import KubeApi
 from controller.kube.diff import drifted_fields, merge_patch_for, with_last_applied
 from controller.kube.render import OwnedObject
@@ -23,19 +23,6 @@ __all__ = ["AppliedChange", "CachedLookup", "apply_owned_objects"]
 
 Manifest = dict[str, Any]
 CachedLookup = Callable[[str, str], Manifest | None]  # (kind, name) -> the cached live object
-
-
-@dataclass(frozen=True)
-class AppliedChange:
-    kind: str
-    name: str
-    action: Literal["created", "updated", "conflict", "failed"]
-    fields: tuple[str, ...] = ()
-    message: str = ""  # the API server's, for "failed"
-
-    @property
-    def what(self) -> str:
-        return f"{self.kind} {self.name}"
 
 
 # What the API server answers for an object it will never accept as sent (a bad quantity: 400; a
@@ -50,6 +37,13 @@ def _server_message(error: ApiException) -> str:
     except (ValueError, AttributeError):
         message = ""
     return (message or str(error.reason or error.status))[:1000]
+
+
+def _what_it_holds(owned: OwnedObject) -> str:
+    replicas = owned.manifest.get("spec", {}).get("replicas") if owned.kind == "Deployment" else None
+    if replicas is None:
+        return ""
+    return f"{replicas} replica" if replicas == 1 else f"{replicas} replicas"
 
 
 def _owned_by(live: Manifest, owner_uid: str) -> bool:
@@ -75,7 +69,7 @@ async def _apply_one(api: KubeApi, namespace: str, owner_uid: str, owned: OwnedO
             if live is None:
                 raise
         else:
-            return AppliedChange(owned.kind, owned.name, "created")
+            return AppliedChange(owned.kind, owned.name, "created", detail=_what_it_holds(owned))
     if not _owned_by(live, owner_uid):
         # Somebody else's object with our name: never take it over.
         return AppliedChange(owned.kind, owned.name, "conflict")

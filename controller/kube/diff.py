@@ -15,7 +15,8 @@ from typing import Any
 
 from controller.api.spec import API_GROUP
 
-__all__ = ["LAST_APPLIED_ANNOTATION", "drifted_fields", "last_applied", "merge_patch_for", "with_last_applied"]
+__all__ = ["LAST_APPLIED_ANNOTATION", "drifted_fields", "last_applied", "merge_patch_for", "replacing_patch",
+           "with_last_applied"]
 
 LAST_APPLIED_ANNOTATION = f"{API_GROUP}/last-applied"
 
@@ -100,6 +101,15 @@ def merge_patch_for(wanted: Mapping[str, Any], live: Mapping[str, Any]) -> Manif
     if not removals and not drifted_fields(wanted, live):
         return None
     return _deep_merge(dict(wanted), removals)
+
+
+def replacing_patch(previous: Mapping[str, Any], wanted: Mapping[str, Any]) -> Manifest:
+    """The merge patch that turns ``previous`` into exactly ``wanted``: what it no longer has is nulled.
+
+    A merge patch keeps every key it does not mention (RFC 7386), so a status field that became
+    empty would stay in the object, stale, without its null.
+    """
+    return _deep_merge(dict(wanted), _removals(previous, wanted))
 
 
 def _strip_last_applied(manifest: Mapping[str, Any]) -> Manifest:

@@ -74,6 +74,7 @@ def remembered(*seconds_ago_and_recommended: tuple[int, int], idle_for: int | No
     return ScalingState(
         recommendations=tuple((NOW - timedelta(seconds=ago), rec) for ago, rec in seconds_ago_and_recommended),
         idle_since=None if idle_for is None else NOW - timedelta(seconds=idle_for),
+        seeded=True,
     )
 
 
@@ -90,7 +91,8 @@ class Case:
     ready: int | None = None  # defaults to current
     starting: int = 0
     spec: InferencePoolSpec = field(default_factory=make_spec)
-    state: ScalingState = field(default_factory=ScalingState)
+    # A pool the scaler has seen before; a fresh memory (ScalingState()) is seeded with the current count.
+    state: ScalingState = field(default_factory=lambda: ScalingState(seeded=True))
     used: tuple[ScalingSignal, ...] | None = None  # checked when given
 
 
@@ -119,9 +121,9 @@ CASES = [
     pytest.param(Case(load(queue=4, kv=0.96), 4, 5, R.SCALED_UP), id="the_highest_signal_wins"),
     pytest.param(Case(load(queue=4), 6, 6, R.STABILIZING_SCALE_DOWN, L.SCALE_DOWN_STABILIZATION,
                       state=remembered((100, 6))), id="scale_down_waits_for_the_window"),
-    pytest.param(Case(load(queue=4), 6, 5, R.SCALED_DOWN, L.SCALE_DOWN_STEP, state=remembered((300, 6))),
+    pytest.param(Case(load(queue=4, kv=0.2), 6, 5, R.SCALED_DOWN, L.SCALE_DOWN_STEP, state=remembered((300, 6))),
                  id="scale_down_after_the_window_steps_by_one"),
-    pytest.param(Case(load(queue=4), 6, 4, R.SCALED_DOWN, L.SCALE_DOWN_STABILIZATION,
+    pytest.param(Case(load(queue=4, kv=0.2), 6, 4, R.SCALED_DOWN, L.SCALE_DOWN_STABILIZATION,
                       spec=make_spec(down_step=10), state=remembered((100, 4), (400, 6))),
                  id="scale_down_goes_only_to_the_highest_recommendation_in_the_window"),
     pytest.param(Case(load(queue=24), 3, 3, R.STABILIZING_SCALE_UP, L.SCALE_UP_STABILIZATION,
@@ -155,6 +157,18 @@ CASES = [
     # 17 / 4 / 4 = 1.06 and 0.75 / 0.8 = 0.94: both inside 1 +- 0.1.
     pytest.param(Case(load(queue=17, kv=0.75), 4, 4, R.WITHIN_TOLERANCE), id="within_tolerance_holds"),
     pytest.param(Case(load(queue=16), 2, 4, R.SCALED_UP, used=(QUEUE,)), id="missing_kv_uses_queue_only"),
+    # One signal read, the other not: up on what is read, never down (that would be down blind on the other).
+    pytest.param(Case(load(queue=4), 6, 6, R.SIGNAL_MISSING, L.MISSING_SIGNAL, state=remembered((400, 6))),
+                 id="missing_kv_never_scales_down"),
+    pytest.param(Case(load(kv=0.2), 6, 6, R.SIGNAL_MISSING, L.MISSING_SIGNAL, state=remembered((400, 6))),
+                 id="missing_queue_never_scales_down"),
+    pytest.param(Case(load(queue=4), 12, 10, R.AT_MAXIMUM, L.MAX), id="missing_signal_still_snaps_into_bounds"),
+    # A fresh memory (the operator restarted) is seeded with the current count, as the HPA does:
+    # the scale-down window starts over instead of being skipped.
+    pytest.param(Case(load(queue=4, kv=0.2), 6, 6, R.STABILIZING_SCALE_DOWN, L.SCALE_DOWN_STABILIZATION,
+                      state=ScalingState()), id="a_fresh_memory_waits_out_the_scale_down_window"),
+    pytest.param(Case(load(queue=40, kv=0.5), 3, 7, R.SCALED_UP, L.SCALE_UP_STEP, state=ScalingState()),
+                 id="a_fresh_memory_still_scales_up_at_once"),
     pytest.param(Case(load(kv=0.4), 4, 4, R.STABILIZING_SCALE_DOWN, L.SCALE_DOWN_STABILIZATION,
                       state=remembered((60, 4)), used=(KV,)), id="missing_queue_uses_kv_only"),
     pytest.param(Case(load(queue=48), 12, 10, R.AT_MAXIMUM, L.MAX), id="out_of_bounds_snaps_back"),
@@ -198,22 +212,25 @@ def test_message_shows_the_arithmetic() -> None:
 @pytest.mark.parametrize(
     ("inputs", "spec", "state", "words"),
     [
-        (ScalingInputs(load(queue=20), 5, 3, 2), make_spec(), ScalingState(), ["3 ready + 2 starting cover it"]),
-        (ScalingInputs(load(queue=4), 6, 6, 0), make_spec(), remembered((100, 6)),
+        (ScalingInputs(load(queue=20), 5, 3, 2), make_spec(), ScalingState(seeded=True),
+         ["3 ready + 2 starting cover it"]),
+        (ScalingInputs(load(queue=4, kv=0.2), 6, 6, 0), make_spec(), remembered((100, 6)),
          ["holding 6", "highest recommendation in the last 300 s is 6"]),
+        (ScalingInputs(load(queue=4), 6, 6, 0), make_spec(), remembered((400, 6)),
+         ["holding 6", "the queue alone asks for 5", "not scaling down blind on the missing KV cache signal"]),
         (ScalingInputs(problem(), 4, 4, 0), make_spec(), ScalingState(),
          ["SourceTimeout", "no answer in 2 s", "holding 4", "never scaling down blind"]),
         (ScalingInputs(problem(MetricsProblemKind.NO_READY_REPLICAS), 0, 0, 0),
-         make_spec(min_replicas=0, fallback=True), ScalingState(), ["holding 0", "API fallback"]),
-        (ScalingInputs(IDLE, 1, 1, 0), make_spec(min_replicas=0), ScalingState(),
+         make_spec(min_replicas=0, fallback=True), ScalingState(seeded=True), ["holding 0", "API fallback"]),
+        (ScalingInputs(IDLE, 1, 1, 0), make_spec(min_replicas=0), ScalingState(seeded=True),
          ["replicas.min 0 needs fallback.enabled"]),
         (ScalingInputs(IDLE, 1, 1, 0), make_spec(min_replicas=0, fallback=True), remembered(idle_for=40),
          ["until the load is zero for 300 s", "zero for 40 s so far"]),
-        (ScalingInputs(load(kv=0.9), 2, 2, 0), make_spec(), ScalingState(), ["KV cache 90% on 2 ready replicas",
-                                                                            "no queue signal"]),
+        (ScalingInputs(load(kv=0.9), 2, 2, 0), make_spec(), ScalingState(seeded=True),
+         ["KV cache 90% on 2 ready replicas", "no queue signal"]),
     ],
-    ids=["capacity_starting", "stabilizing", "metrics_problem", "at_zero", "min_zero_without_fallback",
-         "zero_pending", "kv_only"],
+    ids=["capacity_starting", "stabilizing", "signal_missing", "metrics_problem", "at_zero",
+         "min_zero_without_fallback", "zero_pending", "kv_only"],
 )
 def test_message_says_why(inputs: ScalingInputs, spec: InferencePoolSpec, state: ScalingState,
                           words: list[str]) -> None:
@@ -234,7 +251,7 @@ def test_state_keeps_the_longest_window_and_adds_the_new_recommendation() -> Non
 def test_metrics_problem_remembers_nothing_and_forgets_idleness() -> None:
     state = remembered((30, 4), idle_for=100)
     _, new_state = decide_replicas(make_spec(), ScalingInputs(problem(), 4, 4, 0), state, now=NOW)
-    assert new_state == ScalingState(recommendations=state.recommendations)
+    assert new_state == ScalingState(recommendations=state.recommendations, seeded=True)
 
 
 def test_negative_counts_are_a_bug() -> None:
@@ -272,8 +289,8 @@ def run_sequence(
 
 def test_spike_then_quiet_holds_for_the_window_then_steps_down() -> None:
     steps: list[tuple[int, PoolSignals | MetricsProblem]] = [
-        (0, load(queue=32)), (15, load(queue=4)), (150, problem()), (299, load(queue=4)),
-        (300, load(queue=4)), (315, load(queue=4)), (330, load(queue=4)),
+        (0, load(queue=32, kv=0.5)), (15, load(queue=4, kv=0.2)), (150, problem()), (299, load(queue=4, kv=0.2)),
+        (300, load(queue=4, kv=0.2)), (315, load(queue=4, kv=0.2)), (330, load(queue=4, kv=0.2)),
     ]
     decisions = run_sequence(make_spec(up_step=10), steps, start=2)
     assert [d.desired for d in decisions] == [8, 8, 8, 8, 7, 6, 5]

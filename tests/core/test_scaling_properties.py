@@ -183,7 +183,9 @@ def test_a_metrics_problem_never_lowers_the_count_nor_is_remembered(
 ) -> None:
     decision, new_state = decide_replicas(spec, ScalingInputs(problem, current, ready, starting), state, now=NOW)
     assert decision.desired == min(max(current, effective_min_replicas(spec)), spec.replicas.max)
-    assert set(new_state.recommendations) <= set(state.recommendations)
+    # A fresh memory is seeded with the current count (as the HPA does), nothing lower.
+    seed = set() if state.seeded else {(NOW, current)}
+    assert set(new_state.recommendations) <= set(state.recommendations) | seed
     assert new_state.idle_since is None
 
 

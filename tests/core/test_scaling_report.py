@@ -43,6 +43,13 @@ def test_the_condition_names_the_source_and_replicas_but_not_the_values() -> Non
     assert metrics_condition(reading(queue=None, kv=None), "pods")[:2] == ("False", "NoSignals")
 
 
+def test_the_condition_says_when_one_signal_is_missing_and_what_that_holds_back() -> None:
+    status, reason, message = metrics_condition(reading(kv=None), "prometheus")
+    assert (status, reason) == ("True", "SignalMissing")
+    assert "no KV-cache use" in message and "never down" in message
+    assert "no queue depth" in metrics_condition(reading(queue=None), "pods")[2]
+
+
 def test_one_warning_when_an_outage_starts_and_one_notice_when_it_ends() -> None:
     (warning,) = metrics_events(condition("True"), PROBLEM, "pods")
     assert (warning.type, warning.reason) == ("Warning", "MetricsUnavailable")

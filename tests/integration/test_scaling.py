@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from devkube.fakevllm import FakeVLLMFleet
+from devkube.fakevllm import FakeVLLMFleet, KVMetric
 from devkube.localrun import OperatorProcess, free_port
 from devkube.prometheus import PrometheusServer
 from devkube.wiring import PodReplicas, PodTargetSync
@@ -152,6 +152,51 @@ def test_unreadable_metrics_hold_the_replicas_warn_once_and_recover(
     assert len(events_eventually(backend, "qwen", "MetricsRecovered")) == 1
 
 
+
+
+def test_a_restart_does_not_cut_the_scale_down_window_short(
+        fleet: FakeVLLMFleet, backend: Backend, operator: OperatorProcess) -> None:
+    set_load(fleet, waiting=12)
+    backend.kube.create_pool(backend.namespace, "qwen", pool_spec(fleet))
+    wait_for_replicas(backend, "qwen", 5)
+    wait_for_serving(fleet, 5)
+    # The load drops while the operator is down: its memory of high recommendations is gone with it.
+    operator.stop()
+    set_load(fleet, waiting=0, running=0, kv=0.1)
+    operator.start()
+    restarted_at = time.monotonic()
+    time.sleep(SCALE_DOWN_WINDOW_SECONDS - EVALUATION_SLACK_SECONDS - 1)
+    assert total_replicas(backend, "qwen") == 5, "scaled down at once after a restart: the window was skipped"
+    wait_for_replicas(backend, "qwen", 1)
+    assert time.monotonic() - restarted_at >= SCALE_DOWN_WINDOW_SECONDS - EVALUATION_SLACK_SECONDS
+
+
+def test_a_missing_signal_never_scales_down_and_leaves_no_stale_figure(
+        fleet: FakeVLLMFleet, backend: Backend, operator: OperatorProcess) -> None:
+    set_load(fleet, waiting=12, kv=0.5)
+    backend.kube.create_pool(backend.namespace, "qwen", pool_spec(fleet))
+    wait_for_replicas(backend, "qwen", 5)
+    wait_for_serving(fleet, 5)
+    eventually(lambda: backend.kube.get_pool(backend.namespace, "qwen"),
+               lambda p: p is not None and "kvCachePercent" in p["status"].get("signals", {}),
+               what="KV% in the status")
+
+    # The queue empties but the replicas stop reporting KV-cache use: the queue alone says 1 replica.
+    fleet.set_all(waiting=0, running=0, kv_metric=KVMetric.NONE)
+    pool = eventually(lambda: backend.kube.get_pool(backend.namespace, "qwen"),
+                      lambda p: (condition(p, "MetricsAvailable") or {}).get("reason") == "SignalMissing",
+                      what="MetricsAvailable says a signal is missing")
+    assert "no KV-cache use" in (condition(pool, "MetricsAvailable") or {})["message"]
+    # A figure nobody reads any more is removed from the status, not left there stale.
+    pool = eventually(lambda: backend.kube.get_pool(backend.namespace, "qwen"),
+                      lambda p: p is not None and "kvCachePercent" not in p["status"].get("signals", {"kv": 1}),
+                      what="the stale KV% gone from the status")
+    assert pool is not None and pool["status"]["signals"]["queueDepth"] == 0
+    time.sleep(SCALE_DOWN_WINDOW_SECONDS + 1)  # past the scale-down window
+    assert total_replicas(backend, "qwen") == 5, "scaled down blind on the missing KV signal"
+
+    fleet.set_all(kv_metric=KVMetric.CURRENT, kv=0.1)  # both signals back, both low
+    wait_for_replicas(backend, "qwen", 1, timeout=SCALE_DOWN_WINDOW_SECONDS + 20)
 
 
 def test_the_prometheus_source_scales_like_the_pods_source_and_holds_when_prometheus_stops(

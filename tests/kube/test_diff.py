@@ -2,7 +2,13 @@ import copy
 import json
 from typing import Any
 
-from controller.kube.diff import LAST_APPLIED_ANNOTATION, drifted_fields, merge_patch_for, with_last_applied
+from controller.kube.diff import (
+    LAST_APPLIED_ANNOTATION,
+    drifted_fields,
+    merge_patch_for,
+    replacing_patch,
+    with_last_applied,
+)
 
 WANTED: dict[str, Any] = {
     "metadata": {"name": "d", "labels": {"a": "1"}},
@@ -68,3 +74,11 @@ def test_a_garbled_last_applied_annotation_falls_back_to_the_subset_check() -> N
     patch = merge_patch_for(wanted, live)
     assert patch is not None  # the annotation itself differs, and is rewritten
     assert json.loads(patch["metadata"]["annotations"][LAST_APPLIED_ANNOTATION]) == WANTED
+
+
+def test_a_replacing_patch_nulls_what_became_empty_at_any_depth() -> None:
+    previous = {"signals": {"queueDepth": 3, "kvCachePercent": 50}, "lastDecision": {"toReplicas": 2}}
+    wanted = {"signals": {"queueDepth": 0}}
+    assert replacing_patch(previous, wanted) == {"signals": {"queueDepth": 0, "kvCachePercent": None},
+                                                 "lastDecision": None}
+    assert replacing_patch(wanted, wanted) == wanted

@@ -1,0 +1,92 @@
+"""The pure pipeline stages: ``plan`` (what to do) and ``conclude`` (what the server's answers mean)."""
+
+from datetime import UTC, datetime, timedelta
+
+from controller.api.spec import InferencePoolSpec
+from controller.api.status import InferencePoolStatus
+from controller.core.capacity import CapacitySplit, CapacityType
+from controller.core.conditions import find_condition
+from controller.core.plan import AppliedChange, Observation, conclude, plan
+from controller.core.pool import DeploymentState, PoolObservation, validate_pool
+from controller.core.scaling import ScalingState
+from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolSignals
+
+T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
+SPEC = {"model": {"name": "m"}, "replicas": {"min": 1, "max": 6},
+        "capacity": {"onDemandBase": 1, "spotPercentage": 100}}
+
+
+def observation(raw_spec: dict[str, object] | None = None, *, replicas: int | None = 2, ready: int = 2,
+                signals: PoolSignals | MetricsProblem | None = None,
+                previous: InferencePoolStatus | None = None, generation: int = 1) -> Observation:
+    parsed = validate_pool("pool", raw_spec if raw_spec is not None else SPEC)
+    deployments = PoolObservation(deployments={} if replicas is None else {
+        CapacityType.ON_DEMAND: DeploymentState(replicas=1, ready=min(1, ready)),
+        CapacityType.SPOT: DeploymentState(replicas=replicas - 1, ready=max(0, ready - 1)),
+    })
+    return Observation(generation=generation, spec=parsed if isinstance(parsed, InferencePoolSpec) else tuple(parsed),
+                       previous=previous or InferencePoolStatus(), deployments=deployments, signals=signals)
+
+
+def load(queue: float, kv: float) -> PoolSignals:
+    return PoolSignals(queue_depth=queue, running_requests=1, kv_cache_utilization=kv, replicas_reporting=2,
+                       observed_at=T0)
+
+
+def test_a_new_pool_is_planned_at_its_minimum_and_nothing_is_read_yet() -> None:
+    planned = plan(observation(replicas=None), ScalingState(), now=T0)
+    assert planned.split == CapacitySplit(spot=0, on_demand=1)
+    assert planned.scaling is None and planned.events == ()
+
+
+def test_load_is_planned_into_replicas_per_capacity_type_with_an_event() -> None:
+    planned = plan(observation(signals=load(queue=24, kv=0.5)), ScalingState(), now=T0)
+    assert planned.split == CapacitySplit(spot=5, on_demand=1)
+    assert [e.reason for e in planned.events] == ["ScaledUp"]
+    assert planned.memory.seeded
+
+
+def test_an_invalid_spec_plans_no_write_and_warns_once_per_generation() -> None:
+    bad = observation({"model": {"name": "m"}, "replicas": {"min": 3, "max": 1}})
+    planned = plan(bad, ScalingState(), now=T0)
+    assert planned.split is None and [e.reason for e in planned.events] == ["InvalidSpec"]
+    reported = conclude(bad, planned, [], now=T0).status
+    again = observation({"model": {"name": "m"}, "replicas": {"min": 3, "max": 1}}, previous=reported)
+    assert plan(again, ScalingState(), now=T0 + timedelta(seconds=5)).events == ()
+
+
+def test_a_metrics_outage_warns_once_and_holds() -> None:
+    outage = MetricsProblem(MetricsProblemKind.UNREACHABLE, "connection refused", T0)
+    first = observation(signals=outage)
+    planned = plan(first, ScalingState(seeded=True), now=T0)
+    assert planned.split is not None and planned.split.total == 2
+    assert [e.reason for e in planned.events] == ["MetricsUnavailable"]
+    status = conclude(first, planned, [], now=T0).status
+    assert plan(observation(signals=outage, previous=status), planned.memory, now=T0).events == ()
+
+
+def test_conclude_reports_each_refused_object_once_and_what_was_created() -> None:
+    obs = observation(signals=load(queue=8, kv=0.5))
+    planned = plan(obs, ScalingState(seeded=True), now=T0)
+    applied = [AppliedChange("Deployment", "pool-spot", "created", detail="1 replica"),
+               AppliedChange("Service", "pool", "failed", message="spec.ports[0].port: Invalid value")]
+    first = conclude(obs, planned, applied, now=T0)
+    ready = find_condition(first.status.conditions, "Ready")
+    assert ready is not None and (ready.status, ready.reason) == ("False", "ApplyFailed")
+    assert "Service pool (spec.ports[0].port: Invalid value)" in ready.message
+    assert [e.reason for e in first.events] == ["Created", "ApplyFailed"]
+    assert "1 replica" in first.events[0].message
+    # The same refusal on the next evaluation: no second Warning.
+    later = conclude(observation(signals=load(queue=8, kv=0.5), previous=first.status), planned, applied[1:],
+                     now=T0 + timedelta(seconds=5))
+    assert [e.reason for e in later.events] == []
+
+
+def test_conclude_reports_a_conflict_once() -> None:
+    obs = observation()
+    planned = plan(obs, ScalingState(), now=T0)
+    conflict = [AppliedChange("Service", "pool", "conflict")]
+    first = conclude(obs, planned, conflict, now=T0)
+    assert [e.reason for e in first.events] == ["ObjectConflict"]
+    again = conclude(observation(previous=first.status), planned, conflict, now=T0)
+    assert again.events == ()
