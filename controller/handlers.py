@@ -21,7 +21,7 @@ from controller.api.spec import API_GROUP, API_VERSION, PLURAL
 from controller.core.scaling import ScalingState
 from controller.kube.client import KubeApi, build_api_client
 from controller.kube.render import MANAGED_BY_LABEL, MANAGER, POOL_LABEL, PoolRef
-from controller.reconcile import PoolSnapshot, Reporting, reconcile_pool
+from controller.reconcile import PoolSnapshot, Reporting, UpgradeSlots, reconcile_pool
 from controller.settings import OperatorSettings
 from controller.signal_reader import SignalReader
 
@@ -52,6 +52,8 @@ class Runtime:
     wakeups: dict[PoolKey, asyncio.Event] = field(default_factory=dict)
     # The scaler's memory (recent recommendations) per pool; lost on restart, which only delays a scale-down.
     scaling_states: dict[PoolKey, ScalingState] = field(default_factory=dict)
+    # Which pools roll for an operator upgrade now: at most settings.max_concurrent_upgrades.
+    upgrades: UpgradeSlots = field(default_factory=UpgradeSlots)
 
     def wakeup_for(self, key: PoolKey) -> asyncio.Event:
         return self.wakeups.setdefault(key, asyncio.Event())
@@ -94,7 +96,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
         settings.watching.label_selectors[resource] = owned_selector
     settings.watching.chunk_size = operator_settings.list_chunk_size
     memo["runtime"] = Runtime(api=KubeApi(build_api_client(operator_settings.kubeconfig), timeout_seconds=timeout),
-                              reader=SignalReader(operator_settings), settings=operator_settings)
+                              reader=SignalReader(operator_settings), settings=operator_settings,
+                              upgrades=UpgradeSlots(limit=operator_settings.max_concurrent_upgrades))
     logger.info("PoolPilot started; watching %s", ", ".join(operator_settings.namespaces) or "all namespaces")
 
 
@@ -209,7 +212,7 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
             try:
                 snapshot = _snapshot(body, indexes, runtime.scaling_states.get(key, ScalingState()))
                 result = await reconcile_pool(runtime.api, runtime.reader, snapshot, now=datetime.now(UTC),
-                                              reporting=reporting)
+                                              reporting=reporting, upgrades=runtime.upgrades)
             except Exception:
                 # The loop must outlive a flaky API server.
                 failures += 1
@@ -229,6 +232,7 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
     finally:
         runtime.wakeups.pop(key, None)
         runtime.scaling_states.pop(key, None)
+        runtime.upgrades.record(key, holds=False)
         runtime.reader.forget(key)
 
 

@@ -9,6 +9,7 @@ no writes at all.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -19,17 +20,28 @@ from pydantic import ValidationError
 from controller.api.spec import InferencePoolSpec
 from controller.api.status import InferencePoolStatus
 from controller.core import events
+from controller.core.capacity import CapacityType
 from controller.core.plan import AppliedChange, Conclusion, Observation, Plan, Reporting, conclude, plan
 from controller.core.pool import validate_pool
+from controller.core.rollout import UpgradeGate
 from controller.core.scaling import ScalingState
 from controller.kube.apply import CachedLookup, apply_owned_objects
 from controller.kube.client import KubeApi, NotFound
-from controller.kube.diff import replacing_patch
+from controller.kube.diff import last_applied, replacing_patch
 from controller.kube.observe import observe_deployments
-from controller.kube.render import PoolRef, render_owned_objects
+from controller.kube.render import (
+    CAPACITY_TYPE_LABEL,
+    TEMPLATE_GENERATION_ANNOTATION,
+    OwnedObject,
+    PoolRef,
+    render_owned_objects,
+    rendered_template_fingerprints,
+    with_template_generation,
+)
 from controller.signal_reader import SignalReader
 
-__all__ = ["PoolSnapshot", "ReconcileResult", "Reporting", "observe", "parse_status", "reconcile_pool"]
+__all__ = ["PoolSnapshot", "ReconcileResult", "Reporting", "UpgradeSlots", "observe", "parse_status",
+           "reconcile_pool"]
 
 Manifest = dict[str, Any]
 
@@ -56,6 +68,28 @@ class ReconcileResult:
     scaling_state: ScalingState = field(default_factory=ScalingState)
 
 
+@dataclass
+class UpgradeSlots:
+    """The fleet's upgrade slots (remembered across pools, in memory): which pools roll for an upgrade.
+
+    Read right before a pool's plan and recorded right after it, with no await in between, so two
+    pools evaluated concurrently cannot both take the last slot. After a restart the set starts
+    empty; a pool still rolling then simply takes a slot again on its first evaluation.
+    """
+
+    limit: int = 2
+    holders: set[tuple[str, str]] = field(default_factory=set)
+
+    def gate_for(self, key: tuple[str, str]) -> UpgradeGate:
+        return UpgradeGate(limit=self.limit, rolling_elsewhere=len(self.holders - {key}), held=key in self.holders)
+
+    def record(self, key: tuple[str, str], holds: bool) -> None:
+        if holds:
+            self.holders.add(key)
+        else:
+            self.holders.discard(key)
+
+
 def parse_status(raw_status: Mapping[str, Any] | None) -> InferencePoolStatus:
     """The status as last written; a status we cannot read is treated as empty and rewritten."""
     try:
@@ -72,22 +106,40 @@ async def observe(reader: SignalReader, pool: PoolSnapshot, *, now: datetime) ->
     """Every read of one evaluation. Signals are read only for a valid pool whose Deployments exist."""
     spec = validate_pool(pool.ref.name, pool.raw_spec)
     deployments = observe_deployments(pool.deployments)
-    observation = Observation(generation=pool.generation, spec=spec if isinstance(spec, InferencePoolSpec)
-                              else tuple(spec), previous=parse_status(pool.raw_status), deployments=deployments)
-    if not isinstance(spec, InferencePoolSpec) or deployments.total_replicas is None:
-        return observation
+    previous = parse_status(pool.raw_status)
+    if not isinstance(spec, InferencePoolSpec):
+        return Observation(generation=pool.generation, spec=tuple(spec), previous=previous, deployments=deployments)
+    rendered = rendered_template_fingerprints(pool.ref, spec)
+    if deployments.total_replicas is None:
+        return Observation(generation=pool.generation, spec=spec, previous=previous, deployments=deployments,
+                           rendered_templates=rendered)
     endpoints = tuple(f"http://{ip}:{spec.model.port}" for ip in pool.ready_pod_ips)
     signals = await reader.read((pool.ref.namespace, pool.ref.name), spec, endpoints, now=now)
-    return Observation(generation=observation.generation, spec=spec, previous=observation.previous,
-                       deployments=deployments, source=spec.metrics.source, signals=signals)
+    return Observation(generation=pool.generation, spec=spec, previous=previous, deployments=deployments,
+                       source=spec.metrics.source, signals=signals, rendered_templates=rendered)
 
 
 async def apply(api: KubeApi, pool: PoolSnapshot, planned: Plan) -> list[AppliedChange]:
     """Bring the owned objects to the plan; nothing is written for an invalid spec."""
     if planned.spec is None or planned.split is None:
         return []
-    owned = render_owned_objects(pool.ref, planned.spec, planned.split)
+    owned = [_as_planned(o, pool, planned) for o in render_owned_objects(pool.ref, planned.spec, planned.split)]
     return await apply_owned_objects(api, pool.ref.namespace, pool.ref.uid, owned, pool.cached)
+
+
+def _as_planned(owned: OwnedObject, pool: PoolSnapshot, planned: Plan) -> OwnedObject:
+    """A Deployment rolls for this generation, or keeps the template it was last applied with (held)."""
+    if owned.kind != "Deployment":
+        return owned
+    capacity_type = CapacityType(owned.manifest["metadata"]["labels"][CAPACITY_TYPE_LABEL])
+    previous = last_applied(pool.cached(owned.kind, owned.name) or {})
+    if capacity_type in planned.rollout.hold and previous is not None:
+        recorded = previous.get("metadata", {}).get("annotations", {}).get(TEMPLATE_GENERATION_ANNOTATION)
+        manifest = {**owned.manifest, "spec": {**owned.manifest["spec"], "template": previous["spec"]["template"]}}
+        manifest = with_template_generation(manifest, recorded) if recorded is not None else manifest
+        return OwnedObject(owned.api_version, owned.kind, owned.plural, owned.name, manifest)
+    return OwnedObject(owned.api_version, owned.kind, owned.plural, owned.name,
+                       with_template_generation(owned.manifest, pool.generation))
 
 
 async def report(api: KubeApi, pool: PoolSnapshot, observation: Observation, conclusion: Conclusion) -> bool | None:
@@ -105,9 +157,14 @@ async def report(api: KubeApi, pool: PoolSnapshot, observation: Observation, con
 
 
 async def reconcile_pool(api: KubeApi, reader: SignalReader, pool: PoolSnapshot, *, now: datetime,
-                         reporting: Reporting | None = None) -> ReconcileResult:
-    observation = await observe(reader, pool, now=now)
+                         reporting: Reporting | None = None, upgrades: UpgradeSlots | None = None) -> ReconcileResult:
+    upgrades = upgrades if upgrades is not None else UpgradeSlots()
+    key = (pool.ref.namespace, pool.ref.name)
+    observed = await observe(reader, pool, now=now)
+    # The fleet's slots are read and taken with no await in between (see UpgradeSlots).
+    observation = dataclasses.replace(observed, upgrade_gate=upgrades.gate_for(key))
     planned = plan(observation, pool.scaling_state, now=now)
+    upgrades.record(key, planned.rollout.holds_slot)
     applied = await apply(api, pool, planned)
     conclusion = conclude(observation, planned, applied, now=now, reporting=reporting)
     written = await report(api, pool, observation, conclusion)

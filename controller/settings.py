@@ -55,3 +55,9 @@ class OperatorSettings(BaseSettings):
         default=0.2, ge=0, le=5,
         description="After an event wakes a pool, wait this long so a burst of events costs one evaluation.",
     )
+    max_concurrent_upgrades: int = Field(
+        default=2, ge=1, le=1000,
+        description="When a new operator version renders a different pod template for an unchanged spec, at "
+                    "most this many pools roll their pods at a time (each surge asks for a GPU). A user's spec "
+                    "change still applies at once.",
+    )

@@ -19,6 +19,7 @@ __all__ = [
     "object_updated",
     "spec_accepted",
     "spec_invalid",
+    "upgrade_started",
 ]
 
 EventType = Literal["Normal", "Warning"]
@@ -35,6 +36,7 @@ class EventReason:
     SCALED_DOWN = "ScaledDown"
     METRICS_UNAVAILABLE = "MetricsUnavailable"
     METRICS_RECOVERED = "MetricsRecovered"
+    UPGRADE_STARTED = "UpgradeStarted"
 
 
 @dataclass(frozen=True)
@@ -93,3 +95,9 @@ def metrics_unavailable(kind: str, message: str) -> PoolEvent:
 
 def metrics_recovered(message: str) -> PoolEvent:
     return PoolEvent("Normal", EventReason.METRICS_RECOVERED, f"Signals are back: {message}")
+
+
+def upgrade_started(limit: int) -> PoolEvent:
+    return PoolEvent("Normal", EventReason.UPGRADE_STARTED,
+                     "rolling the pods to the template this operator version renders (the spec did not change); "
+                     f"at most {limit} pools roll for an upgrade at a time")

@@ -14,15 +14,15 @@ types, so the simulator drives the very same decisions with simulated observatio
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal
 
 from controller.api.spec import InferencePoolSpec
 from controller.api.status import InferencePoolStatus
 from controller.core import events
-from controller.core.capacity import CapacitySplit, split_replicas
+from controller.core.capacity import CapacitySplit, CapacityType, split_replicas
 from controller.core.conditions import find_condition
 from controller.core.pool import (
     PoolObservation,
@@ -32,6 +32,7 @@ from controller.core.pool import (
     desired_replicas,
     invalid_spec_needs_warning,
 )
+from controller.core.rollout import RolloutDecision, UpgradeGate, decide_rollout
 from controller.core.scaling import ScalingInputs, ScalingState, decide_replicas
 from controller.core.scaling_report import ScalingOutcome, metrics_events
 from controller.core.signals import MetricsProblem, PoolSignals
@@ -57,6 +58,9 @@ class Observation:
     source: str = "pods"  # where the signals came from: "pods" or "prometheus"
     # None when nothing was read: an invalid spec, or a pool whose Deployments do not exist yet.
     signals: PoolSignals | MetricsProblem | None = None
+    # The pod template this operator version renders for the spec, per Deployment (a fingerprint).
+    rendered_templates: Mapping[CapacityType, str] = field(default_factory=dict)
+    upgrade_gate: UpgradeGate = field(default_factory=UpgradeGate)
 
 
 @dataclass(frozen=True)
@@ -68,6 +72,8 @@ class Plan:
     scaling: ScalingOutcome | None
     memory: ScalingState
     events: tuple[events.PoolEvent, ...] = ()
+    # Deployments that keep their current pod template for now (an upgrade waiting for a slot).
+    rollout: RolloutDecision = field(default_factory=lambda: RolloutDecision(frozenset(), False, False, False))
 
 
 @dataclass(frozen=True)
@@ -123,8 +129,12 @@ def plan(observation: Observation, memory: ScalingState, *, now: datetime) -> Pl
         if decision.desired != decision.current:
             pool_events.append(events.scaled(decision.current, decision.desired, decision.message))
         total = decision.desired
+    rollout = decide_rollout(observation.generation, observation.deployments.deployments,
+                             observation.rendered_templates, observation.upgrade_gate)
+    if rollout.started:
+        pool_events.append(events.upgrade_started(observation.upgrade_gate.limit))
     return Plan(spec=spec, split=split_replicas(total, spec.capacity), scaling=scaling, memory=memory,
-                events=(*pool_events,))
+                events=(*pool_events,), rollout=rollout)
 
 
 def conclude(observation: Observation, planned: Plan, applied: Sequence[AppliedChange], *, now: datetime,
@@ -140,6 +150,7 @@ def conclude(observation: Observation, planned: Plan, applied: Sequence[AppliedC
         observation=observation.deployments, conflicts=[c.what for c in conflicts],
         apply_failures=[f"{c.what} ({c.message})" for c in failures], scaling=planned.scaling,
         signals_refresh_seconds=reporting.signals_refresh_seconds, now=now,
+        upgrade_waiting=planned.rollout.waiting, upgrade_limit=observation.upgrade_gate.limit,
     )
     pool_events = list(planned.events)
     for change in applied:

@@ -81,6 +81,9 @@ class DeploymentState:
 
     replicas: int
     ready: int
+    template: str | None = None  # fingerprint of the pod template last applied to it
+    template_generation: int | None = None  # the pool generation that template was rolled for
+    rolling: bool = False  # its pods are being replaced with a new template
 
 
 @dataclass(frozen=True)
@@ -160,6 +163,8 @@ def compute_status(
     scaling: ScalingOutcome | None = None,
     signals_refresh_seconds: float = 15.0,
     now: datetime,
+    upgrade_waiting: bool = False,
+    upgrade_limit: int = 2,
 ) -> InferencePoolStatus:
     """The whole status as a value; the caller writes it only when it differs from the previous one.
 
@@ -181,6 +186,9 @@ def compute_status(
         if apply_failures:
             ready, reason = False, "ApplyFailed"
             message = f"the API server refused {'; '.join(apply_failures)}; {message}"
+        if upgrade_waiting:
+            message = (f"{message}; an operator upgrade waits to roll its pods: at most {upgrade_limit} pools "
+                       "roll at a time (POOLPILOT_MAX_CONCURRENT_UPGRADES)")
         conditions = set_condition(conditions, "SpecValid", "True", "Valid",
                                    f"generation {generation} is valid", generation=generation, now=now)
         conditions = set_condition(conditions, "Ready", "True" if ready else "False", reason, message,

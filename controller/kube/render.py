@@ -8,6 +8,9 @@ on a doomed pod to drop it from the Service without the ReplicaSet disowning it.
 
 from __future__ import annotations
 
+import hashlib
+import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -20,6 +23,7 @@ __all__ = [
     "MANAGED_BY_LABEL",
     "POOL_LABEL",
     "SERVING_LABEL",
+    "TEMPLATE_GENERATION_ANNOTATION",
     "OwnedObject",
     "PoolRef",
     "deployment_name",
@@ -27,6 +31,9 @@ __all__ = [
     "render_owned_objects",
     "render_pdb",
     "render_service",
+    "rendered_template_fingerprints",
+    "template_fingerprint",
+    "with_template_generation",
 ]
 
 Manifest = dict[str, Any]
@@ -59,6 +66,12 @@ class OwnedObject:
     plural: str
     name: str
     manifest: Manifest
+
+
+# On each Deployment: the pool generation its pod template was last rolled for. The same generation
+# with a different template means a new operator version renders it differently (an upgrade, gated
+# fleet-wide); a newer generation means the user changed the spec (applied at once).
+TEMPLATE_GENERATION_ANNOTATION = f"{API_GROUP}/template-generation"
 
 
 def deployment_name(pool_name: str, capacity_type: CapacityType) -> str:
@@ -235,6 +248,23 @@ def render_deployment(pool: PoolRef, spec: InferencePoolSpec, capacity_type: Cap
             "template": {"metadata": {"labels": pod_labels}, "spec": pod_spec},
         },
     }
+
+
+def template_fingerprint(template: Mapping[str, Any]) -> str:
+    """A short, stable name for a pod template as rendered (never as the server defaulted it)."""
+    return hashlib.sha256(json.dumps(template, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def rendered_template_fingerprints(pool: PoolRef, spec: InferencePoolSpec) -> dict[CapacityType, str]:
+    """What this operator version would roll out now, per Deployment (replica counts do not matter)."""
+    return {t: template_fingerprint(render_deployment(pool, spec, t, 0)["spec"]["template"]) for t in CapacityType}
+
+
+def with_template_generation(manifest: Manifest, generation: int | str) -> Manifest:
+    """The Deployment, recording which pool generation its template was rolled for."""
+    metadata = dict(manifest["metadata"])
+    metadata["annotations"] = {**metadata.get("annotations", {}), TEMPLATE_GENERATION_ANNOTATION: str(generation)}
+    return {**manifest, "metadata": metadata}
 
 
 def render_service(pool: PoolRef, spec: InferencePoolSpec) -> Manifest:

@@ -53,7 +53,7 @@ def test_the_readme_steps_delete_every_pool_and_its_objects(backend: Backend) ->
     for name in ("alpha", "beta"):  # their objects follow by garbage collection
         eventually(lambda name=name: backend.kube.get("Deployment", backend.namespace,  # type: ignore[misc]
                                                       f"{name}-spot"),
-                   lambda d: d is None, timeout=30, what=f"{name}'s Deployment collected")
+                   lambda d: d is None, timeout=90, what=f"{name}'s Deployment collected")
 
 
 def test_a_pool_left_behind_by_a_removed_operator_is_freed_by_the_readme_command(backend: Backend) -> None:
