@@ -18,9 +18,10 @@
 accepts it (structural, valid defaults, rules that compile and name fields that exist), plus our own
 rule that every field carries a description for ``kubectl explain``.
 
-Known gaps: celpy has the CEL standard library, not Kubernetes' extension libraries (quantity, url,
-ip, ...), and it does not type-check a rule against the schema; ``structural_problems`` makes up
-for the second by resolving each ``self.a.b`` reference through the schema.
+Known gaps: celpy has the CEL standard library; of Kubernetes' extension libraries only
+``isQuantity`` is added here (the one the CRD uses; url, ip, ... are not), and it does not
+type-check a rule against the schema; ``structural_problems`` makes up for the second by
+resolving each ``self.a.b`` reference through the schema.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ from celpy import celtypes
 from celpy.adapter import json_to_cel
 from celpy.celparser import CELParseError
 from celpy.evaluation import CELEvalError
+
+from controller.api import quantity
 
 __all__ = [
     "Admission",
@@ -324,9 +327,23 @@ def _object_problems(schema: Schema, value: Mapping[str, Any], path: str, *, roo
 _ENVIRONMENT = celpy.Environment()
 
 
+def _is_quantity(value: Any) -> celtypes.BoolType:
+    """Kubernetes' CEL quantity library ``isQuantity(string)`` (staging/src/k8s.io/apiserver/pkg/cel/
+    library/quantity.go): whether resource.ParseQuantity accepts the string. celpy lacks the library."""
+    try:
+        quantity.parse(str(value))
+    except quantity.InvalidQuantity:
+        return celtypes.BoolType(False)
+    return celtypes.BoolType(True)
+
+
+# Kubernetes' CEL extension functions the CRD's rules use, beside celpy's standard library.
+_KUBERNETES_FUNCTIONS: dict[str, Any] = {"isQuantity": _is_quantity}
+
+
 @functools.cache
 def _program(rule: str) -> Any:
-    return _ENVIRONMENT.program(_ENVIRONMENT.compile(rule))
+    return _ENVIRONMENT.program(_ENVIRONMENT.compile(rule), functions=_KUBERNETES_FUNCTIONS)
 
 
 def to_cel(schema: Schema, value: Any) -> Any:

@@ -17,7 +17,7 @@ import itertools
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from controller.kube import quantity
+from controller.api import quantity
 from devkube import errors
 
 Defaulter = Callable[[dict[str, Any], dict[str, Any] | None], None]

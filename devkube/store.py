@@ -48,6 +48,7 @@ import collections
 import copy
 import dataclasses
 import datetime
+import functools
 import re
 import secrets
 import uuid
@@ -56,14 +57,15 @@ from typing import Any
 
 import kmock
 
-from devkube import crd_schema, crds, defaults, errors, patching, selectors
-from devkube.resources import Resource, resolve
+from devkube import crd_schema, crds, defaults, errors, patching, quota, selectors
+from devkube.resources import Resource, lookup, resolve
 
 ObjectKey = tuple[kmock.resource, str | None, str]
 Listener = Callable[["WatchEvent"], None]
 
 NAMESPACES = kmock.resource("", "v1", "namespaces")
 CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
+QUOTAS = kmock.resource("", "v1", "resourcequotas")
 
 # Fields of metadata that only the server sets; clients' values are ignored on updates.
 _SERVER_OWNED_METADATA = (
@@ -201,14 +203,31 @@ class ObjectStore:
         if self._live(key) is not None:
             raise errors.already_exists(resource, name)
         self._check_namespace_accepts(resource, obj["metadata"].get("namespace"))
+        self._check_quota(resource, obj["metadata"].get("namespace"))
         if resource.key == CRDS:
             self._validate_crd(obj)
             obj["status"] = crds.established_status(obj, now_utc())
         if resource.key == NAMESPACES:
             obj["status"] = {"phase": "Active"}
+        if resource.key == QUOTAS:
+            obj["status"] = quota.initial_status(obj, functools.partial(self._count_in, obj["metadata"]["namespace"]))
         if dry_run:
             return self.present(resource, obj)
         return self.present(resource, self._commit(key, "ADDED", obj, old=None))
+
+    def _count_in(self, namespace: str, spec: str) -> int | None:
+        try:
+            counted = lookup(self.resources, spec)
+        except LookupError:
+            return None
+        return len(self.list_objects(counted, namespace))
+
+    def _check_quota(self, resource: Resource, namespace: str | None) -> None:
+        if namespace is None or resource.key == QUOTAS:
+            return
+        quotas = self.list_objects(self.resolve("", "v1", "resourcequotas"), namespace)
+        if quotas:
+            quota.check_object_count(resource, quotas, lambda: len(self.list_objects(resource, namespace)))
 
     def _prepare_new(self, resource: Resource, namespace: str | None, body: Any) -> dict[str, Any]:
         if not isinstance(body, Mapping) or not isinstance(body.get("metadata", {}), Mapping):

@@ -18,7 +18,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from controller.api.rules import CrossFieldRule
+from controller.api.rules import CrossFieldRule, SchemaMaxLength
 from controller.api.spec import (
     API_GROUP,
     API_VERSION,
@@ -123,9 +123,10 @@ def _schema_for_annotation(annotation: Any) -> JSONSchema:
 
 
 def _constraints_from(metadata: list[Any], json_type: str | None) -> JSONSchema:
-    """Bounds from pydantic/annotated-types metadata; lengths mean items on arrays."""
+    """Bounds from pydantic/annotated-types metadata; lengths mean items on arrays, properties on maps."""
     schema: JSONSchema = {}
-    min_len, max_len = ("minItems", "maxItems") if json_type == "array" else ("minLength", "maxLength")
+    min_len, max_len = {"array": ("minItems", "maxItems"), "object": ("minProperties", "maxProperties")}.get(
+        json_type or "", ("minLength", "maxLength"))
     for item in metadata:
         if isinstance(item, FieldInfo):
             schema.update(_constraints_from(item.metadata, json_type))
@@ -145,6 +146,8 @@ def _constraints_from(metadata: list[Any], json_type: str | None) -> JSONSchema:
                 schema[min_len] = value
             case annotated_types.MaxLen(max_length=value):
                 schema[max_len] = value
+            case SchemaMaxLength(max_length=value):
+                schema["maxLength"] = value
             case _ if getattr(item, "pattern", None):
                 schema["pattern"] = item.pattern
     return schema

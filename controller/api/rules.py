@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic_core import PydanticCustomError
 
-__all__ = ["CrossFieldRule", "check_rules"]
+__all__ = ["CrossFieldRule", "SchemaMaxLength", "check_rules"]
 
 
 @dataclass(frozen=True)
@@ -37,3 +37,14 @@ def check_rules(model: Any, rules: tuple[CrossFieldRule, ...]) -> None:
     for rule in rules:
         if not rule.check(model):
             raise PydanticCustomError("cross_field", rule.message, {"field": rule.field_path})
+
+
+@dataclass(frozen=True)
+class SchemaMaxLength:
+    """A maxLength the CRD declares where pydantic cannot carry one (an int-or-string value).
+
+    The API server needs it to bound a CEL rule's estimated cost; the operator enforces the same
+    bound through the rule's Python check.
+    """
+
+    max_length: int

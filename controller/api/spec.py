@@ -15,7 +15,8 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
-from controller.api.rules import CrossFieldRule, check_rules
+from controller.api import quantity
+from controller.api.rules import CrossFieldRule, SchemaMaxLength, check_rules
 
 __all__ = [
     "API_GROUP",
@@ -99,12 +100,43 @@ class EnvVar(Spec):
     )
 
 
-class ResourceRequirements(Spec):
-    requests: dict[str, IntOrString] = Field(
-        default_factory=dict, description="CPU and memory requests of the vLLM container, e.g. {cpu: 4}."
+# Long enough for any real quantity ("1.5Gi", "123456789012345678901234567890m"), short enough to
+# bound the isQuantity rule's estimated cost under the API server's budget.
+QUANTITY_MAX_LENGTH = 64
+QuantityValue = Annotated[int | str, SchemaMaxLength(QUANTITY_MAX_LENGTH)]
+
+
+def _all_quantities(values: dict[str, QuantityValue]) -> bool:
+    try:
+        for value in values.values():
+            if len(str(value)) > QUANTITY_MAX_LENGTH:
+                return False
+            quantity.parse(str(value))
+    except quantity.InvalidQuantity:
+        return False
+    return True
+
+
+def _quantity_rule(field: str) -> CrossFieldRule:
+    return CrossFieldRule(
+        # isQuantity: Kubernetes' CEL quantity library (kube-apiserver >= 1.28). The map and its keys
+        # are bounded (maxProperties, maxLength) to keep the rule inside the API server's cost budget.
+        cel=f"!has(self.{field}) || self.{field}.all(k, isQuantity(string(self.{field}[k])))",
+        message=f"{field}: every value must be a Kubernetes quantity, e.g. 4, 500m, 16Gi",
+        check=lambda model: _all_quantities(getattr(model, field)),
+        field_path=field,
     )
-    limits: dict[str, IntOrString] = Field(
-        default_factory=dict,
+
+
+class ResourceRequirements(Spec):
+    rules = (_quantity_rule("requests"), _quantity_rule("limits"))
+
+    requests: dict[str, QuantityValue] = Field(
+        default_factory=dict, max_length=16,
+        description="CPU and memory requests of the vLLM container, e.g. {cpu: 4}.",
+    )
+    limits: dict[str, QuantityValue] = Field(
+        default_factory=dict, max_length=16,
         description="CPU and memory limits of the vLLM container. The GPU limit comes from gpusPerReplica.",
     )
 

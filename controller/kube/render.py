@@ -14,9 +14,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from controller.api import quantity
 from controller.api.spec import API_GROUP, API_VERSION, KIND, InferencePoolSpec, Toleration
 from controller.core.capacity import CapacitySplit, CapacityType, Placement, placement_for
-from controller.kube import quantity
 
 __all__ = [
     "CAPACITY_TYPE_LABEL",

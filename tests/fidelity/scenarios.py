@@ -297,6 +297,26 @@ def stale_writes_conflict(api: Api, ns: str) -> Json:
     }
 
 
+# --- admission ---------------------------------------------------------------------------------
+
+
+@scenario
+def a_quota_on_object_counts_refuses_one_more_with_403(api: Api, ns: str) -> Json:
+    api.post(f"/api/v1/namespaces/{ns}/resourcequotas", {
+        "apiVersion": "v1", "kind": "ResourceQuota", "metadata": {"name": "two-deployments"},
+        "spec": {"hard": {"count/deployments.apps": "2"}}}, expect=201)
+    # The real server counts through its quota controller: wait until the quota shows its usage.
+    api.eventually(lambda: api.get(f"/api/v1/namespaces/{ns}/resourcequotas/two-deployments").body,
+                   lambda q: "used" in q.get("status", {}))
+    first = api.post(_deployments(ns), _deployment("one")).status
+    second = api.post(_deployments(ns), _deployment("two")).status
+    refused = api.post(_deployments(ns), _deployment("three"))
+    configmap = api.post(_configmaps(ns), _configmap("unlimited")).status
+    return {"first": first, "second": second, "third": refused.status, "reason": refused.reason,
+            "quota_named": "exceeded quota: two-deployments" in refused.body.get("message", ""),
+            "other_kinds": configmap}
+
+
 # --- ownerReferences and garbage collection -----------------------------------------------------
 
 

@@ -77,6 +77,12 @@ BAD_OBJECTS = [
     pytest.param("llama", {"capacity": {"onDemand": {"tolerations": [{"operator": "Equal", "value": "v"}]}}},
                  "a toleration without a key must use operator Exists",
                  "spec.capacity.onDemand.tolerations[0].operator", id="toleration-without-key-not-exists"),
+    pytest.param("llama", {"model": {"resources": {"requests": {"cpu": "lots"}}}},
+                 "requests: every value must be a Kubernetes quantity", "spec.model.resources.requests",
+                 id="request-not-a-quantity"),
+    pytest.param("llama", {"model": {"resources": {"limits": {"memory": "1.5GB"}}}},
+                 "limits: every value must be a Kubernetes quantity", "spec.model.resources.limits",
+                 id="limit-with-a-unit-kubernetes-does-not-know"),
 ]
 
 
@@ -88,6 +94,10 @@ GOOD_OBJECTS = [
     pytest.param("llama", {"model": {"args": ["--portal", "--hostname=x", "--port-range=1"]}},
                  id="args-that-only-look-managed"),
     pytest.param("llama", {"model": {"args": []}}, id="empty-args"),
+    pytest.param("llama", {"model": {"resources": {
+                     "requests": {"cpu": "0.5", "memory": "1024Mi"},
+                     "limits": {"cpu": 4, "memory": "1.5Gi", "ephemeral-storage": "2e9"}}}},
+                 id="quantities-in-every-form"),
     pytest.param("llama", {"interruption": {"drainSeconds": 30, "preStopSeconds": 20}},
                  id="drain-exactly-enough"),
     pytest.param("llama", {"interruption": {"drainSeconds": 20}}, id="drain-exactly-enough-defaulted"),

@@ -208,17 +208,18 @@ def values_the_server_rewrites_cause_no_update_loop(env: ScenarioEnv) -> None:
 
 
 def objects_the_server_refuses_are_reported_and_the_rest_applies(env: ScenarioEnv) -> None:
-    """A quantity the API server cannot decode (it got past an older CRD) makes both Deployments
-    unacceptable: the Service and the PDB are still applied, the pool says why it is not Ready, one
-    Warning per refused object, and fixing the spec brings the Deployments."""
-    spec = {**POOL_SPEC, "model": {**POOL_SPEC["model"], "resources": {"requests": {"cpu": "four"}}}}
-    env.kube.create_pool(env.namespace, "qwen", spec)
+    """A ResourceQuota that allows no Deployment in the namespace (403 from the quota admission
+    plugin) makes both Deployments unacceptable: the Service and the PDB are still applied, the pool
+    says why it is not Ready, one Warning per refused object, and lifting the quota brings them."""
+    env.kube.core.create_namespaced_resource_quota(env.namespace, {
+        "metadata": {"name": "no-deployments"}, "spec": {"hard": {"count/deployments.apps": "0"}}})
+    env.kube.create_pool(env.namespace, "qwen", POOL_SPEC)
     pool = eventually(lambda: env.kube.get_pool(env.namespace, "qwen"),
                       lambda p: (condition(p, "Ready") or {}).get("reason") == "ApplyFailed",
                       what="Ready=False with ApplyFailed")
     message = (condition(pool, "Ready") or {})["message"]
     assert "Deployment qwen-on-demand" in message and "Deployment qwen-spot" in message, message
-    assert "quantities must match the regular expression" in message, message
+    assert "quota" in message, message
     assert env.kube.get("Service", env.namespace, "qwen") and env.kube.get("PodDisruptionBudget", env.namespace,
                                                                            "qwen")
     assert env.kube.get("Deployment", env.namespace, "qwen-spot") is None
@@ -228,8 +229,8 @@ def objects_the_server_refuses_are_reported_and_the_rest_applies(env: ScenarioEn
         "The API server refused Deployment qwen-on-demand", "The API server refused Deployment qwen-spot"]
     assert all(w["type"] == "Warning" for w in warnings)
 
-    env.kube.patch_pool(env.namespace, "qwen", {"spec": {"model": {"resources": {"requests": {"cpu": "4"}}}}})
+    env.kube.core.delete_namespaced_resource_quota("no-deployments", env.namespace)
     eventually(lambda: env.kube.get_pool(env.namespace, "qwen"),
                lambda p: is_current(p) and (condition(p, "Ready") or {}).get("reason") != "ApplyFailed"
                and env.kube.get("Deployment", env.namespace, "qwen-spot") is not None,
-               what="the Deployments created once the spec is fixed")
+               what="the Deployments created once the quota is lifted")

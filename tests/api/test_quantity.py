@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from controller.kube.quantity import InvalidQuantity, canonical
+from controller.api.quantity import InvalidQuantity, canonical
 
 STORED_BY_THE_REAL_SERVER = {
     "0.5": "500m", "1024Mi": "1Gi", "1.5Gi": "1536Mi", "1000m": "1", "2Gi": "2Gi", "12000": "12k",
