@@ -29,7 +29,7 @@ def _run(args: argparse.Namespace) -> int:
         standalone=True,  # one replica with a Recreate strategy: no peering needed
         clusterwide=not namespaces,
         namespaces=namespaces,
-        liveness_endpoint=args.liveness or settings.liveness_endpoint,
+        liveness_endpoint=args.liveness or settings.liveness_url(),
     )
     return 0
 
@@ -52,7 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the operator (in a cluster, or against KUBECONFIG)")
     run.add_argument("--namespace", "-n", action="append", default=[],
                      help="watch only this namespace (repeatable); default: all namespaces")
-    run.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--liveness", default=None,
+                     help="liveness endpoint, e.g. http://[::]:8080/healthz; default: POOLPILOT_LIVENESS_ENDPOINT, "
+                          "or every address of the pod's IP family (POOLPILOT_POD_IP) on port 8080")
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     run.set_defaults(handler=_run)
 

@@ -34,6 +34,7 @@ from controller.kube.client import KubeApi, NotFound
 from controller.kube.observe import observe_deployments
 from controller.kube.render import PoolRef, render_owned_objects
 from controller.signal_reader import SignalReader
+from controller.sources.metrics.urls import replica_metrics_base_url
 
 __all__ = ["PoolSnapshot", "ReconcileResult", "Reporting", "parse_status", "reconcile_pool"]
 
@@ -101,7 +102,7 @@ async def _scale(reader: SignalReader, pool: PoolSnapshot, spec: InferencePoolSp
     current = observation.total_replicas
     if current is None:
         return None, pool.scaling_state
-    endpoints = tuple(f"http://{ip}:{spec.model.port}" for ip in pool.ready_pod_ips)
+    endpoints = tuple(replica_metrics_base_url(ip, spec.model.port) for ip in pool.ready_pod_ips)
     key = (pool.ref.namespace, pool.ref.name)
     reading = await reader.read(key, spec, endpoints, now=now)
     ready = observation.ready_total

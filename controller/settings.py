@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field
+import ipaddress
+
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["OperatorSettings"]
@@ -21,8 +23,18 @@ class OperatorSettings(BaseSettings):
     prometheus_url: str | None = Field(
         default=None, description="Prometheus for pools with metrics.source=prometheus and no url of their own."
     )
-    liveness_endpoint: str = Field(
-        default="http://0.0.0.0:8080/healthz", description="Where Kopf serves its liveness probe."
+    liveness_endpoint: str | None = Field(
+        default=None,
+        description="Where Kopf serves its liveness probe. Unset: every address of the pod's IP family on "
+                    "liveness_port, http://[::]:8080/healthz on an IPv6 pod (pod_ip), else "
+                    "http://0.0.0.0:8080/healthz. One family only: Kopf's server is one asyncio listener, and "
+                    "asyncio makes an IPv6 listener IPv6-only, so no single URL serves both.",
+    )
+    liveness_port: int = Field(default=8080, ge=1, le=65535, description="The port of the default liveness endpoint.")
+    pod_ip: str | None = Field(
+        default=None,
+        description="This pod's IP (the Downward API's status.podIP, which the kubelet probes): its family picks "
+                    "the default liveness endpoint's address.",
     )
     reporting_instance: str = Field(
         default="poolpilot", description="Shown as the Event's reporting instance; the pod name in-cluster."
@@ -55,3 +67,20 @@ class OperatorSettings(BaseSettings):
         default=0.2, ge=0, le=5,
         description="After an event wakes a pool, wait this long so a burst of events costs one evaluation.",
     )
+
+    @field_validator("pod_ip")
+    @classmethod
+    def _an_ip_address(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address (set it from the pod's status.podIP)") from None
+        return value or None
+
+    def liveness_url(self) -> str:
+        """The liveness endpoint: the one set, or the wildcard of the pod's address family."""
+        if self.liveness_endpoint:
+            return self.liveness_endpoint
+        ipv6 = self.pod_ip is not None and ipaddress.ip_address(self.pod_ip).version == 6
+        return f"http://{'[::]' if ipv6 else '0.0.0.0'}:{self.liveness_port}/healthz"
