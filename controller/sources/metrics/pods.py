@@ -13,6 +13,10 @@ parallel). Per replica, KV use is the mean over its engines, from
 ``vllm:gpu_cache_usage_perc``. Per pool: queue and running are summed, KV averaged
 over the replicas that answered (the Prometheus source computes the same).
 
+Requests ask for the classic text format (``Accept``), not OpenMetrics. Redirects (old vLLM builds send
+``/metrics`` to ``/metrics/``) are followed up to ``MAX_REDIRECTS`` times on the same scheme, host and
+port only: a replica must not point the operator at another host.
+
 A replica that fails (refused, timeout, HTTP error, a body that is not vLLM metrics,
 NaN or out-of-range values) is skipped, logged and counted; ``replicas_reporting`` says
 how many answered. Only when all of a pool's replicas fail is the pool a problem.
@@ -25,6 +29,7 @@ import logging
 import math
 import re
 import time
+import urllib.parse
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -36,12 +41,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.core.signals import VLLM_METRICS, MetricsProblem, MetricsProblemKind, PoolSignals
 from controller.sources.metrics.base import PoolTarget, ReadStats, SourceResults, invalid_signals
 
-__all__ = ["InvalidExposition", "PodsSource", "ReplicaFailure", "ReplicaReading", "parse_vllm_metrics",
-           "signal_lines"]
+__all__ = ["HTTPStatusError", "InvalidExposition", "PodsSource", "RedirectRefused", "ReplicaFailure",
+           "ReplicaReading", "fetch_metrics_text", "parse_vllm_metrics", "signal_lines"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # vLLM's /metrics is tens of KB; more is not vLLM
+MAX_REDIRECTS = 3  # /metrics -> /metrics/ needs one
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))
 _ACCEPT = "text/plain;version=0.0.4;q=1.0, */*;q=0.1"  # the classic text format, not OpenMetrics
 
 
@@ -187,14 +194,15 @@ class PodsSource:
         url = endpoint.rstrip("/") + "/metrics"
         try:
             async with semaphore:
-                text = await self._fetch(session, url)
+                text = await fetch_metrics_text(session, url, timeout_seconds=self.timeout_seconds,
+                                                max_body_bytes=self.max_body_bytes)
             return parse_vllm_metrics(text)
         except TimeoutError:
             failure = ReplicaFailure(MetricsProblemKind.TIMEOUT, f"{url}: no answer within {self.timeout_seconds:g} s")
         except InvalidExposition as e:
             failure = ReplicaFailure(MetricsProblemKind.INVALID, f"{url}: {e}")
-        except _HTTPStatus as e:
-            failure = ReplicaFailure(MetricsProblemKind.UNREACHABLE, f"{url}: HTTP {e.status}")
+        except (HTTPStatusError, RedirectRefused) as e:
+            failure = ReplicaFailure(MetricsProblemKind.UNREACHABLE, f"{url}: {e}")
         except (aiohttp.ClientError, OSError) as e:
             failure = ReplicaFailure(MetricsProblemKind.UNREACHABLE, f"{url}: {type(e).__name__}: {e}")
         except Exception as e:  # never let one replica break the round; but say it loudly, it is a bug or worse
@@ -202,18 +210,6 @@ class PodsSource:
             failure = ReplicaFailure(MetricsProblemKind.UNREACHABLE, f"{url}: {type(e).__name__}: {e}")
         logger.info("replica skipped: %s", failure.message)
         return failure
-
-    async def _fetch(self, session: aiohttp.ClientSession, url: str) -> str:
-        timeout = aiohttp.ClientTimeout(total=self.timeout_seconds)
-        async with session.get(url, timeout=timeout, headers={"Accept": _ACCEPT}, allow_redirects=False) as response:
-            if response.status != 200:
-                raise _HTTPStatus(response.status)
-            body = bytearray()
-            async for chunk in response.content.iter_chunked(64 * 1024):
-                body += chunk
-                if len(body) > self.max_body_bytes:
-                    raise InvalidExposition(f"the body is larger than {self.max_body_bytes} bytes")
-        return body.decode("utf-8", errors="replace")
 
     def _aggregate(self, pool: PoolTarget, outcomes: dict[str, ReplicaReading | ReplicaFailure],
                    now: datetime) -> PoolSignals | MetricsProblem:
@@ -243,10 +239,55 @@ class PodsSource:
         )
 
 
-class _HTTPStatus(Exception):
+class HTTPStatusError(Exception):
+    """An answer other than 200. Only the code is kept: the body is the server's, never repeated in a status."""
+
     def __init__(self, status: int) -> None:
         super().__init__(f"HTTP {status}")
         self.status = status
+
+
+class RedirectRefused(Exception):
+    pass
+
+
+async def fetch_metrics_text(session: aiohttp.ClientSession, url: str, *, timeout_seconds: float,
+                             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> str:
+    """One ``/metrics`` body, in the classic text format, within ``timeout_seconds`` in all.
+
+    Redirects are followed by hand: old vLLM builds answer ``/metrics`` with a redirect to ``/metrics/``,
+    but a replica (whose image the pool's editor picks) must not send the operator to another host.
+    """
+    target = url
+    async with asyncio.timeout(timeout_seconds):
+        for _hop in range(MAX_REDIRECTS + 1):
+            async with session.get(target, headers={"Accept": _ACCEPT}, allow_redirects=False) as response:
+                if response.status in _REDIRECTS and "Location" in response.headers:
+                    following = urllib.parse.urljoin(target, response.headers["Location"])
+                    if not _same_origin(following, target):
+                        raise RedirectRefused(f"HTTP {response.status} redirected to another host; not followed")
+                    target = following
+                    continue
+                if response.status != 200:
+                    raise HTTPStatusError(response.status)
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > max_body_bytes:
+                        raise InvalidExposition(f"the body is larger than {max_body_bytes} bytes")
+                return body.decode("utf-8", errors="replace")
+    raise RedirectRefused(f"more than {MAX_REDIRECTS} redirects; not followed")
+
+
+def _same_origin(url: str, other: str) -> bool:
+    def origin(text: str) -> tuple[str, str | None, int | None]:
+        parts = urllib.parse.urlsplit(text)
+        return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+    try:
+        return origin(url) == origin(other)
+    except ValueError:  # a Location with a port that is not a number
+        return False
 
 
 _WORDS = {
