@@ -15,9 +15,13 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
 
     import controller.handlers  # noqa: F401  # registers the handlers with Kopf
-    from controller.settings import OperatorSettings
+    from controller.settings import InvalidSettings, load_operator_settings
 
-    settings = OperatorSettings()
+    try:
+        settings = load_operator_settings()
+    except InvalidSettings as e:
+        print(f"poolpilot: {e}", file=sys.stderr)
+        return 2
     namespaces = args.namespace or settings.namespaces
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import re
 
-from pydantic import Field, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
-__all__ = ["OperatorSettings"]
+from controller.sources.metrics.urls import normalized_prometheus_url
+
+__all__ = ["InvalidSettings", "OperatorSettings", "load_operator_settings"]
 
 
 class OperatorSettings(BaseSettings):
@@ -22,6 +25,13 @@ class OperatorSettings(BaseSettings):
     )
     prometheus_url: str | None = Field(
         default=None, description="Prometheus for pools with metrics.source=prometheus and no url of their own."
+    )
+    allowed_prometheus_urls: list[str] = Field(
+        default_factory=list,
+        description="The Prometheus URLs a pool's spec.metrics.prometheus.url may name, besides prometheus_url "
+                    "(always allowed); anyone who may edit pools writes that field, and the operator must not "
+                    "query what they like. Exact match after normalisation (scheme and host lowercased, default "
+                    "port spelled out, no trailing slash). Env: a JSON list.",
     )
     liveness_endpoint: str | None = Field(
         default=None,
@@ -68,6 +78,25 @@ class OperatorSettings(BaseSettings):
         description="After an event wakes a pool, wait this long so a burst of events costs one evaluation.",
     )
 
+    @field_validator("prometheus_url")
+    @classmethod
+    def _a_prometheus_url(cls, value: str | None) -> str | None:
+        if value:
+            normalized_prometheus_url(value)
+        return value or None
+
+    @field_validator("allowed_prometheus_urls")
+    @classmethod
+    def _prometheus_urls(cls, values: list[str]) -> list[str]:
+        for value in values:
+            normalized_prometheus_url(value)
+        return values
+
+    def allowed_prometheus_url_set(self) -> frozenset[str]:
+        """Every Prometheus URL the operator may query, normalised."""
+        urls = [*self.allowed_prometheus_urls, *([self.prometheus_url] if self.prometheus_url else [])]
+        return frozenset(normalized_prometheus_url(url) for url in urls)
+
     @field_validator("pod_ip")
     @classmethod
     def _an_ip_address(cls, value: str | None) -> str | None:
@@ -84,3 +113,22 @@ class OperatorSettings(BaseSettings):
             return self.liveness_endpoint
         ipv6 = self.pod_ip is not None and ipaddress.ip_address(self.pod_ip).version == 6
         return f"http://{'[::]' if ipv6 else '0.0.0.0'}:{self.liveness_port}/healthz"
+
+
+class InvalidSettings(ValueError):
+    """Settings the operator cannot start with, in one line naming the variables."""
+
+
+def load_operator_settings() -> OperatorSettings:
+    """The settings from the environment, or :class:`InvalidSettings` saying which variable is wrong and why."""
+    prefix = OperatorSettings.model_config.get("env_prefix", "")
+    try:
+        return OperatorSettings()
+    except ValidationError as e:
+        problems = [f"{prefix}{'_'.join(map(str, error['loc'])).upper()}: "
+                    f"{error['msg'].removeprefix('Value error, ')}" for error in e.errors()]
+        raise InvalidSettings("; ".join(problems)) from None
+    except SettingsError as e:  # a list or object variable that is not JSON
+        field = re.search(r'field "(\w+)"', str(e))
+        name = f"{prefix}{field.group(1).upper()}" if field else "a POOLPILOT_ variable"
+        raise InvalidSettings(f'{name}: not valid JSON; lists are JSON, e.g. a JSON list ["a", "b"]') from None

@@ -389,3 +389,47 @@ async def test_a_redirect_loop_is_bounded(runners: list[web.AppRunner], source: 
     problem = _problem(await _read_one(source, (url,)), MetricsProblemKind.UNREACHABLE)
     assert "more than 3 redirects" in problem.message
     assert sum(hits.values()) == 4
+
+
+# --- what a replica answers stays out of the status -------------------------------------------
+
+SECRET = "token=sk-live-7f3a9c0d2e1b4a5f"
+
+
+def test_a_parse_error_names_the_line_and_keeps_its_text_apart() -> None:
+    text = ("# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
+            "# TYPE vllm:num_requests_waiting gauge\n"
+            "process_cpu_seconds_total 3.0\n"
+            f'vllm:num_requests_waiting{{engine="0"}} {SECRET}\n')
+    with pytest.raises(InvalidExposition) as raised:
+        parse_vllm_metrics(text)
+    assert str(raised.value) == "line 4 is not the Prometheus text format"
+    assert (raised.value.line_number, raised.value.line) == (4, f'vllm:num_requests_waiting{{engine="0"}} {SECRET}')
+
+
+def test_a_body_that_is_no_exposition_at_all_names_its_first_bad_line() -> None:
+    with pytest.raises(InvalidExposition) as raised:
+        parse_vllm_metrics(f"# a comment\n<html>sign in again: {SECRET}</html>\n")
+    assert str(raised.value) == "line 2 is not the Prometheus text format"
+    assert raised.value.line == f"<html>sign in again: {SECRET}</html>"
+
+
+@pytest.mark.parametrize(("status", "body", "words"), [
+    (200, f"<html>sign in again: {SECRET}</html>\n", "line 1 is not the Prometheus text format"),
+    (200, f'vllm:num_requests_waiting{{engine="0"}} {SECRET}\n', "line 1 is not the Prometheus text format"),
+])
+async def test_what_a_replica_answers_is_never_repeated(status: int, body: str, words: str,
+                                                        runners: list[web.AppRunner], source: PodsSource) -> None:
+    """The message goes into the pool's status and a Warning Event: what went wrong, never the body."""
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(status=status, text=body)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    runners.append(runner)
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    result = await _read_one(source, (f"http://127.0.0.1:{runner.addresses[0][1]}",))
+    assert isinstance(result, MetricsProblem)
+    assert "sk-live" not in result.message and words in result.message

@@ -31,7 +31,7 @@ import re
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -68,7 +68,25 @@ class ReplicaFailure:
 
 
 class InvalidExposition(ValueError):
-    pass
+    """A body that is not vLLM's metrics. Its text (``str``) never quotes the body, for it goes into the
+    pool's status and Events; ``line`` is the offending line itself, for a person at a terminal."""
+
+    def __init__(self, message: str, *, line_number: int | None = None, line: str | None = None) -> None:
+        super().__init__(message)
+        self.line_number = line_number
+        self.line = line
+
+
+def _not_the_format(lines: Iterable[tuple[int, str]]) -> InvalidExposition:
+    """The error for a body the parser refused, naming the first line it refuses on its own."""
+    for number, line in lines:
+        try:
+            for _family in text_string_to_metric_families(line + "\n"):
+                pass
+        except Exception:  # the parser raises ValueError mostly, but any failure means "not the format"
+            return InvalidExposition(f"line {number} is not the Prometheus text format", line_number=number,
+                                     line=line)
+    return InvalidExposition("the body is not the Prometheus text format")
 
 
 _SIGNAL_NAMES = (VLLM_METRICS.WAITING, VLLM_METRICS.RUNNING, VLLM_METRICS.KV_CACHE, VLLM_METRICS.KV_CACHE_LEGACY)
@@ -86,6 +104,16 @@ def signal_lines(text: str) -> str:
     return "\n".join(_SIGNAL_LINE.findall(text)) + "\n"
 
 
+def _numbered_signal_lines(text: str) -> list[tuple[int, str]]:
+    """The signal lines with their line numbers in ``text`` (only a failure needs them)."""
+    numbered, number, position = [], 1, 0
+    for match in _SIGNAL_LINE.finditer(text):
+        number += text.count("\n", position, match.start())
+        position = match.start()
+        numbered.append((number, match.group(0)))
+    return numbered
+
+
 def parse_vllm_metrics(text: str) -> ReplicaReading:
     """vLLM's signals from one ``/metrics`` body; :class:`InvalidExposition` if it is not usable."""
     totals: dict[str, float] = {}
@@ -98,7 +126,7 @@ def parse_vllm_metrics(text: str) -> ReplicaReading:
                 elif sample.name in kv:
                     kv[sample.name].append(float(sample.value))
     except Exception as e:  # the parser raises ValueError mostly, but any failure means "not the format"
-        raise InvalidExposition(f"not the Prometheus text format: {str(e)[:200] or type(e).__name__}") from e
+        raise _not_the_format(_numbered_signal_lines(text)) from e
     if not totals and not any(kv.values()):
         _refuse_what_is_not_an_exposition(text)
     engines_kv = kv[VLLM_METRICS.KV_CACHE] or kv[VLLM_METRICS.KV_CACHE_LEGACY]
@@ -123,7 +151,7 @@ def _refuse_what_is_not_an_exposition(text: str) -> None:
         for _family in text_string_to_metric_families(head):
             pass
     except Exception as e:
-        raise InvalidExposition(f"not the Prometheus text format: {str(e)[:200] or type(e).__name__}") from e
+        raise _not_the_format(enumerate(head.split("\n"), start=1)) from e
 
 
 class PodsSource:
