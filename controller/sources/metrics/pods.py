@@ -59,6 +59,7 @@ class ReplicaReading:
     waiting: float | None
     running: float | None
     kv: float | None
+    kv_metric: str | None = None  # the KV-cache gauge ``kv`` comes from
 
 
 @dataclass(frozen=True)
@@ -129,11 +130,13 @@ def parse_vllm_metrics(text: str) -> ReplicaReading:
         raise _not_the_format(_numbered_signal_lines(text)) from e
     if not totals and not any(kv.values()):
         _refuse_what_is_not_an_exposition(text)
-    engines_kv = kv[VLLM_METRICS.KV_CACHE] or kv[VLLM_METRICS.KV_CACHE_LEGACY]
+    kv_metric = next((name for name in (VLLM_METRICS.KV_CACHE, VLLM_METRICS.KV_CACHE_LEGACY) if kv[name]), None)
+    engines_kv = kv[kv_metric] if kv_metric else []
     reading = ReplicaReading(
         waiting=totals.get(VLLM_METRICS.WAITING),
         running=totals.get(VLLM_METRICS.RUNNING),
         kv=sum(engines_kv) / len(engines_kv) if engines_kv else None,
+        kv_metric=kv_metric,
     )
     if reading.waiting is None and reading.running is None and reading.kv is None:
         raise InvalidExposition("the body has none of vLLM's load metrics (is this a vLLM server?)")
