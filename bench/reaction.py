@@ -12,6 +12,7 @@ return to one replica. Prints a table of median and p99 per source.
 from __future__ import annotations
 
 import argparse
+import json
 import statistics
 import time
 from collections.abc import Callable
@@ -93,11 +94,13 @@ def measure(setup: SourceSetup, spikes: int) -> list[float]:
         stack.enter_context(PodReplicas(fleet, lambda: cluster.pods(NAMESPACE)))
         assert fleet.port is not None
         metrics: dict[str, Any] = {"source": "pods"}
+        env: dict[str, str] = {}
         if setup.scrape_interval_seconds is not None:
             prometheus = stack.enter_context(PrometheusServer(scrape_interval_seconds=setup.scrape_interval_seconds))
             stack.enter_context(PodTargetSync(lambda: cluster.pods(NAMESPACE), prometheus, fleet.port))
             metrics = {"source": "prometheus", "prometheus": {"url": prometheus.url}}
-        operator = OperatorProcess(cluster.kubeconfig_path)
+            env["POOLPILOT_ALLOWED_PROMETHEUS_URLS"] = json.dumps([prometheus.url])
+        operator = OperatorProcess(cluster.kubeconfig_path, env=env)
         operator.start()
         stack.callback(operator.stop)
         cluster.create("inferencepools.poolpilot.io", _pool_spec(fleet.port, metrics))

@@ -1,8 +1,9 @@
-"""The ``poolpilot`` command: ``run`` the operator or print the ``crd``."""
+"""The ``poolpilot`` command: ``run`` the operator, print the ``crd``, or show one replica's ``signals``."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import pathlib
 import sys
@@ -15,9 +16,13 @@ def _run(args: argparse.Namespace) -> int:
     import kopf
 
     import controller.handlers  # noqa: F401  # registers the handlers with Kopf
-    from controller.settings import OperatorSettings
+    from controller.settings import InvalidSettings, load_operator_settings
 
-    settings = OperatorSettings()
+    try:
+        settings = load_operator_settings()
+    except InvalidSettings as e:
+        print(f"poolpilot: {e}", file=sys.stderr)
+        return 2
     namespaces = args.namespace or settings.namespaces
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -29,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
         standalone=True,  # one replica with a Recreate strategy: no peering needed
         clusterwide=not namespaces,
         namespaces=namespaces,
-        liveness_endpoint=args.liveness or settings.liveness_endpoint,
+        liveness_endpoint=args.liveness or settings.liveness_url(),
     )
     return 0
 
@@ -45,6 +50,33 @@ def _crd(args: argparse.Namespace) -> int:
     return 0
 
 
+def _signals(args: argparse.Namespace) -> int:
+    from controller.sources.metrics.replica_report import (
+        SignalsUnavailable,
+        describe_reading,
+        read_replica,
+        reading_as_json,
+    )
+
+    try:
+        reading = read_replica(args.source, timeout_seconds=args.timeout)
+    except SignalsUnavailable as e:
+        print(f"poolpilot signals: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(reading_as_json(reading)) if args.json else describe_reading(reading))
+    return 0
+
+
+def _positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number of seconds")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="poolpilot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -52,13 +84,25 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the operator (in a cluster, or against KUBECONFIG)")
     run.add_argument("--namespace", "-n", action="append", default=[],
                      help="watch only this namespace (repeatable); default: all namespaces")
-    run.add_argument("--liveness", default=None, help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")
+    run.add_argument("--liveness", default=None,
+                     help="liveness endpoint, e.g. http://[::]:8080/healthz; default: POOLPILOT_LIVENESS_ENDPOINT, "
+                          "or every address of the pod's IP family (POOLPILOT_POD_IP) on port 8080")
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     run.set_defaults(handler=_run)
 
     crd = commands.add_parser("crd", help="print the InferencePool CRD generated from the API models")
     crd.add_argument("--output", "-o", default="-", help="file to write; - for stdout")
     crd.set_defaults(handler=_crd)
+
+    signals = commands.add_parser(
+        "signals", help="what PoolPilot reads from one replica: queue depth, running requests, KV-cache use")
+    signals.add_argument("source", help="a replica's metrics URL (http://10.1.2.3:8000/metrics), a file, "
+                                        "or - for stdin")
+    signals.add_argument("--json", action="store_true",
+                         help='print {"queueDepth": ..., "runningRequests": ..., "kvCacheUtilization": ...}, '
+                              "null for what the text lacks")
+    signals.add_argument("--timeout", type=_positive_seconds, default=5.0, help="seconds, for a URL (5)")
+    signals.set_defaults(handler=_signals)
 
     return parser
 

@@ -39,6 +39,7 @@ from controller.kube.render import (
     with_template_generation,
 )
 from controller.signal_reader import SignalReader
+from controller.sources.metrics.urls import replica_metrics_base_url
 
 __all__ = ["PoolSnapshot", "ReconcileResult", "Reporting", "UpgradeSlots", "observe", "parse_status",
            "reconcile_pool"]
@@ -113,7 +114,7 @@ async def observe(reader: SignalReader, pool: PoolSnapshot, *, now: datetime) ->
     if deployments.total_replicas is None:
         return Observation(generation=pool.generation, spec=spec, previous=previous, deployments=deployments,
                            rendered_templates=rendered)
-    endpoints = tuple(f"http://{ip}:{spec.model.port}" for ip in pool.ready_pod_ips)
+    endpoints = tuple(replica_metrics_base_url(ip, spec.model.port) for ip in pool.ready_pod_ips)
     signals = await reader.read((pool.ref.namespace, pool.ref.name), spec, endpoints, now=now)
     return Observation(generation=pool.generation, spec=spec, previous=previous, deployments=deployments,
                        source=spec.metrics.source, signals=signals, rendered_templates=rendered)

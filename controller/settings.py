@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import ipaddress
+import re
 
-__all__ = ["OperatorSettings"]
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
+
+from controller.sources.metrics.urls import normalized_prometheus_url
+
+__all__ = ["InvalidSettings", "OperatorSettings", "load_operator_settings"]
 
 
 class OperatorSettings(BaseSettings):
@@ -21,8 +26,25 @@ class OperatorSettings(BaseSettings):
     prometheus_url: str | None = Field(
         default=None, description="Prometheus for pools with metrics.source=prometheus and no url of their own."
     )
-    liveness_endpoint: str = Field(
-        default="http://0.0.0.0:8080/healthz", description="Where Kopf serves its liveness probe."
+    allowed_prometheus_urls: list[str] = Field(
+        default_factory=list,
+        description="The Prometheus URLs a pool's spec.metrics.prometheus.url may name, besides prometheus_url "
+                    "(always allowed); anyone who may edit pools writes that field, and the operator must not "
+                    "query what they like. Exact match after normalisation (scheme and host lowercased, default "
+                    "port spelled out, no trailing slash). Env: a JSON list.",
+    )
+    liveness_endpoint: str | None = Field(
+        default=None,
+        description="Where Kopf serves its liveness probe. Unset: every address of the pod's IP family on "
+                    "liveness_port, http://[::]:8080/healthz on an IPv6 pod (pod_ip), else "
+                    "http://0.0.0.0:8080/healthz. One family only: Kopf's server is one asyncio listener, and "
+                    "asyncio makes an IPv6 listener IPv6-only, so no single URL serves both.",
+    )
+    liveness_port: int = Field(default=8080, ge=1, le=65535, description="The port of the default liveness endpoint.")
+    pod_ip: str | None = Field(
+        default=None,
+        description="This pod's IP (the Downward API's status.podIP, which the kubelet probes): its family picks "
+                    "the default liveness endpoint's address.",
     )
     reporting_instance: str = Field(
         default="poolpilot", description="Shown as the Event's reporting instance; the pod name in-cluster."
@@ -61,3 +83,58 @@ class OperatorSettings(BaseSettings):
                     "most this many pools roll their pods at a time (each surge asks for a GPU). A user's spec "
                     "change still applies at once.",
     )
+
+    @field_validator("prometheus_url")
+    @classmethod
+    def _a_prometheus_url(cls, value: str | None) -> str | None:
+        if value:
+            normalized_prometheus_url(value)
+        return value or None
+
+    @field_validator("allowed_prometheus_urls")
+    @classmethod
+    def _prometheus_urls(cls, values: list[str]) -> list[str]:
+        for value in values:
+            normalized_prometheus_url(value)
+        return values
+
+    def allowed_prometheus_url_set(self) -> frozenset[str]:
+        """Every Prometheus URL the operator may query, normalised."""
+        urls = [*self.allowed_prometheus_urls, *([self.prometheus_url] if self.prometheus_url else [])]
+        return frozenset(normalized_prometheus_url(url) for url in urls)
+
+    @field_validator("pod_ip")
+    @classmethod
+    def _an_ip_address(cls, value: str | None) -> str | None:
+        if value:
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError(f"{value!r} is not an IP address (set it from the pod's status.podIP)") from None
+        return value or None
+
+    def liveness_url(self) -> str:
+        """The liveness endpoint: the one set, or the wildcard of the pod's address family."""
+        if self.liveness_endpoint:
+            return self.liveness_endpoint
+        ipv6 = self.pod_ip is not None and ipaddress.ip_address(self.pod_ip).version == 6
+        return f"http://{'[::]' if ipv6 else '0.0.0.0'}:{self.liveness_port}/healthz"
+
+
+class InvalidSettings(ValueError):
+    """Settings the operator cannot start with, in one line naming the variables."""
+
+
+def load_operator_settings() -> OperatorSettings:
+    """The settings from the environment, or :class:`InvalidSettings` saying which variable is wrong and why."""
+    prefix = OperatorSettings.model_config.get("env_prefix", "")
+    try:
+        return OperatorSettings()
+    except ValidationError as e:
+        problems = [f"{prefix}{'_'.join(map(str, error['loc'])).upper()}: "
+                    f"{error['msg'].removeprefix('Value error, ')}" for error in e.errors()]
+        raise InvalidSettings("; ".join(problems)) from None
+    except SettingsError as e:  # a list or object variable that is not JSON
+        field = re.search(r'field "(\w+)"', str(e))
+        name = f"{prefix}{field.group(1).upper()}" if field else "a POOLPILOT_ variable"
+        raise InvalidSettings(f'{name}: not valid JSON; lists are JSON, e.g. a JSON list ["a", "b"]') from None

@@ -6,11 +6,18 @@ that reads the same Prometheus, so the queries per round stay constant however
 many pools there are. A pool asking within ``prometheus_round_seconds`` of the
 last round gets that round's answer; the first one after it starts a new round
 for all pools seen so far (single flight: concurrent askers share it).
+
+A pool's own ``metrics.prometheus.url`` is written by whoever may edit pools: it is
+queried only if the operator's admin allowed it (``allowed_prometheus_urls``, plus
+the operator's ``prometheus_url``), so a pool cannot point the operator at any
+address it can reach. State is kept per allowed URL only, at most
+``max_prometheus_urls`` of them (least recently used dropped first).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -21,10 +28,12 @@ from controller.settings import OperatorSettings
 from controller.sources.metrics.base import MetricsSource, PoolTarget
 from controller.sources.metrics.pods import PodsSource
 from controller.sources.metrics.prometheus import PrometheusSource
+from controller.sources.metrics.urls import normalized_prometheus_url
 
 __all__ = ["SignalReader"]
 
 Reading = PoolSignals | MetricsProblem
+DEFAULT_MAX_PROMETHEUS_URLS = 64
 
 
 @dataclass
@@ -36,15 +45,26 @@ class _PrometheusRounds:
     results: dict[PoolKey, Reading] = field(default_factory=dict)
     finished_at: datetime | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    readers: int = 0  # reads under way: an entry in use is never dropped (its source would close under them)
 
 
 class SignalReader:
     def __init__(self, settings: OperatorSettings,
-                 prometheus_factory: Callable[[str, float], MetricsSource] | None = None) -> None:
+                 prometheus_factory: Callable[[str, float], MetricsSource] | None = None, *,
+                 max_prometheus_urls: int = DEFAULT_MAX_PROMETHEUS_URLS) -> None:
+        if max_prometheus_urls < 1:
+            raise ValueError("max_prometheus_urls must be at least 1")
         self._settings = settings
+        self._allowed_prometheus_urls = settings.allowed_prometheus_url_set()
+        self._max_prometheus_urls = max_prometheus_urls
         self._pods_by_timeout: dict[float, PodsSource] = {}
-        self._rounds: dict[str, _PrometheusRounds] = {}
+        self._rounds: OrderedDict[str, _PrometheusRounds] = OrderedDict()  # by normalised URL, oldest use first
         self._prometheus_factory = prometheus_factory or self._default_prometheus
+
+    @property
+    def tracked_prometheus_urls(self) -> tuple[str, ...]:
+        """The Prometheus URLs with state kept, least recently used first."""
+        return tuple(self._rounds)
 
     def _default_prometheus(self, url: str, timeout_seconds: float) -> MetricsSource:
         return PrometheusSource(url, timeout_seconds=timeout_seconds, namespaces=self._settings.namespaces)
@@ -64,22 +84,50 @@ class SignalReader:
             return MetricsProblem(MetricsProblemKind.UNREACHABLE,
                                   "metrics.source is prometheus, but neither spec.metrics.prometheus.url nor "
                                   "the operator's POOLPILOT_PROMETHEUS_URL is set", now)
-        return await self._read_prometheus(url, metrics.timeout_seconds, PoolTarget(key=key, endpoints=endpoints),
-                                           now=now)
+        refusal = self._refusal(url)
+        if refusal:
+            return MetricsProblem(MetricsProblemKind.URL_NOT_ALLOWED, refusal, now)
+        return await self._read_prometheus(normalized_prometheus_url(url), metrics.timeout_seconds,
+                                           PoolTarget(key=key, endpoints=endpoints), now=now)
+
+    def _refusal(self, url: str) -> str | None:
+        """Why the operator will not query ``url`` (a pool's), or None if it may."""
+        shown = url if len(url) <= 200 else url[:200] + "..."
+        try:
+            if normalized_prometheus_url(url) in self._allowed_prometheus_urls:
+                return None
+        except ValueError as e:
+            return f"spec.metrics.prometheus.url is not usable: {e}"
+        return (f"spec.metrics.prometheus.url {shown!r} is not in the operator's POOLPILOT_ALLOWED_PROMETHEUS_URLS "
+                f"(nor its POOLPILOT_PROMETHEUS_URL); the operator's admin may add it, or drop the field to use "
+                f"the operator's Prometheus")
 
     async def _read_prometheus(self, url: str, timeout_seconds: float, target: PoolTarget, *,
                                now: datetime) -> Reading:
         rounds = self._rounds.get(url)
         if rounds is None:
+            await self._make_room()
             rounds = self._rounds[url] = _PrometheusRounds(self._prometheus_factory(url, timeout_seconds))
+        self._rounds.move_to_end(url)
         rounds.pools[target.key] = target
-        async with rounds.lock:
-            fresh = rounds.finished_at is not None and now - rounds.finished_at < timedelta(
-                seconds=self._settings.prometheus_round_seconds)
-            if not (fresh and target.key in rounds.results):
-                rounds.results = dict(await rounds.source.read(list(rounds.pools.values()), now=now))
-                rounds.finished_at = now
-        return rounds.results[target.key]
+        rounds.readers += 1
+        try:
+            async with rounds.lock:
+                fresh = rounds.finished_at is not None and now - rounds.finished_at < timedelta(
+                    seconds=self._settings.prometheus_round_seconds)
+                if not (fresh and target.key in rounds.results):
+                    rounds.results = dict(await rounds.source.read(list(rounds.pools.values()), now=now))
+                    rounds.finished_at = now
+            return rounds.results[target.key]
+        finally:
+            rounds.readers -= 1
+
+    async def _make_room(self) -> None:
+        """Drop the least recently used idle URLs until one more fits."""
+        idle = [url for url, rounds in self._rounds.items() if rounds.readers == 0]
+        while len(self._rounds) >= self._max_prometheus_urls and idle:
+            dropped = self._rounds.pop(idle.pop(0))
+            await dropped.source.close()
 
     def expire_rounds(self) -> None:
         """The next read starts a new Prometheus round (for benchmarks that time whole rounds)."""

@@ -17,6 +17,7 @@ rendered by ``prometheus_client`` as vLLM itself does, with values the test cont
 Each replica listens on its own loopback address with the same port, as pods of one
 Deployment do (``127.0.0.2:P``, ``127.0.0.3:P``, ...); where those addresses cannot be bound
 (not Linux), every replica gets 127.0.0.1 with its own port and ``fleet.address_mode`` says so.
+``add_replica(host="::1")`` serves on IPv6 (``replica.url`` is then ``http://[::1]:P``).
 
 ``set()`` is thread-safe (it swaps an immutable state under a lock); ``start``/``stop``/
 ``add_replica``/``remove_replica`` are coroutines on the fleet's loop (use ``fleet.call`` from
@@ -57,6 +58,7 @@ __all__ = [
     "FakeVLLMReplica",
     "KVMetric",
     "ReplicaState",
+    "ipv6_loopback_bindable",
     "loopback_aliases_bindable",
 ]
 
@@ -171,12 +173,13 @@ class FakeVLLMReplica:
 
     @property
     def url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"http://{self.address}"
 
     @property
     def address(self) -> str:
-        """``host:port``, as a Prometheus target."""
-        return f"{self.host}:{self.port}"
+        """``host:port`` (``[::1]:port`` for IPv6), as a Prometheus target."""
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"{host}:{self.port}"
 
     @property
     def state(self) -> ReplicaState:
@@ -384,8 +387,20 @@ def loopback_aliases_bindable() -> bool:
     return _ALIAS_PROBE
 
 
+def ipv6_loopback_bindable() -> bool:
+    """Whether ``::1`` can be bound here (not in a container or on a host with IPv6 disabled)."""
+    if not socket.has_ipv6:
+        return False
+    try:
+        _bind("::1", 0).close()
+    except OSError:
+        return False
+    return True
+
+
 def _bind(host: str, port: int) -> socket.socket:
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    family = socket.AF_INET6 if ipaddress.ip_address(host).version == 6 else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))

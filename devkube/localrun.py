@@ -34,10 +34,16 @@ class OperatorProcess:
     """`python -m controller.cli run`, its liveness probe, and its log (printed when a test fails)."""
 
     def __init__(self, kubeconfig: str | os.PathLike[str], namespaces: list[str] | None = None, *,
-                 env: dict[str, str] | None = None) -> None:
+                 env: dict[str, str] | None = None, default_liveness: bool = False,
+                 probe_host: str = "127.0.0.1") -> None:
+        """``default_liveness``: serve the probe where the operator's settings put it by default (only the port
+        is chosen here); otherwise on 127.0.0.1. ``probe_host``: where to wait for it to answer."""
         self._kubeconfig = str(kubeconfig)
         self._extra_env = dict(env or {})
         self._namespaces = namespaces or []
+        self._default_liveness = default_liveness
+        self._probe_host = probe_host
+        self.liveness_port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._log_dir = pathlib.Path(tempfile.mkdtemp(prefix="poolpilot-operator-"))
         self._starts = 0
@@ -46,18 +52,26 @@ class OperatorProcess:
     def start(self) -> None:
         if self._process is not None:
             raise RuntimeError("the operator is already running")
-        port = free_port()
+        self.liveness_port = free_port()
         self.log_path = self._log_dir / f"operator-{self._starts}.log"
         self._starts += 1
         env = {**os.environ, "KUBECONFIG": self._kubeconfig, "POOLPILOT_REPORTING_INSTANCE": "poolpilot-test",
                **self._extra_env}
-        args = [sys.executable, "-m", "controller.cli", "run", "--verbose",
-                f"--liveness=http://127.0.0.1:{port}/healthz"]
+        args = [sys.executable, "-m", "controller.cli", "run", "--verbose"]
+        if self._default_liveness:
+            env["POOLPILOT_LIVENESS_PORT"] = str(self.liveness_port)
+        else:
+            args.append(f"--liveness=http://127.0.0.1:{self.liveness_port}/healthz")
         for namespace in self._namespaces:
             args += ["--namespace", namespace]
         with self.log_path.open("wb") as log:
             self._process = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env)
-        self._wait_until_live(f"http://127.0.0.1:{port}/healthz")
+        self._wait_until_live(self.probe_url(self._probe_host))
+
+    def probe_url(self, host: str) -> str:
+        """The liveness probe's URL at ``host`` (an IP address)."""
+        return f"http://[{host}]:{self.liveness_port}/healthz" if ":" in host else \
+            f"http://{host}:{self.liveness_port}/healthz"
 
     def _wait_until_live(self, url: str) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT_SECONDS

@@ -275,7 +275,9 @@ class ScalingSpec(Spec):
 class PrometheusSpec(Spec):
     url: str | None = Field(
         default=None,
-        description="Base URL of the Prometheus HTTP API. Defaults to the operator's POOLPILOT_PROMETHEUS_URL.",
+        description="Base URL of the Prometheus HTTP API. Defaults to the operator's POOLPILOT_PROMETHEUS_URL. "
+                    "The operator queries only URLs its admin allowed (POOLPILOT_ALLOWED_PROMETHEUS_URLS); "
+                    "another gives MetricsAvailable=False, PrometheusUrlNotAllowed.",
     )
 
 

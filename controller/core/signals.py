@@ -50,6 +50,7 @@ class MetricsProblemKind(StrEnum):
     STALE = "StaleSamples"  # samples exist but are older than allowed
     INVALID = "InvalidSamples"  # NaN, negative, or a KV fraction outside 0-1
     NO_READY_REPLICAS = "NoReadyReplicas"  # the pods source had nothing to scrape
+    URL_NOT_ALLOWED = "PrometheusUrlNotAllowed"  # spec.metrics.prometheus.url is not one the operator may query
 
 
 @dataclass(frozen=True)

@@ -9,6 +9,7 @@ discovery, as kubernetes_sd would.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -204,7 +205,8 @@ def test_the_prometheus_source_scales_like_the_pods_source_and_holds_when_promet
     assert fleet.port is not None
     with PrometheusServer(scrape_interval_seconds=1.0) as prometheus, \
             PodTargetSync(backend.pods, prometheus, fleet.port):
-        backend.operator()
+        # The pool names its own Prometheus, which the operator queries only if its admin allowed it.
+        backend.operator(env={"POOLPILOT_ALLOWED_PROMETHEUS_URLS": json.dumps([prometheus.url])})
         backend.kube.create_pool(backend.namespace, "via-prom", pool_spec(fleet, source="prometheus",
                                                           prometheus={"url": prometheus.url}))
         backend.kube.create_pool(backend.namespace, "via-pods", pool_spec(fleet))

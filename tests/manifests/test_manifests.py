@@ -314,10 +314,31 @@ def _container_port(container: Mapping[str, Any], port: int | str) -> int:
 @pytest.mark.parametrize("probe", ["livenessProbe", "readinessProbe"])
 def test_probe_hits_kopf_liveness_endpoint(probe: str) -> None:
     container = operator_container()
-    endpoint = urlsplit(OperatorSettings.model_fields["liveness_endpoint"].get_default())
+    endpoint = urlsplit(OperatorSettings().liveness_url())
     check = container[probe]["httpGet"]
     assert check["path"] == endpoint.path == "/healthz"
     assert _container_port(container, check["port"]) == endpoint.port == 8080
+
+
+def test_the_operator_knows_its_pod_ip_so_the_probe_listens_on_its_family() -> None:
+    """The kubelet probes status.podIP; the default endpoint listens on that address's family."""
+    env = {item["name"]: item for item in operator_container().get("env", [])}
+    assert env["POOLPILOT_POD_IP"]["valueFrom"] == {"fieldRef": {"fieldPath": "status.podIP"}}
+    assert "POOLPILOT_LIVENESS_ENDPOINT" not in env
+
+
+@pytest.mark.parametrize(("pod_ip", "url"), [
+    (None, "http://0.0.0.0:8080/healthz"),
+    ("10.1.2.3", "http://0.0.0.0:8080/healthz"),
+    ("fd00::5", "http://[::]:8080/healthz"),
+])
+def test_the_default_liveness_endpoint_follows_the_pod_ip_family(pod_ip: str | None, url: str) -> None:
+    assert OperatorSettings(pod_ip=pod_ip).liveness_url() == url
+
+
+def test_a_pod_ip_that_is_not_an_address_is_a_clear_settings_error() -> None:
+    with pytest.raises(ValueError, match="'pod-1' is not an IP address"):
+        OperatorSettings(pod_ip="pod-1")
 
 
 UNITS = {"m": 1e-3, "": 1.0, "k": 1e3, "M": 1e6, "G": 1e9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30}

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import logging
 import math
+import threading
 import time
-from collections.abc import AsyncIterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import aiohttp
+import prometheus_client
 import pytest
+from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge, make_wsgi_app
+from prometheus_client.exposition import CONTENT_TYPE_PLAIN_0_0_4
 
 from bench.parse_cost import parse_everything, vllm_body
 from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolSignals
 from controller.sources.metrics.base import MetricsSource, PoolTarget
 from controller.sources.metrics.pods import InvalidExposition, PodsSource, parse_vllm_metrics, signal_lines
-from devkube.fakevllm import Failure, FakeVLLMFleet, KVMetric
+from devkube.fakevllm import CONTENT_TYPE, Failure, FakeVLLMFleet, FakeVLLMReplica, KVMetric
 
 __all__: list[str] = []
 
@@ -255,3 +263,173 @@ def test_only_the_signal_lines_are_parsed_and_they_give_what_the_whole_body_give
     assert len(kept) < len(body) / 20
     assert "_by_reason" not in kept and "_bucket" not in kept
     assert parse_vllm_metrics(body).waiting == parse_everything(body) == 7
+
+
+# --- content negotiation and redirects ------------------------------------------------------
+
+@pytest.fixture
+def prometheus_client_app() -> Iterator[tuple[str, list[str]]]:
+    """vLLM's gauges in a real prometheus_client registry, served by prometheus_client's own WSGI app (which
+    picks the format from the Accept header: OpenMetrics when asked for it). Yields the base URL and the
+    Content-Type of every answer."""
+    registry = CollectorRegistry()
+    labels = ["model_name", "engine"]
+    waiting = Gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", labels,
+                    registry=registry)
+    running = Gauge("vllm:num_requests_running", "Number of requests in model execution batches.", labels,
+                    registry=registry)
+    kv = Gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", labels, registry=registry)
+    for engine, (queue, busy, used) in enumerate([(5, 2, 0.5), (2, 1, 0.7)]):
+        waiting.labels("m", str(engine)).set(queue)
+        running.labels("m", str(engine)).set(busy)
+        kv.labels("m", str(engine)).set(used)
+    prompt = prometheus_client.Counter("vllm:prompt_tokens", "Number of prefill tokens processed.", labels,
+                                       registry=registry)
+    prompt.labels("m", "0").inc(10)  # a counter: _total and _created, rendered differently in OpenMetrics
+    served: list[str] = []
+    app = make_wsgi_app(registry)
+
+    def recording(environ: dict[str, Any], start_response: Any) -> Any:
+        def start(status: str, headers: list[tuple[str, str]], *args: Any) -> Any:
+            served.extend(value for name, value in headers if name.lower() == "content-type")
+            return start_response(status, headers, *args)
+        return app(environ, start)
+
+    server = make_server("127.0.0.1", 0, recording, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}", served
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+async def test_the_accept_header_asks_prometheus_client_for_the_classic_text_format(
+        prometheus_client_app: tuple[str, list[str]], source: PodsSource) -> None:
+    url, served = prometheus_client_app
+    signals = _signals(await _read_one(source, (url,)))
+    assert (signals.queue_depth, signals.running_requests) == (7.0, 3.0)
+    assert signals.kv_cache_utilization == pytest.approx(0.6)
+    assert served == [CONTENT_TYPE_PLAIN_0_0_4], "prometheus_client answered another format than the classic one"
+
+
+async def _redirecting_replica(runners: list[web.AppRunner], *, status: int, location: str | None = None,
+                               absolute: bool = False, loop_back: bool = False) -> tuple[str, Counter[str]]:
+    """A replica whose /metrics redirects to ``location``, by default /metrics/ (as old vLLM builds do; spelled
+    with its own scheme, host and port if ``absolute``), which serves the exposition; with ``loop_back``,
+    /metrics/ redirects to /metrics again. Counts the requests per path."""
+    hits: Counter[str] = Counter()
+    replica = FakeVLLMReplica("127.0.0.1", 0, name="old-vllm")
+    replica.set(waiting=4, running=1, kv=0.3)
+
+    async def metrics(request: web.Request) -> web.Response:
+        hits[request.path] += 1
+        own = f"http://{request.host}/metrics/" if absolute else "/metrics/"
+        return web.Response(status=status, headers={"Location": location or own})
+
+    async def metrics_slash(request: web.Request) -> web.Response:
+        hits[request.path] += 1
+        if loop_back:
+            return web.Response(status=status, headers={"Location": "/metrics"})
+        return web.Response(body=replica.exposition(), headers={"Content-Type": CONTENT_TYPE})
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/metrics/", metrics_slash)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    runners.append(runner)
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return f"http://127.0.0.1:{runner.addresses[0][1]}", hits
+
+
+@pytest.fixture
+async def runners() -> AsyncIterator[list[web.AppRunner]]:
+    started: list[web.AppRunner] = []
+    yield started
+    for runner in started:
+        await runner.cleanup()
+
+
+@pytest.mark.parametrize("status", [301, 302, 307, 308])
+async def test_a_redirect_to_metrics_slash_is_followed(status: int, runners: list[web.AppRunner],
+                                                       source: PodsSource) -> None:
+    url, hits = await _redirecting_replica(runners, status=status)
+    signals = _signals(await _read_one(source, (url,)))
+    assert (signals.queue_depth, signals.running_requests, signals.kv_cache_utilization) == (4.0, 1.0, 0.3)
+    assert hits == {"/metrics": 1, "/metrics/": 1}
+
+
+async def test_an_absolute_redirect_to_the_same_host_is_followed(runners: list[web.AppRunner],
+                                                                 source: PodsSource) -> None:
+    url, hits = await _redirecting_replica(runners, status=307, absolute=True)
+    assert _signals(await _read_one(source, (url,))).queue_depth == 4.0
+    assert hits == {"/metrics": 1, "/metrics/": 1}
+
+
+async def test_a_redirect_to_another_host_is_not_followed(runners: list[web.AppRunner], source: PodsSource) -> None:
+    elsewhere, elsewhere_hits = await _redirecting_replica(runners, status=307)
+    port = elsewhere.rsplit(":", 1)[1]
+    url, _ = await _redirecting_replica(runners, status=307, location=f"http://localhost:{port}/metrics/")
+    problem = _problem(await _read_one(source, (url,)), MetricsProblemKind.UNREACHABLE)
+    assert "redirected to another host" in problem.message
+    assert "localhost" not in problem.message  # where it points is the replica's text, not ours to repeat
+    assert sum(elsewhere_hits.values()) == 0
+
+
+async def test_a_redirect_loop_is_bounded(runners: list[web.AppRunner], source: PodsSource) -> None:
+    url, hits = await _redirecting_replica(runners, status=307, loop_back=True)
+    problem = _problem(await _read_one(source, (url,)), MetricsProblemKind.UNREACHABLE)
+    assert "more than 3 redirects" in problem.message
+    assert sum(hits.values()) == 4
+
+
+# --- what a replica answers stays out of the status -------------------------------------------
+
+SECRET = "token=sk-live-7f3a9c0d2e1b4a5f"
+
+
+def test_a_parse_error_names_the_line_and_keeps_its_text_apart() -> None:
+    text = ("# HELP vllm:num_requests_waiting Number of requests waiting to be processed.\n"
+            "# TYPE vllm:num_requests_waiting gauge\n"
+            "process_cpu_seconds_total 3.0\n"
+            f'vllm:num_requests_waiting{{engine="0"}} {SECRET}\n')
+    with pytest.raises(InvalidExposition) as raised:
+        parse_vllm_metrics(text)
+    assert str(raised.value) == "line 4 is not the Prometheus text format"
+    assert (raised.value.line_number, raised.value.line) == (4, f'vllm:num_requests_waiting{{engine="0"}} {SECRET}')
+
+
+def test_a_body_that_is_no_exposition_at_all_names_its_first_bad_line() -> None:
+    with pytest.raises(InvalidExposition) as raised:
+        parse_vllm_metrics(f"# a comment\n<html>sign in again: {SECRET}</html>\n")
+    assert str(raised.value) == "line 2 is not the Prometheus text format"
+    assert raised.value.line == f"<html>sign in again: {SECRET}</html>"
+
+
+@pytest.mark.parametrize(("status", "body", "words"), [
+    (200, f"<html>sign in again: {SECRET}</html>\n", "line 1 is not the Prometheus text format"),
+    (200, f'vllm:num_requests_waiting{{engine="0"}} {SECRET}\n', "line 1 is not the Prometheus text format"),
+])
+async def test_what_a_replica_answers_is_never_repeated(status: int, body: str, words: str,
+                                                        runners: list[web.AppRunner], source: PodsSource) -> None:
+    """The message goes into the pool's status and a Warning Event: what went wrong, never the body."""
+    async def metrics(request: web.Request) -> web.Response:
+        return web.Response(status=status, text=body)
+
+    app = web.Application()
+    app.router.add_get("/metrics", metrics)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    runners.append(runner)
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    result = await _read_one(source, (f"http://127.0.0.1:{runner.addresses[0][1]}",))
+    assert isinstance(result, MetricsProblem)
+    assert "sk-live" not in result.message and words in result.message

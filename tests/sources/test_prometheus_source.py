@@ -8,6 +8,7 @@ binary is required: without it these tests fail, with the reason, rather than sk
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import socket
 import time
@@ -248,6 +249,30 @@ async def test_a_hanging_prometheus_is_a_timeout() -> None:
         await source.close()
     assert _kind(results[ZERO]) is MetricsProblemKind.TIMEOUT
     assert 0.4 <= elapsed < 1.5
+
+
+SECRET = "token=sk-live-7f3a9c0d2e1b4a5f"
+
+
+@pytest.mark.parametrize(("status", "body"), [
+    (500, f"upstream auth failed, {SECRET}"),
+    (400, json.dumps({"status": "error", "errorType": "bad_data", "error": f"parse error near {SECRET}"})),
+    (200, json.dumps({"status": "success", "data": {"resultType": "vector", "result": SECRET}})),
+])
+async def test_what_prometheus_answers_is_never_repeated(status: int, body: str) -> None:
+    """The message goes into the pool's status and a Warning Event: the status code only, never the body."""
+    runners: list[web.AppRunner] = []
+    try:
+        source = PrometheusSource(await _serve(status, body, runners), timeout_seconds=2.0)
+        results = await source.read(_targets([ZERO]), now=_now())
+        await source.close()
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+    message = _message(results[ZERO])
+    assert "sk-live" not in message and "token" not in message
+    if status != 200:
+        assert f"HTTP {status}" in message
 
 
 def test_missing_binary_fails_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:

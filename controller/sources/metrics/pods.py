@@ -13,6 +13,10 @@ parallel). Per replica, KV use is the mean over its engines, from
 ``vllm:gpu_cache_usage_perc``. Per pool: queue and running are summed, KV averaged
 over the replicas that answered (the Prometheus source computes the same).
 
+Requests ask for the classic text format (``Accept``), not OpenMetrics. Redirects (old vLLM builds send
+``/metrics`` to ``/metrics/``) are followed up to ``MAX_REDIRECTS`` times on the same scheme, host and
+port only: a replica must not point the operator at another host.
+
 A replica that fails (refused, timeout, HTTP error, a body that is not vLLM metrics,
 NaN or out-of-range values) is skipped, logged and counted; ``replicas_reporting`` says
 how many answered. Only when all of a pool's replicas fail is the pool a problem.
@@ -25,8 +29,9 @@ import logging
 import math
 import re
 import time
+import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -36,12 +41,14 @@ from prometheus_client.parser import text_string_to_metric_families
 from controller.core.signals import VLLM_METRICS, MetricsProblem, MetricsProblemKind, PoolSignals
 from controller.sources.metrics.base import PoolTarget, ReadStats, SourceResults, invalid_signals
 
-__all__ = ["InvalidExposition", "PodsSource", "ReplicaFailure", "ReplicaReading", "parse_vllm_metrics",
-           "signal_lines"]
+__all__ = ["HTTPStatusError", "InvalidExposition", "PodsSource", "RedirectRefused", "ReplicaFailure",
+           "ReplicaReading", "fetch_metrics_text", "parse_vllm_metrics", "signal_lines"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024  # vLLM's /metrics is tens of KB; more is not vLLM
+MAX_REDIRECTS = 3  # /metrics -> /metrics/ needs one
+_REDIRECTS = frozenset((301, 302, 303, 307, 308))
 _ACCEPT = "text/plain;version=0.0.4;q=1.0, */*;q=0.1"  # the classic text format, not OpenMetrics
 
 
@@ -52,6 +59,7 @@ class ReplicaReading:
     waiting: float | None
     running: float | None
     kv: float | None
+    kv_metric: str | None = None  # the KV-cache gauge ``kv`` comes from
 
 
 @dataclass(frozen=True)
@@ -61,7 +69,25 @@ class ReplicaFailure:
 
 
 class InvalidExposition(ValueError):
-    pass
+    """A body that is not vLLM's metrics. Its text (``str``) never quotes the body, for it goes into the
+    pool's status and Events; ``line`` is the offending line itself, for a person at a terminal."""
+
+    def __init__(self, message: str, *, line_number: int | None = None, line: str | None = None) -> None:
+        super().__init__(message)
+        self.line_number = line_number
+        self.line = line
+
+
+def _not_the_format(lines: Iterable[tuple[int, str]]) -> InvalidExposition:
+    """The error for a body the parser refused, naming the first line it refuses on its own."""
+    for number, line in lines:
+        try:
+            for _family in text_string_to_metric_families(line + "\n"):
+                pass
+        except Exception:  # the parser raises ValueError mostly, but any failure means "not the format"
+            return InvalidExposition(f"line {number} is not the Prometheus text format", line_number=number,
+                                     line=line)
+    return InvalidExposition("the body is not the Prometheus text format")
 
 
 _SIGNAL_NAMES = (VLLM_METRICS.WAITING, VLLM_METRICS.RUNNING, VLLM_METRICS.KV_CACHE, VLLM_METRICS.KV_CACHE_LEGACY)
@@ -79,6 +105,16 @@ def signal_lines(text: str) -> str:
     return "\n".join(_SIGNAL_LINE.findall(text)) + "\n"
 
 
+def _numbered_signal_lines(text: str) -> list[tuple[int, str]]:
+    """The signal lines with their line numbers in ``text`` (only a failure needs them)."""
+    numbered, number, position = [], 1, 0
+    for match in _SIGNAL_LINE.finditer(text):
+        number += text.count("\n", position, match.start())
+        position = match.start()
+        numbered.append((number, match.group(0)))
+    return numbered
+
+
 def parse_vllm_metrics(text: str) -> ReplicaReading:
     """vLLM's signals from one ``/metrics`` body; :class:`InvalidExposition` if it is not usable."""
     totals: dict[str, float] = {}
@@ -91,14 +127,16 @@ def parse_vllm_metrics(text: str) -> ReplicaReading:
                 elif sample.name in kv:
                     kv[sample.name].append(float(sample.value))
     except Exception as e:  # the parser raises ValueError mostly, but any failure means "not the format"
-        raise InvalidExposition(f"not the Prometheus text format: {str(e)[:200] or type(e).__name__}") from e
+        raise _not_the_format(_numbered_signal_lines(text)) from e
     if not totals and not any(kv.values()):
         _refuse_what_is_not_an_exposition(text)
-    engines_kv = kv[VLLM_METRICS.KV_CACHE] or kv[VLLM_METRICS.KV_CACHE_LEGACY]
+    kv_metric = next((name for name in (VLLM_METRICS.KV_CACHE, VLLM_METRICS.KV_CACHE_LEGACY) if kv[name]), None)
+    engines_kv = kv[kv_metric] if kv_metric else []
     reading = ReplicaReading(
         waiting=totals.get(VLLM_METRICS.WAITING),
         running=totals.get(VLLM_METRICS.RUNNING),
         kv=sum(engines_kv) / len(engines_kv) if engines_kv else None,
+        kv_metric=kv_metric,
     )
     if reading.waiting is None and reading.running is None and reading.kv is None:
         raise InvalidExposition("the body has none of vLLM's load metrics (is this a vLLM server?)")
@@ -116,7 +154,7 @@ def _refuse_what_is_not_an_exposition(text: str) -> None:
         for _family in text_string_to_metric_families(head):
             pass
     except Exception as e:
-        raise InvalidExposition(f"not the Prometheus text format: {str(e)[:200] or type(e).__name__}") from e
+        raise _not_the_format(enumerate(head.split("\n"), start=1)) from e
 
 
 class PodsSource:
@@ -187,14 +225,15 @@ class PodsSource:
         url = endpoint.rstrip("/") + "/metrics"
         try:
             async with semaphore:
-                text = await self._fetch(session, url)
+                text = await fetch_metrics_text(session, url, timeout_seconds=self.timeout_seconds,
+                                                max_body_bytes=self.max_body_bytes)
             return parse_vllm_metrics(text)
         except TimeoutError:
             failure = ReplicaFailure(MetricsProblemKind.TIMEOUT, f"{url}: no answer within {self.timeout_seconds:g} s")
         except InvalidExposition as e:
             failure = ReplicaFailure(MetricsProblemKind.INVALID, f"{url}: {e}")
-        except _HTTPStatus as e:
-            failure = ReplicaFailure(MetricsProblemKind.UNREACHABLE, f"{url}: HTTP {e.status}")
+        except (HTTPStatusError, RedirectRefused) as e:
+            failure = ReplicaFailure(MetricsProblemKind.UNREACHABLE, f"{url}: {e}")
         except (aiohttp.ClientError, OSError) as e:
             failure = ReplicaFailure(MetricsProblemKind.UNREACHABLE, f"{url}: {type(e).__name__}: {e}")
         except Exception as e:  # never let one replica break the round; but say it loudly, it is a bug or worse
@@ -202,18 +241,6 @@ class PodsSource:
             failure = ReplicaFailure(MetricsProblemKind.UNREACHABLE, f"{url}: {type(e).__name__}: {e}")
         logger.info("replica skipped: %s", failure.message)
         return failure
-
-    async def _fetch(self, session: aiohttp.ClientSession, url: str) -> str:
-        timeout = aiohttp.ClientTimeout(total=self.timeout_seconds)
-        async with session.get(url, timeout=timeout, headers={"Accept": _ACCEPT}, allow_redirects=False) as response:
-            if response.status != 200:
-                raise _HTTPStatus(response.status)
-            body = bytearray()
-            async for chunk in response.content.iter_chunked(64 * 1024):
-                body += chunk
-                if len(body) > self.max_body_bytes:
-                    raise InvalidExposition(f"the body is larger than {self.max_body_bytes} bytes")
-        return body.decode("utf-8", errors="replace")
 
     def _aggregate(self, pool: PoolTarget, outcomes: dict[str, ReplicaReading | ReplicaFailure],
                    now: datetime) -> PoolSignals | MetricsProblem:
@@ -243,10 +270,55 @@ class PodsSource:
         )
 
 
-class _HTTPStatus(Exception):
+class HTTPStatusError(Exception):
+    """An answer other than 200. Only the code is kept: the body is the server's, never repeated in a status."""
+
     def __init__(self, status: int) -> None:
         super().__init__(f"HTTP {status}")
         self.status = status
+
+
+class RedirectRefused(Exception):
+    pass
+
+
+async def fetch_metrics_text(session: aiohttp.ClientSession, url: str, *, timeout_seconds: float,
+                             max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> str:
+    """One ``/metrics`` body, in the classic text format, within ``timeout_seconds`` in all.
+
+    Redirects are followed by hand: old vLLM builds answer ``/metrics`` with a redirect to ``/metrics/``,
+    but a replica (whose image the pool's editor picks) must not send the operator to another host.
+    """
+    target = url
+    async with asyncio.timeout(timeout_seconds):
+        for _hop in range(MAX_REDIRECTS + 1):
+            async with session.get(target, headers={"Accept": _ACCEPT}, allow_redirects=False) as response:
+                if response.status in _REDIRECTS and "Location" in response.headers:
+                    following = urllib.parse.urljoin(target, response.headers["Location"])
+                    if not _same_origin(following, target):
+                        raise RedirectRefused(f"HTTP {response.status} redirected to another host; not followed")
+                    target = following
+                    continue
+                if response.status != 200:
+                    raise HTTPStatusError(response.status)
+                body = bytearray()
+                async for chunk in response.content.iter_chunked(64 * 1024):
+                    body += chunk
+                    if len(body) > max_body_bytes:
+                        raise InvalidExposition(f"the body is larger than {max_body_bytes} bytes")
+                return body.decode("utf-8", errors="replace")
+    raise RedirectRefused(f"more than {MAX_REDIRECTS} redirects; not followed")
+
+
+def _same_origin(url: str, other: str) -> bool:
+    def origin(text: str) -> tuple[str, str | None, int | None]:
+        parts = urllib.parse.urlsplit(text)
+        return parts.scheme, parts.hostname, parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+
+    try:
+        return origin(url) == origin(other)
+    except ValueError:  # a Location with a port that is not a number
+        return False
 
 
 _WORDS = {

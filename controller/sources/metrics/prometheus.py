@@ -99,7 +99,7 @@ class _Client:
         result = self._connect.custom_query(promql, params={"timeout": f"{timeout_seconds:g}s"},
                                             timeout=timeout_seconds)
         if not isinstance(result, list) or not all(isinstance(row, dict) for row in result):
-            raise ValueError(f"the query result is not a list of series: {result!r:.200}")
+            raise ValueError("the query result is not a list of series")
         return result
 
     def close(self) -> None:
@@ -194,12 +194,16 @@ class PrometheusSource:
         if isinstance(error, requests.ConnectionError):
             return _RoundFailed(MetricsProblemKind.UNREACHABLE,
                                 f"cannot connect to Prometheus at {self.url}: {_connection_reason(error)}")
+        # What Prometheus (or a proxy in front of it) answered is never repeated: the message goes into the
+        # pool's status and Events, and an error page may carry anything. The status code says enough.
         if isinstance(error, PrometheusApiClientException):
+            status = re.match(r"HTTP Status Code (\d+)", str(error))
             return _RoundFailed(MetricsProblemKind.UNREACHABLE,
-                                f"Prometheus answered with an error: {_first_line(error):.300}")
+                                f"Prometheus answered HTTP {status.group(1)}" if status
+                                else "Prometheus answered with an error")
         # A body that is not Prometheus' JSON (a proxy's error page, a wrong URL), or anything else.
         return _RoundFailed(MetricsProblemKind.UNREACHABLE,
-                            f"unexpected answer from Prometheus: {type(error).__name__}: {_first_line(error):.300}")
+                            f"unexpected answer from Prometheus (not its query API's JSON: {type(error).__name__})")
 
     # --- mapping rows to pools ------------------------------------------------------------
 
