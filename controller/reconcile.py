@@ -10,6 +10,7 @@ no writes at all.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -45,6 +46,7 @@ __all__ = ["PoolSnapshot", "ReconcileResult", "Reporting", "UpgradeSlots", "obse
            "reconcile_pool"]
 
 Manifest = dict[str, Any]
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -114,10 +116,21 @@ async def observe(reader: SignalReader, pool: PoolSnapshot, *, now: datetime) ->
     if deployments.total_replicas is None:
         return Observation(generation=pool.generation, spec=spec, previous=previous, deployments=deployments,
                            rendered_templates=rendered)
-    endpoints = tuple(replica_metrics_base_url(ip, spec.model.port) for ip in pool.ready_pod_ips)
+    endpoints = _endpoints(pool.ready_pod_ips, spec.model.port)
     signals = await reader.read((pool.ref.namespace, pool.ref.name), spec, endpoints, now=now)
     return Observation(generation=pool.generation, spec=spec, previous=previous, deployments=deployments,
                        source=spec.metrics.source, signals=signals, rendered_templates=rendered)
+
+
+def _endpoints(pod_ips: Iterable[str], port: int) -> tuple[str, ...]:
+    """Where the pods source scrapes; a pod IP that is not an address is left out (and logged), not fatal."""
+    found = []
+    for ip in pod_ips:
+        try:
+            found.append(replica_metrics_base_url(ip, port))
+        except ValueError as error:
+            logger.warning("not scraping a replica: %s", error)
+    return tuple(found)
 
 
 async def apply(api: KubeApi, pool: PoolSnapshot, planned: Plan) -> list[AppliedChange]:

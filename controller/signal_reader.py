@@ -34,6 +34,7 @@ __all__ = ["SignalReader"]
 
 Reading = PoolSignals | MetricsProblem
 DEFAULT_MAX_PROMETHEUS_URLS = 64
+MAX_PODS_SOURCES = 8  # distinct spec.metrics.timeoutSeconds values with an HTTP session kept
 
 
 @dataclass
@@ -57,9 +58,26 @@ class SignalReader:
         self._settings = settings
         self._allowed_prometheus_urls = settings.allowed_prometheus_url_set()
         self._max_prometheus_urls = max_prometheus_urls
-        self._pods_by_timeout: dict[float, PodsSource] = {}
+        # One pods source (an HTTP session) per timeout the pools ask for; the spec sets it, so the
+        # number kept is capped, least recently used closed first.
+        self._pods_by_timeout: OrderedDict[float, PodsSource] = OrderedDict()
         self._rounds: OrderedDict[str, _PrometheusRounds] = OrderedDict()  # by normalised URL, oldest use first
         self._prometheus_factory = prometheus_factory or self._default_prometheus
+
+    async def _pods_source(self, timeout_seconds: float) -> PodsSource:
+        source = self._pods_by_timeout.get(timeout_seconds)
+        if source is None:
+            source = self._pods_by_timeout[timeout_seconds] = PodsSource(timeout_seconds=timeout_seconds)
+            while len(self._pods_by_timeout) > MAX_PODS_SOURCES:
+                _, oldest = self._pods_by_timeout.popitem(last=False)
+                await oldest.close()
+        self._pods_by_timeout.move_to_end(timeout_seconds)
+        return source
+
+    @property
+    def pods_source_timeouts(self) -> tuple[float, ...]:
+        """The timeouts with a pods source kept, least recently used first."""
+        return tuple(self._pods_by_timeout)
 
     @property
     def tracked_prometheus_urls(self) -> tuple[str, ...]:
@@ -73,10 +91,7 @@ class SignalReader:
                    now: datetime) -> Reading:
         metrics = spec.metrics
         if metrics.source == "pods":
-            source = self._pods_by_timeout.get(metrics.timeout_seconds)
-            if source is None:
-                source = self._pods_by_timeout[metrics.timeout_seconds] = PodsSource(
-                    timeout_seconds=metrics.timeout_seconds)
+            source = await self._pods_source(metrics.timeout_seconds)
             results = await source.read([PoolTarget(key=key, endpoints=endpoints)], now=now)
             return results[key]
         url = metrics.prometheus.url or self._settings.prometheus_url

@@ -20,7 +20,7 @@ from aiohttp import web
 from controller.api.spec import InferencePoolSpec
 from controller.core.signals import MetricsProblem, MetricsProblemKind
 from controller.settings import OperatorSettings
-from controller.signal_reader import SignalReader
+from controller.signal_reader import MAX_PODS_SOURCES, SignalReader
 from controller.sources.metrics.urls import normalized_prometheus_url
 
 __all__: list[str] = []
@@ -169,3 +169,38 @@ def test_a_bad_allowed_url_is_a_clear_settings_error(monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("POOLPILOT_ALLOWED_PROMETHEUS_URLS", json.dumps(["http://prom:9090", "prom"]))
     with pytest.raises(ValueError, match="'prom' is not an http"):
         OperatorSettings()
+
+
+async def test_an_allowed_prometheus_that_redirects_is_not_followed(prometheus: tuple[str, Counter[str]]) -> None:
+    elsewhere, hits = prometheus  # a Prometheus nobody allowed
+
+    async def redirect(request: web.Request) -> web.Response:
+        raise web.HTTPTemporaryRedirect(f"{elsewhere}{request.path_qs}")
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", redirect)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    allowed = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    reader = SignalReader(OperatorSettings(prometheus_url=allowed))
+    try:
+        problem = await _read(reader, allowed)
+    finally:
+        await reader.close()
+        await runner.cleanup()
+    assert problem.kind is MetricsProblemKind.UNREACHABLE and "redirect" in problem.message
+    assert sum(hits.values()) == 0
+
+
+async def test_one_http_session_per_timeout_and_no_more_than_the_cap() -> None:
+    reader = SignalReader(OperatorSettings())
+    try:
+        for tenths in range(1, 41):  # forty distinct timeouts, as forty pools might set
+            spec = InferencePoolSpec.model_validate({"model": {"name": "m"}, "replicas": {"min": 1, "max": 2},
+                                                     "metrics": {"source": "pods", "timeoutSeconds": tenths / 10}})
+            await reader.read(POOL, spec, (), now=NOW)
+            assert len(reader.pods_source_timeouts) <= MAX_PODS_SOURCES
+        assert reader.pods_source_timeouts == tuple(t / 10 for t in range(33, 41))
+    finally:
+        await reader.close()

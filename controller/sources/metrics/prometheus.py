@@ -93,6 +93,8 @@ class _Client:
     def __init__(self, url: str, timeout_seconds: float) -> None:
         connect: Any = PrometheusConnect  # requests takes float seconds; the library's hints say int
         self._connect: Any = connect(url=url, retry=Retry(total=0), timeout=timeout_seconds)
+        # Only allowed URLs are queried (POOLPILOT_ALLOWED_PROMETHEUS_URLS): a redirect could lead anywhere.
+        self._connect._session.max_redirects = 0
 
     def query(self, promql: str, timeout_seconds: float) -> list[dict[str, Any]]:
         # Prometheus' own timeout stops the evaluation server-side too; requests' stops the socket wait.
@@ -191,6 +193,10 @@ class PrometheusSource:
         if isinstance(error, requests.Timeout | TimeoutError):
             return _RoundFailed(MetricsProblemKind.TIMEOUT,
                                 f"Prometheus did not answer within {self.timeout_seconds:g} s ({error})")
+        if isinstance(error, requests.TooManyRedirects):
+            return _RoundFailed(MetricsProblemKind.UNREACHABLE,
+                                f"Prometheus at {self.url} answered with a redirect, which is not followed: "
+                                "configure the URL it redirects to (and allow it)")
         if isinstance(error, requests.ConnectionError):
             return _RoundFailed(MetricsProblemKind.UNREACHABLE,
                                 f"cannot connect to Prometheus at {self.url}: {_connection_reason(error)}")
