@@ -129,8 +129,12 @@ def test_a_test_gets_the_nodes_it_asks_for(backend: Backend) -> None:
         name, capacity_type="spot", zone="us-east-1c", taints=[taint], provider_id="aws:///us-east-1c/i-0abc",
         labels={"karpenter.sh/nodepool": "gpu"}))
     try:
+        # The node lifecycle controller lifts its own node.kubernetes.io/not-ready taint a moment after
+        # the node turns Ready: wait for that too.
         node = eventually(lambda: backend.kube.core.read_node(name), lambda n: any(
-            c.type == "Ready" and c.status == "True" for c in (n.status.conditions or [])), what="the node Ready")
+            c.type == "Ready" and c.status == "True" for c in (n.status.conditions or []))
+            and [t.key for t in n.spec.taints or []] == ["karpenter.sh/disrupted"],
+            what="the node Ready with only its own taint")
         assert node.spec.provider_id == "aws:///us-east-1c/i-0abc"
         assert [(t.key, t.effect) for t in node.spec.taints] == [("karpenter.sh/disrupted", "NoSchedule")]
         assert node.metadata.labels["karpenter.sh/capacity-type"] == "spot"
