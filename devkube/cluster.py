@@ -44,7 +44,7 @@ import yaml
 
 from devkube import crds
 from devkube.emulator import DevKubeEmulator
-from devkube.loopthread import LoopThread, running_loop
+from devkube.loopthread import in_thread, running_loop
 from devkube.resources import Resource, lookup
 from devkube.workloads import FakeDeploymentController, NodeNameFn, PodAddressFn
 from devkube.writelog import WriteRecord
@@ -185,13 +185,8 @@ class DevCluster:
     @contextlib.contextmanager
     def in_thread(cls, **kwargs: Any) -> Iterator[DevCluster]:
         """Run the cluster's event loop in a background thread for synchronous code."""
-        cluster = cls(**kwargs)
-        runner = LoopThread(cluster, name="devkube")
-        runner.start()
-        try:
+        with in_thread(cls(**kwargs), name="devkube") as cluster:
             yield cluster
-        finally:
-            runner.stop()
 
     # --- helpers: objects -----------------------------------------------------------------
 

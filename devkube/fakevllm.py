@@ -48,7 +48,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.samples import Sample
 
-from devkube.loopthread import LoopThread, running_loop
+from devkube.loopthread import in_thread, running_loop
 
 __all__ = [
     "CONTENT_TYPE",
@@ -470,13 +470,8 @@ class FakeVLLMFleet:
     @contextlib.contextmanager
     def in_thread(cls, replicas: int = 1, **kwargs: Any) -> Iterator[FakeVLLMFleet]:
         """Run the fleet on its own event loop in a background thread (sync tests, the demo)."""
-        fleet = cls(replicas, **kwargs)
-        runner = LoopThread(fleet, name="fakevllm")
-        runner.start()
-        try:
+        with in_thread(cls(replicas, **kwargs), name="fakevllm") as fleet:
             yield fleet
-        finally:
-            runner.stop()
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
         """Run a coroutine on the fleet's loop from another thread and wait for it."""

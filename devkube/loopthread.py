@@ -7,11 +7,26 @@ with ``stop()``; a failure while entering is raised in the caller's thread.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
+from collections.abc import Iterator
 from contextlib import AbstractAsyncContextManager
-from typing import Any
+from typing import Any, TypeVar
 
-__all__ = ["LoopThread", "running_loop"]
+__all__ = ["LoopThread", "in_thread", "running_loop"]
+
+C = TypeVar("C", bound=AbstractAsyncContextManager[Any])
+
+
+@contextlib.contextmanager
+def in_thread(context: C, *, name: str) -> Iterator[C]:
+    """``context`` entered on its own loop in a background thread, for synchronous code; left on exit."""
+    runner = LoopThread(context, name=name)
+    runner.start()
+    try:
+        yield context
+    finally:
+        runner.stop()
 
 
 def running_loop() -> asyncio.AbstractEventLoop | None:

@@ -88,6 +88,14 @@ def wait_for_serving(fleet: FakeVLLMFleet, count: int) -> None:
     eventually(lambda: len(fleet.endpoints), lambda n: n == count, what=f"{count} replicas serving")
 
 
+def at_max_under_load(fleet: FakeVLLMFleet, backend: Backend, *, kv: float | None = None) -> None:
+    """Pool `qwen` under a queue of 12 per replica (target 4): at its maximum, every replica serving."""
+    set_load(fleet, waiting=12, kv=kv)
+    backend.kube.create_pool(backend.namespace, "qwen", pool_spec(fleet))
+    wait_for_replicas(backend, "qwen", MAX_REPLICAS)
+    wait_for_serving(fleet, MAX_REPLICAS)
+
+
 def events(backend: Backend, pool: str, reason: str) -> list[Manifest]:
     return [e for e in backend.kube.events_for(backend.namespace, pool) if e["reason"] == reason]
 
@@ -130,10 +138,7 @@ def test_the_pods_source_scales_up_on_a_queue_spike_and_down_after_the_window(
 
 def test_unreadable_metrics_hold_the_replicas_warn_once_and_recover(
         fleet: FakeVLLMFleet, backend: Backend, operator: OperatorProcess) -> None:
-    set_load(fleet, waiting=12)
-    backend.kube.create_pool(backend.namespace, "qwen", pool_spec(fleet))
-    wait_for_replicas(backend, "qwen", 5)
-    wait_for_serving(fleet, 5)
+    at_max_under_load(fleet, backend)
 
     for replica in fleet.replicas:  # every replica's /metrics now refuses connections
         fleet.call(replica.stop())
@@ -153,14 +158,9 @@ def test_unreadable_metrics_hold_the_replicas_warn_once_and_recover(
     assert len(events_eventually(backend, "qwen", "MetricsRecovered")) == 1
 
 
-
-
 def test_a_restart_does_not_cut_the_scale_down_window_short(
         fleet: FakeVLLMFleet, backend: Backend, operator: OperatorProcess) -> None:
-    set_load(fleet, waiting=12)
-    backend.kube.create_pool(backend.namespace, "qwen", pool_spec(fleet))
-    wait_for_replicas(backend, "qwen", 5)
-    wait_for_serving(fleet, 5)
+    at_max_under_load(fleet, backend)
     # The load drops while the operator is down: its memory of high recommendations is gone with it.
     operator.stop()
     set_load(fleet, waiting=0, running=0, kv=0.1)
@@ -174,10 +174,7 @@ def test_a_restart_does_not_cut_the_scale_down_window_short(
 
 def test_a_missing_signal_never_scales_down_and_leaves_no_stale_figure(
         fleet: FakeVLLMFleet, backend: Backend, operator: OperatorProcess) -> None:
-    set_load(fleet, waiting=12, kv=0.5)
-    backend.kube.create_pool(backend.namespace, "qwen", pool_spec(fleet))
-    wait_for_replicas(backend, "qwen", 5)
-    wait_for_serving(fleet, 5)
+    at_max_under_load(fleet, backend, kv=0.5)
     eventually(lambda: backend.kube.get_pool(backend.namespace, "qwen"),
                lambda p: p is not None and "kvCachePercent" in p["status"].get("signals", {}),
                what="KV% in the status")
