@@ -31,8 +31,9 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.api.spec import API_GROUP, API_VERSION, PLURAL
 from controller.core.scaling import ScalingState
+from controller.kube.apply import VerifiedObjects
 from controller.kube.client import KubeApi, build_api_client
-from controller.kube.render import PoolRef
+from controller.kube.render import POOL_LABEL, PoolRef
 from controller.reconcile import PoolSnapshot, reconcile_pool
 from controller.settings import OperatorSettings
 from controller.signal_reader import SignalReader
@@ -84,18 +85,23 @@ def _list(api_client: Any, path: str) -> list[dict[str, Any]]:
 
 
 async def _round(api: KubeApi, reader: SignalReader, pools: Sequence[dict[str, Any]],
-                 cache: dict[tuple[str, str], dict[str, Any]], states: dict[str, ScalingState]) -> None:
+                 cache: dict[tuple[str, str], dict[str, Any]], states: dict[str, ScalingState],
+                 verified: dict[str, VerifiedObjects]) -> None:
     now = datetime.now(UTC)
     semaphore = asyncio.Semaphore(CONCURRENCY)
+    deployments_of: dict[str, list[dict[str, Any]]] = {}  # by pool, as Kopf's index holds them
+    for (kind, _), obj in cache.items():
+        if kind == "Deployment":
+            deployments_of.setdefault(obj["metadata"].get("labels", {}).get(POOL_LABEL, ""), []).append(obj)
 
     async def one(pool: dict[str, Any]) -> None:
         name = pool["metadata"]["name"]
         snapshot = PoolSnapshot(
             ref=PoolRef(name=name, namespace=NAMESPACE, uid=pool["metadata"]["uid"]),
             generation=pool["metadata"]["generation"], raw_spec=pool["spec"], raw_status=pool.get("status"),
-            deployments=[cache[(kind, n)] for kind, n in cache if kind == "Deployment" and n.startswith(name + "-")],
+            deployments=deployments_of.get(name, []),
             cached=lambda kind, object_name: cache.get((kind, object_name)),
-            scaling_state=states.get(name, ScalingState()))
+            scaling_state=states.get(name, ScalingState()), verified=verified.setdefault(name, VerifiedObjects()))
         async with semaphore:
             result = await reconcile_pool(api, reader, snapshot, now=now)
         states[name] = result.scaling_state
@@ -122,12 +128,13 @@ def measure(pool_count: int, rounds: int, scrape_interval_seconds: float) -> dic
         api = CountingKubeApi(api_client)
         reader = SignalReader(OperatorSettings(prometheus_url=info["prometheus"], prometheus_round_seconds=30.0))
         states: dict[str, ScalingState] = {}
+        verified: dict[str, VerifiedObjects] = {}
         loop = asyncio.new_event_loop()
         try:
             pools, cache = _snapshot_cluster(api_client)
-            loop.run_until_complete(_round(api, reader, pools, cache, states))  # creates everything
+            loop.run_until_complete(_round(api, reader, pools, cache, states, verified))  # creates everything
             pools, cache = _snapshot_cluster(api_client)
-            loop.run_until_complete(_round(api, reader, pools, cache, states))  # writes the first statuses
+            loop.run_until_complete(_round(api, reader, pools, cache, states, verified))  # writes the first statuses
             pools, cache = _snapshot_cluster(api_client)
             reading = sum(1 for pool in pools if any(
                 c["type"] == "MetricsAvailable" and c["status"] == "True"
@@ -139,7 +146,7 @@ def measure(pool_count: int, rounds: int, scrape_interval_seconds: float) -> dic
                 CountingKubeApi.calls = 0
                 queries_before = _prometheus_queries(info["prometheus"])
                 wall, cpu = time.perf_counter(), time.process_time()
-                loop.run_until_complete(_round(api, reader, pools, cache, states))
+                loop.run_until_complete(_round(api, reader, pools, cache, states, verified))
                 walls.append(time.perf_counter() - wall)
                 cpus.append(time.process_time() - cpu)
                 calls.append(CountingKubeApi.calls)

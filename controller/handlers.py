@@ -19,6 +19,7 @@ import kopf
 
 from controller.api.spec import API_GROUP, API_VERSION, PLURAL
 from controller.core.scaling import ScalingState
+from controller.kube.apply import VerifiedObjects
 from controller.kube.client import KubeApi, build_api_client
 from controller.kube.render import MANAGED_BY_LABEL, MANAGER, POOL_LABEL, PoolRef
 from controller.reconcile import PoolSnapshot, Reporting, UpgradeSlots, reconcile_pool
@@ -52,6 +53,8 @@ class Runtime:
     wakeups: dict[PoolKey, asyncio.Event] = field(default_factory=dict)
     # The scaler's memory (recent recommendations) per pool; lost on restart, which only delays a scale-down.
     scaling_states: dict[PoolKey, ScalingState] = field(default_factory=dict)
+    # Per pool: owned objects last found as wanted, so a steady evaluation skips comparing them.
+    verified: dict[PoolKey, VerifiedObjects] = field(default_factory=dict)
     # Which pools roll for an operator upgrade now: at most settings.max_concurrent_upgrades.
     upgrades: UpgradeSlots = field(default_factory=UpgradeSlots)
 
@@ -169,7 +172,8 @@ def _first(index: kopf.Index[PoolKey, dict[str, Any]], key: PoolKey, name: str) 
     return next((obj for obj in index.get(key, []) if obj.get("metadata", {}).get("name") == name), None)
 
 
-def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], scaling_state: ScalingState) -> PoolSnapshot:
+def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], scaling_state: ScalingState,
+              verified: VerifiedObjects) -> PoolSnapshot:
     meta = body.get("metadata", {})
     key: PoolKey = (meta["namespace"], meta["name"])
     by_kind = {"Deployment": indexes["owned_deployments"], "Service": indexes["owned_services"],
@@ -183,6 +187,7 @@ def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], scaling_state: Scalin
         cached=lambda kind, name: _first(by_kind[kind], key, name),
         ready_pod_ips=tuple(sorted(indexes["ready_pod_ips"].get(key, []))),
         scaling_state=scaling_state,
+        verified=verified,
     )
 
 
@@ -210,7 +215,8 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
         while True:  # Kopf cancels this task when the pool is deleted or the operator stops
             wakeup.clear()
             try:
-                snapshot = _snapshot(body, indexes, runtime.scaling_states.get(key, ScalingState()))
+                snapshot = _snapshot(body, indexes, runtime.scaling_states.get(key, ScalingState()),
+                                     runtime.verified.setdefault(key, VerifiedObjects()))
                 result = await reconcile_pool(runtime.api, runtime.reader, snapshot, now=datetime.now(UTC),
                                               reporting=reporting, upgrades=runtime.upgrades)
             except Exception:
@@ -232,6 +238,7 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
     finally:
         runtime.wakeups.pop(key, None)
         runtime.scaling_states.pop(key, None)
+        runtime.verified.pop(key, None)
         runtime.upgrades.record(key, holds=False)
         runtime.reader.forget(key)
 

@@ -26,7 +26,7 @@ from controller.core.plan import AppliedChange, Conclusion, Observation, Plan, R
 from controller.core.pool import validate_pool
 from controller.core.rollout import UpgradeGate
 from controller.core.scaling import ScalingState
-from controller.kube.apply import CachedLookup, apply_owned_objects
+from controller.kube.apply import CachedLookup, VerifiedObjects, apply_owned_objects
 from controller.kube.client import KubeApi, NotFound
 from controller.kube.diff import last_applied, replacing_patch
 from controller.kube.observe import observe_deployments
@@ -61,6 +61,8 @@ class PoolSnapshot:
     cached: CachedLookup
     ready_pod_ips: tuple[str, ...] = ()  # where the pods source scrapes
     scaling_state: ScalingState = field(default_factory=ScalingState)
+    # Remembered across evaluations (like scaling_state, in memory): objects found as wanted, by version.
+    verified: VerifiedObjects = field(default_factory=VerifiedObjects)
 
 
 @dataclass(frozen=True)
@@ -138,7 +140,7 @@ async def apply(api: KubeApi, pool: PoolSnapshot, planned: Plan) -> list[Applied
     if planned.spec is None or planned.split is None:
         return []
     owned = [_as_planned(o, pool, planned) for o in render_owned_objects(pool.ref, planned.spec, planned.split)]
-    return await apply_owned_objects(api, pool.ref.namespace, pool.ref.uid, owned, pool.cached)
+    return await apply_owned_objects(api, pool.ref.namespace, pool.ref.uid, owned, pool.cached, pool.verified)
 
 
 def _as_planned(owned: OwnedObject, pool: PoolSnapshot, planned: Plan) -> OwnedObject:

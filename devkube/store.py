@@ -6,6 +6,11 @@ versions), keyed by the resource of the *storage* version. All operations are sy
 and run on the event loop's thread, so they are atomic without locks; watchers are fed
 through per-watch queues.
 
+Lists, quotas, the garbage collector and namespace deletion find objects through indexes (by
+resource and namespace, by namespace, by owner uid) that every write keeps, as the real server's
+watch cache and the garbage collector's graph do; in-process readers (the stand-in controllers)
+read the stored objects without copies (``list_stored``, ``find_stored``, ``list_dependents_stored``).
+
 Semantics, as on a real server:
 
 * ``metadata.uid``, ``creationTimestamp``, ``resourceVersion`` (one global counter, bumped by
@@ -52,7 +57,7 @@ import functools
 import re
 import secrets
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import kmock
@@ -119,6 +124,16 @@ class ObjectStore:
         self.validate_custom_resources = True
         self._rv = 0
         self._uids: dict[str, ObjectKey] = {}
+        # Indexes of the live objects, kept by _commit (the only writer): every lookup a list, a quota,
+        # the garbage collector, a namespace deletion or a stand-in controller makes is a dict access,
+        # not a scan of the whole store (a fleet holds tens of thousands of objects).
+        self._live_objects: dict[ObjectKey, dict[str, Any]] = {}
+        self._by_resource: dict[kmock.resource, dict[ObjectKey, None]] = collections.defaultdict(dict)
+        self._by_resource_namespace: dict[tuple[kmock.resource, str | None], dict[ObjectKey, None]] = (
+            collections.defaultdict(dict)
+        )
+        self._by_namespace: dict[str, dict[ObjectKey, None]] = collections.defaultdict(dict)
+        self._by_owner_uid: dict[str, dict[ObjectKey, None]] = collections.defaultdict(dict)
         self._history: collections.deque[WatchEvent] = collections.deque(maxlen=history_size)
         self._subscriptions: set[Subscription] = set()
         self.listeners: list[Listener] = []
@@ -161,27 +176,54 @@ class ObjectStore:
         labels: selectors.LabelSelector | None = None,
         fields: selectors.FieldSelector | None = None,
     ) -> list[dict[str, Any]]:
+        found = self.list_stored(resource, namespace, labels, fields)
+        return [self.present(resource, stored) for stored in found]
+
+    def list_stored(
+        self,
+        resource: Resource,
+        namespace: str | None = None,
+        labels: selectors.LabelSelector | None = None,
+        fields: selectors.FieldSelector | None = None,
+    ) -> list[Mapping[str, Any]]:
+        """The stored objects themselves, sorted as a list is: for in-process readers that only read
+        (the stand-in controllers). Never modify them; a write goes through the store's operations."""
         storage_key = self.storage_key(resource)
-        found = [
-            self.present(resource, stored)
-            for (key, ns, _), stored in self._live_items()
-            if key == storage_key and (namespace is None or ns == namespace)
+        keys = (
+            self._by_resource.get(storage_key, {})
+            if namespace is None or not resource.namespaced
+            else self._by_resource_namespace.get((storage_key, namespace), {})
+        )
+        return self._select(sorted(keys, key=lambda key: (key[1] or "", key[2])), labels, fields)
+
+    def list_dependents_stored(self, resource: Resource, owner_uid: str) -> list[Mapping[str, Any]]:
+        """The stored objects of a kind that name ``owner_uid`` in their ownerReferences, oldest first
+        (read-only, see ``list_stored``): what a controller finds through its owner index."""
+        storage_key = self.storage_key(resource)
+        return self._select([key for key in self._by_owner_uid.get(owner_uid, {}) if key[0] == storage_key])
+
+    def _select(
+        self,
+        keys: Iterable[ObjectKey],
+        labels: selectors.LabelSelector | None = None,
+        fields: selectors.FieldSelector | None = None,
+    ) -> list[Mapping[str, Any]]:
+        return [
+            stored
+            for key in keys
+            if (stored := self._live_objects[key]) is not None
             if (labels is None or labels.matches(stored)) and (fields is None or fields.matches(stored))
         ]
-        return sorted(
-            found, key=lambda obj: (obj["metadata"].get("namespace") or "", obj["metadata"]["name"])
-        )
 
-    def _live_items(self) -> Iterator[tuple[ObjectKey, dict[str, Any]]]:
-        for key, obj in list(self.objects.items()):
-            if not obj.deleted:
-                yield key, obj.raw
+    def find_stored(self, resource: Resource, namespace: str | None, name: str) -> Mapping[str, Any] | None:
+        """The stored object itself, for in-process readers that only read (see ``list_stored``)."""
+        return self._live(self._key(resource, namespace, name))
+
+    def count(self, resource: Resource, namespace: str | None) -> int:
+        return len(self._by_resource_namespace.get((self.storage_key(resource), namespace), {}))
 
     def _live(self, key: ObjectKey) -> dict[str, Any] | None:
-        if key not in self.objects:
-            return None
-        obj = self.objects[key]
-        return None if obj.deleted else obj.raw
+        return self._live_objects.get(key)
 
     def _key(self, resource: Resource, namespace: str | None, name: str) -> ObjectKey:
         return (self.storage_key(resource), namespace if resource.namespaced else None, name)
@@ -220,14 +262,14 @@ class ObjectStore:
             counted = lookup(self.resources, spec)
         except LookupError:
             return None
-        return len(self.list_objects(counted, namespace))
+        return self.count(counted, namespace)
 
     def _check_quota(self, resource: Resource, namespace: str | None) -> None:
         if namespace is None or resource.key == QUOTAS:
             return
         quotas = self.list_objects(self.resolve("", "v1", "resourcequotas"), namespace)
         if quotas:
-            quota.check_object_count(resource, quotas, lambda: len(self.list_objects(resource, namespace)))
+            quota.check_object_count(resource, quotas, lambda: self.count(resource, namespace))
 
     def _prepare_new(self, resource: Resource, namespace: str | None, body: Any) -> dict[str, Any]:
         if not isinstance(body, Mapping) or not isinstance(body.get("metadata", {}), Mapping):
@@ -538,12 +580,12 @@ class ObjectStore:
     def _is_nonempty_namespace(self, resource: Resource, obj: Mapping[str, Any]) -> bool:
         if resource.key != NAMESPACES:
             return False
-        name = obj["metadata"]["name"]
-        return any(key[1] == name for key, _ in self._live_items())
+        return bool(self._by_namespace.get(obj["metadata"]["name"]))
 
     def _delete_namespace_content(self, namespace: str) -> None:
-        for key, stored in list(self._live_items()):
-            if key[1] == namespace and self._live(key) is not None:
+        for key in list(self._by_namespace.get(namespace, {})):
+            stored = self._live(key)
+            if stored is not None:  # a cascade of an earlier deletion may have taken it already
                 self._delete_object(key, self._resource_of(key), stored)
         self._release_terminating_namespace(namespace)
 
@@ -554,17 +596,17 @@ class ObjectStore:
         ns = self._live(ns_key)
         if ns is None or not ns["metadata"].get("deletionTimestamp") or ns["metadata"].get("finalizers"):
             return
-        if not any(key[1] == namespace for key, _ in self._live_items()):
+        if not self._by_namespace.get(namespace):
             self._remove(ns_key, self._resource_of(ns_key), ns)
 
     def _collect_dependents(self, owner_uid: str) -> None:
-        for key, stored in list(self._live_items()):
-            owner_uids = [ref.get("uid") for ref in stored["metadata"].get("ownerReferences") or []]
-            if owner_uid not in owner_uids or any(uid in self._uids for uid in owner_uids):
-                continue  # not a dependent, or another owner is still alive
+        for key in list(self._by_owner_uid.get(owner_uid, {})):
             current = self._live(key)
-            if current is not None:
-                self._delete_object(key, self._resource_of(key), current)
+            if current is None:
+                continue  # a cascade of an earlier deletion took it already
+            if any(uid in self._uids for uid in _owner_uids(current)):
+                continue  # another owner is still alive
+            self._delete_object(key, self._resource_of(key), current)
 
     def _resource_of(self, key: ObjectKey) -> Resource:
         group, version, plural = key[0].group or "", key[0].version or "", key[0].plural or ""
@@ -614,8 +656,9 @@ class ObjectStore:
         """A deleted CRD takes its custom resources with it (without their finalizers, unlike a real one)."""
         name = str(crd["metadata"]["name"])
         for declared in self.crds.declared(name):
-            for key, stored in list(self._live_items()):
-                if key[0] == declared and self._live(key) is not None:
+            for key in list(self._by_resource.get(declared, {})):
+                stored = self._live(key)
+                if stored is not None:
                     self._remove(key, self._resource_of(key), stored)
         self.crds.unregister(name)
 
@@ -642,6 +685,7 @@ class ObjectStore:
             self.objects[key] = stored
         if event_type != "DELETED":
             self._uids[stored["metadata"]["uid"]] = key
+        self._reindex(key, self._live_objects.get(key), None if event_type == "DELETED" else stored)
         if key[0] == CRDS and event_type != "DELETED":
             self.register_crd(stored)  # before the event: watchers may look the new resource up at once
         event = WatchEvent(event_type, key[0], stored, old, self._rv)
@@ -651,6 +695,25 @@ class ObjectStore:
         for listener in list(self.listeners):
             listener(event)
         return stored
+
+    def _reindex(self, key: ObjectKey, old: Mapping[str, Any] | None, new: dict[str, Any] | None) -> None:
+        resource, namespace, _ = key
+        for uid in _owner_uids(old) - _owner_uids(new):
+            _discard(self._by_owner_uid, uid, key)
+        if new is None:
+            self._live_objects.pop(key, None)
+            _discard(self._by_resource, resource, key)
+            _discard(self._by_resource_namespace, (resource, namespace), key)
+            if namespace is not None:
+                _discard(self._by_namespace, namespace, key)
+            return
+        self._live_objects[key] = new
+        self._by_resource[resource][key] = None
+        self._by_resource_namespace[(resource, namespace)][key] = None
+        if namespace is not None:
+            self._by_namespace[namespace][key] = None
+        for uid in _owner_uids(new):
+            self._by_owner_uid[uid][key] = None
 
     def subscribe(self) -> Subscription:
         subscription = Subscription()
@@ -672,6 +735,20 @@ class ObjectStore:
     def close(self) -> None:
         for subscription in self._subscriptions:
             subscription.queue.put_nowait(None)
+
+
+def _owner_uids(obj: Mapping[str, Any] | None) -> set[str]:
+    if obj is None:
+        return set()
+    return {str(ref.get("uid")) for ref in obj["metadata"].get("ownerReferences") or [] if ref.get("uid")}
+
+
+def _discard(index: dict[Any, dict[ObjectKey, None]], bucket: Any, key: ObjectKey) -> None:
+    keys = index.get(bucket)
+    if keys is not None:
+        keys.pop(key, None)
+        if not keys:
+            del index[bucket]
 
 
 def _set_or_drop(container: dict[str, Any], key: str, value: Any) -> None:

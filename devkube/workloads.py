@@ -113,9 +113,7 @@ class FakeDeploymentController:
         self.errors: list[Exception] = []  # failures of reconciliations (e.g. a callback that raised)
         self._pod_ip = pod_ip or self._default_pod_ip
         self._node_name = node_name or (lambda namespace, pod, deployment: DEFAULT_NODE_NAME)
-        self._addresses: Iterator[str] = itertools.cycle(
-            str(address) for address in ipaddress.ip_network(DEFAULT_POD_NETWORK).hosts()
-        )
+        self._addresses = PodAddresses(DEFAULT_POD_NETWORK)
         self._sequence = itertools.count()
         self._created: dict[PodKey, int] = {}  # creation order of our pods (timestamps have 1s resolution)
         self._started: dict[PodKey, float] = {}  # loop time of our pods' start, for ready_delay
@@ -126,7 +124,9 @@ class FakeDeploymentController:
     def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         self.store.listeners.append(self._on_event)
-        for obj in self.store.list_objects(self._deployments()):
+        for pod in self.store.list_stored(self._pods()):
+            self._addresses.track(_pod_key(pod), _pod_ip_of(pod))
+        for obj in self.store.list_stored(self._deployments()):
             self._schedule((obj["metadata"]["namespace"], obj["metadata"]["name"]))
 
     def stop(self) -> None:
@@ -184,6 +184,10 @@ class FakeDeploymentController:
     def _on_pod_event(self, event: WatchEvent) -> None:
         namespace, name = event.object["metadata"]["namespace"], event.object["metadata"]["name"]
         if event.type == "DELETED":
+            self._addresses.forget((namespace, name))
+        else:
+            self._addresses.track((namespace, name), _pod_ip_of(event.object))
+        if event.type == "DELETED":
             self.pod_overrides.pop((namespace, name), None)
             self._created.pop((namespace, name), None)
             self._started.pop((namespace, name), None)
@@ -232,7 +236,7 @@ class FakeDeploymentController:
 
     def _reconcile_deployment(self, key: DeploymentKey) -> None:
         resource = self._deployments()
-        obj = self.store.find(resource, *key)
+        obj = self.store.find_stored(resource, *key)  # read-only: writes go through the store
         if obj is None or obj["metadata"].get("deletionTimestamp"):
             return
         desired = _desired_replicas(obj)
@@ -280,10 +284,12 @@ class FakeDeploymentController:
             self._schedule(key, after=warm_up, debounce=False)
         return len(current), len(current), sum(readiness.values())
 
-    def _owned_pods(self, namespace: str, uid: str) -> list[dict[str, Any]]:
+    def _owned_pods(self, namespace: str, uid: str) -> list[Mapping[str, Any]]:
+        """Through the store's owner index, as the ReplicaSet controller uses its informer's (read-only)."""
         return [
             pod
-            for pod in self.store.list_objects(self._pods(), namespace)
+            for pod in self.store.list_dependents_stored(self._pods(), uid)
+            if pod["metadata"]["namespace"] == namespace
             if not pod["metadata"].get("deletionTimestamp") and _controller_uid(pod) == uid
         ]
 
@@ -337,15 +343,11 @@ class FakeDeploymentController:
         base = prefix[:_MAX_GENERATED_NAME_PREFIX]
         while True:
             name = base + "".join(secrets.choice(_NAME_ALPHABET) for _ in range(5))
-            if self.store.find(self._pods(), namespace, name) is None:
+            if self.store.find_stored(self._pods(), namespace, name) is None:
                 return name
 
     def _default_pod_ip(self, namespace: str, pod_name: str, deployment: str) -> str:
-        in_use = {(pod.get("status") or {}).get("podIP") for pod in self.store.list_objects(self._pods())}
-        for address in self._addresses:  # cycles: an address is reused only after the whole range
-            if address not in in_use:
-                return address
-        raise AssertionError("unreachable: the address cycle is endless")
+        return self._addresses.allocate((namespace, pod_name))
 
     def _age_key(self, pod: Mapping[str, Any]) -> tuple[str, int]:
         """Sorts oldest first."""
@@ -385,6 +387,66 @@ class FakeDeploymentController:
 
 
 # --- pods -----------------------------------------------------------------------------------------
+
+
+class PodAddresses:
+    """The pod network's addresses: which pods hold which, and the next free one in O(1) (amortized).
+
+    Every pod's ``podIP`` is tracked from the store's events (whoever set it), so an address in use is
+    never handed out again, and a freed one is reused only after the whole range went round, as a
+    node's IPAM hands out addresses in turn. A scan of all pods per new pod made a fleet quadratic.
+    """
+
+    def __init__(self, network: str) -> None:
+        self._cycle: Iterator[str] = itertools.cycle(str(a) for a in ipaddress.ip_network(network).hosts())
+        self._size = ipaddress.ip_network(network).num_addresses - 2
+        self._holders: dict[str, set[PodKey]] = {}  # address -> pods that show it
+        self._held: dict[PodKey, str] = {}  # pod -> its address
+        # Handed out, not yet in the pod's status: only between an allocation and the status write after it.
+        self._reserved: dict[PodKey, str] = {}
+
+    def track(self, pod: PodKey, address: str | None) -> None:
+        """The pod's address as the store now shows it (None: none yet)."""
+        previous = self._held.pop(pod, None)
+        if previous is not None:
+            self._release(previous, pod)
+        if address is not None:
+            self._reserved.pop(pod, None)
+            self._held[pod] = address
+            self._holders.setdefault(address, set()).add(pod)
+
+    def forget(self, pod: PodKey) -> None:
+        """The pod is gone: its address is free (and comes round again only after the whole range)."""
+        self.track(pod, None)
+        self._reserved.pop(pod, None)
+
+    def allocate(self, pod: PodKey) -> str:
+        kept = self._held.get(pod) or self._reserved.get(pod)
+        if kept is not None:
+            return kept
+        for _ in range(self._size):
+            address = next(self._cycle)
+            if address not in self._holders and address not in self._reserved.values():
+                self._reserved[pod] = address
+                return address
+        raise RuntimeError(f"the pod network is full: {self._size} addresses in use")
+
+    def _release(self, address: str, pod: PodKey) -> None:
+        holders = self._holders.get(address)
+        if holders is not None:
+            holders.discard(pod)
+            if not holders:
+                del self._holders[address]
+
+
+def _pod_key(pod: Mapping[str, Any]) -> PodKey:
+    return pod["metadata"]["namespace"], pod["metadata"]["name"]
+
+
+def _pod_ip_of(pod: Mapping[str, Any]) -> str | None:
+    ip = (pod.get("status") or {}).get("podIP")
+    return str(ip) if ip else None
+
 
 
 def template_hash(template: Mapping[str, Any]) -> str:

@@ -9,20 +9,55 @@ never a spurious write.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
 from controller.core.plan import AppliedChange
 from controller.kube.client import KubeApi
-from controller.kube.diff import drifted_fields, merge_patch_for, with_last_applied
+from controller.kube.diff import LAST_APPLIED_ANNOTATION, drifted_fields, merge_patch_for, with_last_applied
 from controller.kube.render import OwnedObject
 
-__all__ = ["AppliedChange", "CachedLookup", "apply_owned_objects"]
+__all__ = ["AppliedChange", "CachedLookup", "VerifiedObjects", "apply_owned_objects"]
 
 Manifest = dict[str, Any]
 CachedLookup = Callable[[str, str], Manifest | None]  # (kind, name) -> the cached live object
+
+
+@dataclass
+class VerifiedObjects:
+    """One pool's owned objects last found exactly as wanted, by uid and resourceVersion.
+
+    A steady pool wants what it last applied, and its objects keep their resourceVersion; while both
+    hold, the object is still as it was when compared, so the field-by-field comparison (most of a
+    steady evaluation's cost at a thousand pools) is skipped. Any write to the object, ours or
+    anybody's, changes its resourceVersion and brings the comparison back.
+    """
+
+    _clean: dict[tuple[str, str], tuple[str, str]] = field(default_factory=dict)
+
+    def is_clean(self, kind: str, name: str, live: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
+        return (self._clean.get((kind, name)) == _version_of(live)
+                and _last_applied_text(live) == _last_applied_text(wanted))
+
+    def record(self, kind: str, name: str, live: Mapping[str, Any]) -> None:
+        self._clean[(kind, name)] = _version_of(live)
+
+    def forget(self, kind: str, name: str) -> None:
+        self._clean.pop((kind, name), None)
+
+
+def _version_of(live: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = live.get("metadata") or {}
+    return str(metadata.get("uid") or ""), str(metadata.get("resourceVersion") or "")
+
+
+def _last_applied_text(manifest: Mapping[str, Any]) -> str | None:
+    annotations = (manifest.get("metadata") or {}).get("annotations") or {}
+    text = annotations.get(LAST_APPLIED_ANNOTATION)
+    return text if isinstance(text, str) else None
 
 
 # What the API server answers for an object it will never accept as sent (a bad quantity: 400; a
@@ -52,9 +87,12 @@ def _owned_by(live: Manifest, owner_uid: str) -> bool:
 
 
 async def _apply_one(api: KubeApi, namespace: str, owner_uid: str, owned: OwnedObject,
-                     cached: Manifest | None) -> AppliedChange | None:
+                     cached: Manifest | None, verified: VerifiedObjects) -> AppliedChange | None:
     wanted = with_last_applied(owned.manifest)
     live = cached
+    if live is not None and verified.is_clean(owned.kind, owned.name, live, wanted):
+        return None
+    verified.forget(owned.kind, owned.name)
     if live is not None and merge_patch_for(wanted, live) is not None:
         live = await api.read(owned.kind, namespace, owned.name)  # the cache may lag our last write
     elif live is None:
@@ -75,6 +113,7 @@ async def _apply_one(api: KubeApi, namespace: str, owner_uid: str, owned: OwnedO
         return AppliedChange(owned.kind, owned.name, "conflict")
     patch = merge_patch_for(wanted, live)
     if patch is None:
+        verified.record(owned.kind, owned.name, live)
         return None
     fields = tuple(f for f in drifted_fields(owned.manifest, live) if not f.startswith("metadata.annotations"))
     await api.patch(owned.kind, namespace, owned.name, patch)
@@ -83,12 +122,14 @@ async def _apply_one(api: KubeApi, namespace: str, owner_uid: str, owned: OwnedO
 
 async def apply_owned_objects(
     api: KubeApi, namespace: str, owner_uid: str, objects: Sequence[OwnedObject], cached: CachedLookup,
+    verified: VerifiedObjects | None = None,
 ) -> list[AppliedChange]:
     """Create or patch each object as needed; returns what was written, name conflicts and refusals."""
+    verified = verified if verified is not None else VerifiedObjects()
     changes = []
     for owned in objects:
         try:
-            change = await _apply_one(api, namespace, owner_uid, owned, cached(owned.kind, owned.name))
+            change = await _apply_one(api, namespace, owner_uid, owned, cached(owned.kind, owned.name), verified)
         except ApiException as error:
             if error.status not in _REFUSED:
                 raise  # a server in trouble: the evaluation fails and is retried with backoff

@@ -13,6 +13,7 @@ import kubernetes
 import pytest
 
 from devkube import ApiError, DevCluster
+from devkube.workloads import PodAddresses
 
 NS = "team-a"
 POOL = "poolpilot.io/pool"
@@ -428,3 +429,55 @@ async def test_a_live_kopf_style_watch_with_a_label_selector() -> None:
         ("ADDED", second, False),
         ("MODIFIED", second, True),
     ]
+
+
+def test_the_released_pod_outlives_its_former_owner_and_the_new_ones_do_not(cluster: DevCluster) -> None:
+    """The store's owner index follows ownerReferences as they change, not as they were at creation."""
+    cluster.create("deployments", deployment(replicas=2))
+    cluster.wait_until(settled(cluster, pods=2, ready=2))
+    released = sorted(names(pods_of(cluster)))[0]
+    cluster.kubectl("label", "pod", released, "-n", NS, "app=debug", "--overwrite")
+    cluster.wait_until(settled(cluster, pods=2, ready=2))
+    cluster.kubectl("delete", "deployment", "web", "-n", NS)
+    assert pods_of(cluster) == []
+    orphan = cluster.get("pods", NS, released)
+    assert orphan is not None and orphan["metadata"]["labels"]["app"] == "debug"
+
+
+def test_a_pod_address_in_use_is_never_handed_out_again(cluster: DevCluster) -> None:
+    """Also an address someone else gave a pod (a test, another controller) is in use."""
+    taken = "127.244.0.3"
+    cluster.put_object("pods", {"metadata": {"name": "squatter", "namespace": NS},
+                                "spec": {"containers": [{"name": "c", "image": "i"}]},
+                                "status": {"phase": "Running", "podIP": taken, "podIPs": [{"ip": taken}]}})
+    cluster.create("deployments", deployment(replicas=6))
+    cluster.wait_until(settled(cluster, pods=6, ready=6))
+    first = {pod["status"]["podIP"] for pod in pods_of(cluster)}
+    assert len(first) == 6 and taken not in first
+    scale(cluster, 3)
+    cluster.wait_until(settled(cluster, pods=3, ready=3))
+    scale(cluster, 6)
+    cluster.wait_until(settled(cluster, pods=6, ready=6))
+    addresses = [pod["status"]["podIP"] for pod in pods_of(cluster)]
+    assert len(set(addresses)) == 6 and taken not in addresses
+    assert not (set(addresses) - first) & first  # freed addresses come round only after the whole range
+
+
+def test_pod_addresses_go_round_the_whole_range_before_reuse_and_refuse_when_full() -> None:
+    addresses = PodAddresses("10.0.0.0/29")  # 6 hosts
+    handed = [addresses.allocate((NS, f"p{i}")) for i in range(3)]
+    for i, address in enumerate(handed):
+        addresses.track((NS, f"p{i}"), address)
+    assert handed == ["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    assert addresses.allocate((NS, "p0")) == "10.0.0.1"  # a pod keeps what it holds
+    addresses.forget((NS, "p0"))
+    assert addresses.allocate((NS, "q")) == "10.0.0.4"  # not the freed 10.0.0.1 yet
+    assert addresses.allocate((NS, "q")) == "10.0.0.4"  # reserved until its status shows it
+    addresses.track((NS, "q"), "10.0.0.4")
+    addresses.track((NS, "other"), "10.0.0.5")  # set by someone else
+    assert addresses.allocate((NS, "r")) == "10.0.0.6"
+    addresses.track((NS, "r"), "10.0.0.6")
+    assert addresses.allocate((NS, "s")) == "10.0.0.1"  # round the range: the freed one
+    addresses.track((NS, "s"), "10.0.0.1")
+    with pytest.raises(RuntimeError, match="full"):
+        addresses.allocate((NS, "t"))
