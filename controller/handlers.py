@@ -22,7 +22,7 @@ from controller.core.scaling import ScalingState
 from controller.kube.apply import VerifiedObjects
 from controller.kube.client import KubeApi, build_api_client
 from controller.kube.render import MANAGED_BY_LABEL, MANAGER, POOL_LABEL, PoolRef
-from controller.reconcile import PoolSnapshot, Reporting, UpgradeSlots, reconcile_pool
+from controller.reconcile import ParsedSpec, PoolSnapshot, Reporting, UpgradeSlots, reconcile_pool
 from controller.settings import OperatorSettings
 from controller.signal_reader import SignalReader
 
@@ -51,15 +51,26 @@ class Runtime:
     reader: SignalReader
     settings: OperatorSettings
     wakeups: dict[PoolKey, asyncio.Event] = field(default_factory=dict)
-    # The scaler's memory (recent recommendations) per pool; lost on restart, which only delays a scale-down.
+    # Per pool, in memory, dropped with the pool's loop; a restart costs one full evaluation, and a
+    # scale-down waits one more window. The scaler's memory (recent recommendations):
     scaling_states: dict[PoolKey, ScalingState] = field(default_factory=dict)
-    # Per pool: owned objects last found as wanted, so a steady evaluation skips comparing them.
+    # What a steady evaluation need not redo: owned objects found as wanted, the spec parsed and rendered.
     verified: dict[PoolKey, VerifiedObjects] = field(default_factory=dict)
+    parsed: dict[PoolKey, ParsedSpec] = field(default_factory=dict)
+    # The pool generation last evaluated: a pool's event wakes its loop only for a new one (a spec change),
+    # not for the loop's own status writes.
+    evaluated_generations: dict[PoolKey, int] = field(default_factory=dict)
+    # Bounds how many evaluations run at once (settings.max_concurrent_evaluations).
+    evaluation_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
     # Which pools roll for an operator upgrade now: at most settings.max_concurrent_upgrades.
     upgrades: UpgradeSlots = field(default_factory=UpgradeSlots)
 
     def wakeup_for(self, key: PoolKey) -> asyncio.Event:
         return self.wakeups.setdefault(key, asyncio.Event())
+
+    def wake_for_generation(self, key: PoolKey, generation: int) -> None:
+        if self.evaluated_generations.get(key) != generation:
+            self.wake(key)
 
     def wake(self, key: PoolKey) -> None:
         event = self.wakeups.get(key)
@@ -100,7 +111,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     settings.watching.chunk_size = operator_settings.list_chunk_size
     memo["runtime"] = Runtime(api=KubeApi(build_api_client(operator_settings.kubeconfig), timeout_seconds=timeout),
                               reader=SignalReader(operator_settings), settings=operator_settings,
-                              upgrades=UpgradeSlots(limit=operator_settings.max_concurrent_upgrades))
+                              upgrades=UpgradeSlots(limit=operator_settings.max_concurrent_upgrades),
+                              evaluation_slots=asyncio.Semaphore(operator_settings.max_concurrent_evaluations))
     logger.info("PoolPilot started; watching %s", ", ".join(operator_settings.namespaces) or "all namespaces")
 
 
@@ -163,31 +175,50 @@ async def wake_on_owned_change(namespace: str | None, labels: kopf.Labels, memo:
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
-async def wake_on_pool_change(namespace: str | None, name: str | None, memo: kopf.Memo, **_: Any) -> None:
+async def wake_on_pool_change(namespace: str | None, name: str | None, meta: kopf.Meta, memo: kopf.Memo,
+                              **_: Any) -> None:
     if namespace and name:
-        _runtime(memo).wake((namespace, name))
+        _runtime(memo).wake_for_generation((namespace, name), int(meta.get("generation") or 0))
 
 
 def _first(index: kopf.Index[PoolKey, dict[str, Any]], key: PoolKey, name: str) -> dict[str, Any] | None:
     return next((obj for obj in index.get(key, []) if obj.get("metadata", {}).get("name") == name), None)
 
 
-def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], scaling_state: ScalingState,
-              verified: VerifiedObjects) -> PoolSnapshot:
+@dataclass
+class _PoolCopy:
+    """The pool's spec and status copied out of Kopf's live body (which changes under an await), reused
+    while its resourceVersion stays: copying them was a steady evaluation's largest cost."""
+
+    resource_version: str | None = None
+    spec: Any = None
+    status: Any = None
+
+    def of(self, body: kopf.Body) -> tuple[Any, Any]:
+        resource_version = body.get("metadata", {}).get("resourceVersion")
+        if resource_version is None or resource_version != self.resource_version:
+            self.resource_version = resource_version
+            self.spec, self.status = copy.deepcopy(body.get("spec")), copy.deepcopy(body.get("status"))
+        return self.spec, self.status
+
+
+def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], runtime: Runtime, copied: _PoolCopy) -> PoolSnapshot:
     meta = body.get("metadata", {})
     key: PoolKey = (meta["namespace"], meta["name"])
+    raw_spec, raw_status = copied.of(body)
     by_kind = {"Deployment": indexes["owned_deployments"], "Service": indexes["owned_services"],
                "PodDisruptionBudget": indexes["owned_pdbs"]}
     return PoolSnapshot(
         ref=PoolRef(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", "")),
         generation=int(meta.get("generation") or 0),
-        raw_spec=copy.deepcopy(body.get("spec")),
-        raw_status=copy.deepcopy(body.get("status")),
+        raw_spec=raw_spec,
+        raw_status=raw_status,
         deployments=list(indexes["owned_deployments"].get(key, [])),
         cached=lambda kind, name: _first(by_kind[kind], key, name),
         ready_pod_ips=tuple(sorted(indexes["ready_pod_ips"].get(key, []))),
-        scaling_state=scaling_state,
-        verified=verified,
+        scaling_state=runtime.scaling_states.get(key, ScalingState()),
+        verified=runtime.verified.setdefault(key, VerifiedObjects()),
+        parsed=runtime.parsed.setdefault(key, ParsedSpec()),
     )
 
 
@@ -211,14 +242,16 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
     indexes = {name: kwargs[name] for name in ("owned_deployments", "owned_services", "owned_pdbs", "ready_pod_ips")}
     reporting = Reporting(signals_refresh_seconds=runtime.settings.signals_refresh_seconds)
     failures = 0
+    copied = _PoolCopy()
     try:
         while True:  # Kopf cancels this task when the pool is deleted or the operator stops
             wakeup.clear()
             try:
-                snapshot = _snapshot(body, indexes, runtime.scaling_states.get(key, ScalingState()),
-                                     runtime.verified.setdefault(key, VerifiedObjects()))
-                result = await reconcile_pool(runtime.api, runtime.reader, snapshot, now=datetime.now(UTC),
-                                              reporting=reporting, upgrades=runtime.upgrades)
+                async with runtime.evaluation_slots:
+                    snapshot = _snapshot(body, indexes, runtime, copied)
+                    runtime.evaluated_generations[key] = snapshot.generation
+                    result = await reconcile_pool(runtime.api, runtime.reader, snapshot, now=datetime.now(UTC),
+                                                  reporting=reporting, upgrades=runtime.upgrades)
             except Exception:
                 # The loop must outlive a flaky API server.
                 failures += 1
@@ -239,6 +272,8 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
         runtime.wakeups.pop(key, None)
         runtime.scaling_states.pop(key, None)
         runtime.verified.pop(key, None)
+        runtime.parsed.pop(key, None)
+        runtime.evaluated_generations.pop(key, None)
         runtime.upgrades.record(key, holds=False)
         runtime.reader.forget(key)
 

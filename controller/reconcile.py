@@ -23,7 +23,7 @@ from controller.api.status import InferencePoolStatus
 from controller.core import events
 from controller.core.capacity import CapacityType
 from controller.core.plan import AppliedChange, Conclusion, Observation, Plan, Reporting, conclude, plan
-from controller.core.pool import validate_pool
+from controller.core.pool import SpecProblem, validate_pool
 from controller.core.rollout import UpgradeGate
 from controller.core.scaling import ScalingState
 from controller.kube.apply import CachedLookup, VerifiedObjects, apply_owned_objects
@@ -61,8 +61,35 @@ class PoolSnapshot:
     cached: CachedLookup
     ready_pod_ips: tuple[str, ...] = ()  # where the pods source scrapes
     scaling_state: ScalingState = field(default_factory=ScalingState)
-    # Remembered across evaluations (like scaling_state, in memory): objects found as wanted, by version.
+    # Remembered across evaluations (like scaling_state, in memory): objects found as wanted, by version,
+    # and the spec as parsed and rendered for its generation.
     verified: VerifiedObjects = field(default_factory=VerifiedObjects)
+    parsed: ParsedSpec = field(default_factory=lambda: ParsedSpec())
+
+
+@dataclass
+class ParsedSpec:
+    """The pool's spec as validated, and the pod templates it renders, for one (uid, generation).
+
+    The API server bumps a custom resource's generation on every change outside metadata and status,
+    so while the generation stays, so does the spec: a steady pool validates and renders it once,
+    not every few seconds.
+    """
+
+    made_for: tuple[str, int] | None = None
+    spec: InferencePoolSpec | tuple[SpecProblem, ...] = ()
+    templates: Mapping[CapacityType, str] = field(default_factory=dict)
+
+    def get(self, pool: PoolRef, generation: int,
+            raw_spec: Mapping[str, Any] | None) -> tuple[InferencePoolSpec | tuple[SpecProblem, ...],
+                                                         Mapping[CapacityType, str]]:
+        if self.made_for != (pool.uid, generation) or not generation:
+            validated = validate_pool(pool.name, raw_spec)
+            self.spec = validated if isinstance(validated, InferencePoolSpec) else tuple(validated)
+            self.templates = (rendered_template_fingerprints(pool, self.spec)
+                              if isinstance(self.spec, InferencePoolSpec) else {})
+            self.made_for = (pool.uid, generation)
+        return self.spec, self.templates
 
 
 @dataclass(frozen=True)
@@ -109,12 +136,11 @@ def _status_dump(status: InferencePoolStatus) -> Manifest:
 
 async def observe(reader: SignalReader, pool: PoolSnapshot, *, now: datetime) -> Observation:
     """Every read of one evaluation. Signals are read only for a valid pool whose Deployments exist."""
-    spec = validate_pool(pool.ref.name, pool.raw_spec)
+    spec, rendered = pool.parsed.get(pool.ref, pool.generation, pool.raw_spec)
     deployments = observe_deployments(pool.deployments)
     previous = parse_status(pool.raw_status)
     if not isinstance(spec, InferencePoolSpec):
-        return Observation(generation=pool.generation, spec=tuple(spec), previous=previous, deployments=deployments)
-    rendered = rendered_template_fingerprints(pool.ref, spec)
+        return Observation(generation=pool.generation, spec=spec, previous=previous, deployments=deployments)
     if deployments.total_replicas is None:
         return Observation(generation=pool.generation, spec=spec, previous=previous, deployments=deployments,
                            rendered_templates=rendered)

@@ -83,6 +83,12 @@ class OperatorSettings(BaseSettings):
                     "most this many pools roll their pods at a time (each surge asks for a GPU). A user's spec "
                     "change still applies at once.",
     )
+    max_concurrent_evaluations: int = Field(
+        default=16, ge=1, le=1000,
+        description="At most this many pools are evaluated at once; the rest wait their turn. When a thousand "
+                    "pools start together, their evaluations' in-flight objects would otherwise all be alive "
+                    "at once: that peak, not the steady state, set the operator's memory.",
+    )
 
     @field_validator("prometheus_url")
     @classmethod

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+import json
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 from controller.core.capacity import CapacityType
 from controller.core.pool import DeploymentState, PoolObservation
-from controller.kube.diff import last_applied
+from controller.kube.diff import LAST_APPLIED_ANNOTATION
 from controller.kube.render import CAPACITY_TYPE_LABEL, TEMPLATE_GENERATION_ANNOTATION, template_fingerprint
 
 __all__ = ["is_rolling", "observe_deployments"]
@@ -22,18 +24,40 @@ def observe_deployments(deployments: Iterable[Mapping[str, Any]]) -> PoolObserva
         except ValueError:
             continue  # not one of ours, or a label edited by hand: not counted
         status = deployment.get("status") or {}
-        applied = last_applied(deployment) or {}
-        template = applied.get("spec", {}).get("template")
-        recorded = applied.get("metadata", {}).get("annotations", {}).get(TEMPLATE_GENERATION_ANNOTATION)
+        annotation = deployment.get("metadata", {}).get("annotations", {}).get(LAST_APPLIED_ANNOTATION)
+        template, recorded = _applied_template(annotation) if isinstance(annotation, str) else (None, None)
         states[capacity_type] = DeploymentState(
             replicas=int(deployment.get("spec", {}).get("replicas", 0) or 0),
             # The Deployment controller omits readyReplicas when none are ready.
             ready=int(status.get("readyReplicas", 0) or 0),
-            template=template_fingerprint(template) if isinstance(template, dict) else None,
-            template_generation=int(recorded) if str(recorded or "").isdigit() else None,
+            template=template,
+            template_generation=recorded,
             rolling=is_rolling(deployment),
         )
     return PoolObservation(deployments=states)
+
+
+@functools.lru_cache(maxsize=4096)
+def _applied_template(last_applied_text: str) -> tuple[str | None, int | None]:
+    """The fingerprint of the pod template last applied, and the pool generation it was rolled for.
+
+    Cached by the annotation's text: a steady Deployment keeps it, and parsing and hashing it for every
+    Deployment of every pool every few seconds was a good part of a steady evaluation.
+    """
+    try:
+        applied = json.loads(last_applied_text)
+    except ValueError:
+        return None, None  # a hand-edited annotation: as if we had never applied a template
+    template = _at(applied, "spec", "template")
+    recorded = _at(applied, "metadata", "annotations", TEMPLATE_GENERATION_ANNOTATION)
+    return (template_fingerprint(template) if isinstance(template, dict) else None,
+            int(recorded) if str(recorded or "").isdigit() else None)
+
+
+def _at(value: Any, *path: str) -> Any:
+    for key in path:
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
 
 
 def is_rolling(deployment: Mapping[str, Any]) -> bool:
