@@ -1,11 +1,16 @@
 """The Kopf wiring: what runs where."""
 
+import asyncio
 import inspect
+import logging
 from typing import Any
 
 import kopf
+import pytest
 
 import controller.handlers  # registers the handlers
+from controller.reconcile import ReconcileResult
+from controller.settings import OperatorSettings
 
 
 def test_handlers_that_wake_pools_run_on_the_event_loop_not_in_worker_threads() -> None:
@@ -43,3 +48,40 @@ def test_the_pool_copy_is_reused_while_its_resource_version_stays() -> None:
     assert copied.of(body)[0] is spec and spec == {"a": [1]}  # a copy, not the live body
     raw["metadata"]["resourceVersion"] = "8"
     assert copied.of(body)[0] == {"a": [1, 2]}
+
+
+def test_no_more_pools_are_evaluated_at_once_than_the_slots_allow(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A thousand pools start together; their evaluations queue for slots instead of all running at once."""
+    running, most, evaluated = 0, 0, set()
+
+    async def slow_evaluation(api: Any, reader: Any, snapshot: Any, **_: Any) -> ReconcileResult:
+        nonlocal running, most
+        running += 1
+        most = max(most, running)
+        await asyncio.sleep(0.02)
+        running -= 1
+        evaluated.add(snapshot.ref.name)
+        return ReconcileResult(events=[], status_written=False, spec=None)
+
+    monkeypatch.setattr(controller.handlers, "reconcile_pool", slow_evaluation)
+
+    async def run() -> None:
+        runtime = controller.handlers.Runtime(api=None, reader=None,  # type: ignore[arg-type]
+                                              settings=OperatorSettings(), evaluation_slots=asyncio.Semaphore(3))
+        memo = kopf.Memo(runtime=runtime)
+        empty: dict[str, Any] = {name: {} for name in ("owned_deployments", "owned_services", "owned_pdbs",
+                                                       "ready_pod_ips")}
+        daemon: Any = controller.handlers.evaluate_pool_continuously
+        raw: list[Any] = [{"metadata": {"name": f"p{i}", "namespace": "llm", "uid": f"u{i}", "resourceVersion": "1",
+                                        "generation": 1}, "spec": {}} for i in range(10)]
+        loops = [asyncio.create_task(daemon(body=kopf.Body(body), memo=memo, logger=logging.getLogger("test"),
+                                            **empty)) for body in raw]
+        while len(evaluated) < 10:
+            await asyncio.sleep(0.01)
+        for loop in loops:
+            loop.cancel()
+        await asyncio.gather(*loops, return_exceptions=True)
+
+    asyncio.run(asyncio.wait_for(run(), timeout=10))
+    assert evaluated == {f"p{i}" for i in range(10)}
+    assert most == 3
