@@ -95,6 +95,10 @@ class Row:
 # --- the world process --------------------------------------------------------------------------
 
 
+class WorldError(RuntimeError):
+    """The world did not answer in time, or exited."""
+
+
 class World:
     """``python -m bench.world --fleet``: commands on its stdin, one JSON line back for each."""
 
@@ -114,9 +118,9 @@ class World:
         try:
             line = self._lines.get(timeout=timeout)
         except queue.Empty:
-            raise TimeoutError(f"the world did not answer within {timeout:.0f} s") from None
+            raise WorldError(f"the world did not answer within {timeout:.0f} s") from None
         if line is None:
-            raise RuntimeError(f"the world exited ({self._process.poll()})")
+            raise WorldError(f"the world exited ({self._process.poll()})")
         reply: dict[str, Any] = json.loads(line)
         return reply
 
@@ -214,7 +218,7 @@ def measure(source: str, pools: int, args: argparse.Namespace) -> Row:
             assert pid is not None
             try:
                 _steady(fleet_world, pid, row, args, profile_out)
-            except TimeoutError as e:  # the world is too busy to answer: report, and go on with the next
+            except WorldError as e:  # the world is too busy to answer, or failed: report, go on with the next
                 row.notes.append(str(e))
             row.peak_rss_mib = peak_rss_mib(pid)
             if not operator.running:

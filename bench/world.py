@@ -49,7 +49,7 @@ from devkube.wiring import PodReplicas, PodTargetSync
 
 NAMESPACE = "bench"
 POOLS = "inferencepools.poolpilot.io"
-CONVERGE_POLL_SECONDS = 0.5
+CONVERGE_POLL_SECONDS = 0.1
 Manifest = dict[str, Any]
 
 
@@ -139,19 +139,37 @@ def _snapshot(counter: Counter[tuple[str, str]]) -> dict[tuple[str, str], int]:
     return dict(counter)
 
 
-def _pool_state(pools: list[Manifest], replicas: int) -> tuple[int, int, int]:
-    """How many pools are Ready=True, how many read their signals (MetricsAvailable=True), and how many
-    show signals read from all their replicas (Prometheus may have scraped some of a pool's pods only)."""
+class PoolStates:
+    """Each pool's progress, from the store's events (a listener, on the cluster's loop): Ready=True,
+    MetricsAvailable=True, and signals read from all its replicas (Prometheus may have scraped some of
+    a pool's pods only). Exact to the write, and no listing (deep copies) of a thousand pools to poll."""
 
-    def true(pool: Manifest, condition_type: str) -> bool:
-        return any(c.get("type") == condition_type and c.get("status") == "True"
-                   for c in (pool.get("status") or {}).get("conditions") or [])
+    def __init__(self, store: ObjectStore, replicas: int) -> None:
+        self._replicas = replicas
+        self._lock = threading.Lock()
+        self._states: dict[tuple[str, str], tuple[bool, bool, bool]] = {}
+        store.listeners.append(self._on_event)  # before any pool exists: nothing is missed
 
-    def all_read(pool: Manifest) -> bool:
-        return ((pool.get("status") or {}).get("signals") or {}).get("replicasReporting") == replicas
+    def _on_event(self, event: WatchEvent) -> None:
+        if (event.resource.group, event.resource.plural) != ("poolpilot.io", "inferencepools"):
+            return
+        meta = event.object["metadata"]
+        key = (meta["namespace"], meta["name"])
+        status = event.object.get("status") or {}
+        true = {c.get("type") for c in status.get("conditions") or [] if c.get("status") == "True"}
+        all_read = (status.get("signals") or {}).get("replicasReporting") == self._replicas
+        with self._lock:
+            if event.type == "DELETED":
+                self._states.pop(key, None)
+            else:
+                self._states[key] = ("Ready" in true, "MetricsAvailable" in true, all_read)
 
-    return (sum(true(p, "Ready") for p in pools), sum(true(p, "MetricsAvailable") for p in pools),
-            sum(all_read(p) for p in pools))
+    def counts(self) -> tuple[int, int, int]:
+        """How many pools are Ready, read signals, and read them from all replicas."""
+        with self._lock:
+            states = list(self._states.values())
+        return (sum(ready for ready, _, _ in states), sum(reading for _, reading, _ in states),
+                sum(ready and reading and all_read for ready, reading, all_read in states))
 
 
 class FleetWorld:
@@ -161,6 +179,7 @@ class FleetWorld:
                  source: str, pools: int, replicas: int) -> None:
         self.cluster, self.fleet, self.prometheus = cluster, fleet, prometheus
         self.source, self.pools, self.replicas = source, pools, replicas
+        self.states = PoolStates(cluster.emulator.store, replicas)
         self.created_at: float | None = None
 
     def create(self) -> dict[str, Any]:
@@ -179,8 +198,7 @@ class FleetWorld:
         ready = reading = all_read = 0
         reply: dict[str, Any] = {"converged": False, "seconds": None, "all_read_seconds": None}
         while True:
-            with contextlib.suppress(TimeoutError):  # the API server's loop is busy: look again
-                ready, reading, all_read = _pool_state(self.cluster.list(POOLS, NAMESPACE), self.replicas)
+            ready, reading, all_read = self.states.counts()
             now = time.monotonic()
             if not reply["converged"] and ready == reading == self.pools:
                 reply.update(converged=True, seconds=now - self.created_at)
