@@ -76,6 +76,7 @@ class Row:
     converged: bool = False
     converge_s: float = 0.0
     all_read_s: float | None = None
+    create_s: float | None = None  # of converge_s, how long the world took to create the pools
     ready: int = 0
     reading: int = 0
     cpu_cores: float | None = None  # from the threads' nanoseconds (else the ticks)
@@ -238,7 +239,7 @@ def measure(source: str, pools: int, args: argparse.Namespace) -> Row:
 def _steady(fleet_world: World, pid: int, row: Row, args: argparse.Namespace,
             profile_out: pathlib.Path | None) -> None:
     """Create the pools, wait for them to converge, then measure a steady window (into ``row``)."""
-    fleet_world.ask("create", timeout=args.converge_timeout)
+    row.create_s = fleet_world.ask("create", timeout=args.converge_timeout)["seconds"]
     state = fleet_world.ask(f"converge {args.converge_timeout}", timeout=args.converge_timeout + 60)
     row.converged = state["converged"]
     row.converge_s, row.all_read_s = state["seconds"] or 0.0, state["all_read_seconds"]
@@ -321,7 +322,7 @@ def table(rows: list[Row], args: argparse.Namespace) -> str:
                 f"| {_number(row.scrapes_per_minute)} | {_number(row.queries_per_minute, 1)} |")
     lines.append("")
     for row in rows:
-        facts = []
+        facts = [] if row.create_s is None else [f"pools created in {row.create_s:.1f} s"]
         if row.api_per_minute is not None:
             verbs = ", ".join(f"{verb} {rate:.1f}" for verb, rate in row.api_by_verb.items()) or "none"
             facts.append(f"API requests/min by verb: {verbs}")
