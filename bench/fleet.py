@@ -7,7 +7,9 @@ those pods) runs in a process of its own, so the CPU and memory measured are the
 Each pool is held at 4 replicas (min = max) and evaluated every 5 s (the default). Per metrics
 source and fleet size it reports:
 
-* converge: seconds from creating the pools until every pool is Ready=True and MetricsAvailable=True;
+* converge: seconds from creating the pools until every pool is Ready=True and MetricsAvailable=True,
+  and until every pool's status shows signals from all 4 replicas (Prometheus may not have scraped
+  them all yet, and the status refreshes its signals every 15 s): the steady window starts then;
 * steady CPU of the operator over a steady window after convergence, in cores, per pool, and per
   pool against the smallest fleet of the same run (machines are noisy: quote ratios measured in one
   run). It is the nanoseconds each of its threads spent on a CPU (``/proc/<pid>/task/*/schedstat``);
@@ -15,7 +17,9 @@ source and fleet size it reports:
   too coarse for an operator that idles at a thousandth of a core;
 * peak RSS (VmHWM) of the operator;
 * API requests per minute the operator makes in the window (counted at the API server: gets,
-  lists, watches, writes);
+  lists, watches, writes). The embedded server sends no watch bookmarks, so Kopf restarts each
+  silent watch after 70 s (and lists again if its resourceVersion has left the server's history);
+  a real API server would keep those watches open with bookmarks;
 * replica scrapes per minute (pods source) and PromQL queries per minute (prometheus source).
 
     python -m bench.fleet [--pools 1,100,1000] [--sources pods,prometheus] [--steady-seconds 30]
