@@ -62,11 +62,13 @@ cluster-down:
 e2e: $(DEV_STAMP)
 	$(BIN)/pytest -q tests/e2e -m e2e
 
-# Reaction time (spike -> Deployment patch), the cost of an evaluation round, CPU per replica scrape; tables.
+# Reaction time (spike -> Deployment patch), the cost of an evaluation round, CPU per replica scrape, and the
+# operator process over fleets of pools (convergence, steady CPU, memory, API and metrics traffic); tables.
 bench: $(DEV_STAMP) prometheus
 	$(BIN)/python -m bench.reaction
 	$(BIN)/python -m bench.round_cost
 	$(BIN)/python -m bench.parse_cost
+	$(BIN)/python -m bench.fleet
 
 crd: $(DEMO_STAMP)
 	$(BIN)/poolpilot crd -o crds/inferencepool.yaml

@@ -101,6 +101,9 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
     # so a test can tell server-side selection from filtering after the data arrived.
     objects_sent: collections.Counter[tuple[str, str]] = attrs.field(init=False, factory=collections.Counter)
     unexpected_errors: list[Exception] = attrs.field(init=False, factory=list)
+    # Every HTTP request received, by (User-Agent, verb: GET, WATCH, POST, PATCH, ...), discovery included:
+    # the write log has only the writes; a benchmark counts what a client asks of the server in all.
+    requests_received: collections.Counter[tuple[str, str]] = attrs.field(init=False, factory=collections.Counter)
 
     def __attrs_post_init__(self) -> None:
         # Only the scaffold's discovery endpoints and its 404 catch-all: kmock's own emulator
@@ -119,6 +122,8 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
         request = await self._parse_request(raw_request)
         self._requests_seen += 1
+        verb = "WATCH" if is_true(request.params.get("watch")) else request.method.upper()
+        self.requests_received[(_header(request, "User-Agent") or "", verb)] += 1
         self._requests.append(request)
         # kmock matches each request against its whole request history (for slices like
         # ``emulator[...][:3] << 503``): unbounded, every request costs more than the last.

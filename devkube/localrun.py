@@ -35,14 +35,16 @@ class OperatorProcess:
 
     def __init__(self, kubeconfig: str | os.PathLike[str], namespaces: list[str] | None = None, *,
                  env: dict[str, str] | None = None, default_liveness: bool = False,
-                 probe_host: str = "127.0.0.1") -> None:
+                 probe_host: str = "127.0.0.1", verbose: bool = True) -> None:
         """``default_liveness``: serve the probe where the operator's settings put it by default (only the port
-        is chosen here); otherwise on 127.0.0.1. ``probe_host``: where to wait for it to answer."""
+        is chosen here); otherwise on 127.0.0.1. ``probe_host``: where to wait for it to answer. ``verbose``:
+        debug logging (for the tests' logs); off, the operator logs as in production (benchmarks of its CPU)."""
         self._kubeconfig = str(kubeconfig)
         self._extra_env = dict(env or {})
         self._namespaces = namespaces or []
         self._default_liveness = default_liveness
         self._probe_host = probe_host
+        self._verbose = verbose
         self.liveness_port = 0
         self._process: subprocess.Popen[bytes] | None = None
         self._log_dir = pathlib.Path(tempfile.mkdtemp(prefix="poolpilot-operator-"))
@@ -57,7 +59,7 @@ class OperatorProcess:
         self._starts += 1
         env = {**os.environ, "KUBECONFIG": self._kubeconfig, "POOLPILOT_REPORTING_INSTANCE": "poolpilot-test",
                **self._extra_env}
-        args = [sys.executable, "-m", "controller.cli", "run", "--verbose"]
+        args = [sys.executable, "-m", "controller.cli", "run", *(["--verbose"] if self._verbose else [])]
         if self._default_liveness:
             env["POOLPILOT_LIVENESS_PORT"] = str(self.liveness_port)
         else:
@@ -84,6 +86,11 @@ class OperatorProcess:
                     return
             time.sleep(0.1)
         raise TimeoutError(f"the operator did not become live in {STARTUP_TIMEOUT_SECONDS} s:\n{self.log()}")
+
+    @property
+    def pid(self) -> int | None:
+        """The operator's process id while it runs (its CPU and memory are in /proc/<pid>)."""
+        return self._process.pid if self._process is not None else None
 
     @property
     def running(self) -> bool:
