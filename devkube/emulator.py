@@ -13,8 +13,9 @@ HTTP-level differences from a real API server (cover them in e2e tests on a real
 * JSON only: no protobuf, no CBOR, no YAML bodies (415) — so kubectl's imperative generators
   that send protobuf (``kubectl create configmap|secret|deployment ...``) fail; use
   ``kubectl apply -f``/``create -f``; ``limit``/``continue`` paging pages the current state
-  rather than a snapshot (see ``_Page``); no BOOKMARK events except the one after
-  ``sendInitialEvents``; ``fieldValidation``, ``fieldManager``, ``propagationPolicy``,
+  rather than a snapshot (see ``_Page``); BOOKMARK events after ``sendInitialEvents`` and, with
+  ``allowWatchBookmarks``, every ``bookmark_interval_seconds`` (a real server sends them about once a
+  minute, not on a strict clock); ``fieldValidation``, ``fieldManager``, ``propagationPolicy``,
   ``gracePeriodSeconds`` are accepted and ignored.
 * No authentication, authorization or admission; no aggregated discovery (kubectl falls
   back to the legacy documents); no ``/scale``, ``/log``, ``/exec`` etc. subresources.
@@ -90,6 +91,11 @@ class WatchSpec:
 @attrs.define(kw_only=True)
 class DevKubeEmulator(kmock.KubernetesEmulator):
     history_size: int = 10_000
+    # A watch that asked for bookmarks (allowWatchBookmarks=true) gets a BOOKMARK with the current
+    # resourceVersion this often, as the real watch cache sends them (defaultBookmarkFrequency, one
+    # minute, in k8s.io/apiserver/pkg/storage/cacher/cacher.go): a client whose selection saw no event
+    # keeps a resourceVersion the server still has, and a quiet watch is not mistaken for a dead one.
+    bookmark_interval_seconds: float = 60.0
     # How many recent requests kmock's reactions are matched against (see __call__).
     request_history: int = 1_000
     _requests_seen: int = attrs.field(default=0, init=False)
@@ -408,8 +414,10 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
             self.store.unsubscribe(subscription)
             stream = self._watch_stream(spec, [{"type": "ERROR", "object": e.as_status()}], None, timeout)
         else:
+            bookmarks = self.bookmark_interval_seconds if is_true(request.params.get("allowWatchBookmarks")) else None
             stream = self._watch_stream(spec, initial, subscription, timeout,
-                                        counter_key=(_header(request, "User-Agent") or "", resource.plural))
+                                        counter_key=(_header(request, "User-Agent") or "", resource.plural),
+                                        bookmark_interval=bookmarks)
         return _Response(status=200, headers={"Content-Type": "application/json"}, payload=stream)
 
     def _initial_events(self, spec: WatchSpec, params: Mapping[str, str]) -> list[JsonObject]:
@@ -425,6 +433,12 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
         if is_true(params.get("sendInitialEvents")):
             snapshot.append(self._initial_events_end(spec))
         return snapshot
+
+    def _bookmark(self, spec: WatchSpec) -> JsonObject:
+        """A BOOKMARK: only kind, apiVersion and the resourceVersion the watch has reached."""
+        bookmark = {"kind": spec.resource.kind, "apiVersion": spec.resource.api_version,
+                    "metadata": {"resourceVersion": str(self.store.resource_version)}}
+        return {"type": "BOOKMARK", "object": bookmark}
 
     def _initial_events_end(self, spec: WatchSpec) -> JsonObject:
         bookmark = {
@@ -444,8 +458,10 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
         subscription: Subscription | None,
         timeout: float | None,
         counter_key: tuple[str, str] | None = None,
+        bookmark_interval: float | None = None,
     ) -> AsyncIterator[kmock.Payload]:
         deadline = None if timeout is None else time.monotonic() + timeout
+        next_bookmark = None if bookmark_interval is None else time.monotonic() + bookmark_interval
         try:
             yield b""  # send the headers now: clients wait for them before reading events
             for event in initial:
@@ -454,10 +470,18 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
             if subscription is None:
                 return
             while (remaining := _remaining(deadline)) is None or remaining > 0:
+                wait = remaining
+                if next_bookmark is not None:
+                    until_bookmark = max(0.0, next_bookmark - time.monotonic())
+                    wait = until_bookmark if wait is None else min(wait, until_bookmark)
                 try:
                     # NB: no timeout context around the yields: it would cancel the HTTP writes.
-                    item = await asyncio.wait_for(subscription.queue.get(), remaining)
+                    item = await asyncio.wait_for(subscription.queue.get(), wait)
                 except TimeoutError:
+                    if next_bookmark is not None and time.monotonic() >= next_bookmark:
+                        next_bookmark = time.monotonic() + (bookmark_interval or 0.0)
+                        yield self._bookmark(spec)
+                        continue
                     return
                 if item is None:
                     return  # the emulator is shutting down

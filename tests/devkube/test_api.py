@@ -4,6 +4,7 @@ import asyncio
 import json
 import pathlib
 import re
+import urllib.request
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -785,3 +786,25 @@ async def test_register_crd_declares_without_a_crd_object(api: Api, cluster: Dev
     assert "gizmos" in names
     assert (await api.call("GET", f"{CRDS}/gizmos.example.dev"))[0] == 404
     await api.ok("POST", "/apis/example.dev/v1/gizmos", {"metadata": {"name": "g1"}})
+
+
+def _watch_lines(cluster: DevCluster, query: str) -> list[dict[str, Any]]:
+    url = f"{cluster.url}/api/v1/namespaces/default/configmaps?watch=true&timeoutSeconds=1{query}"
+    with urllib.request.urlopen(url, timeout=10) as response:
+        return [json.loads(line) for line in response.read().splitlines() if line.strip()]
+
+
+def test_a_quiet_watch_that_allows_bookmarks_gets_them_with_the_current_resource_version() -> None:
+    """As the real watch cache does (every minute there; faster here): a client whose selection saw no
+    event still learns how far the server has come, so its resourceVersion never falls out of history."""
+    with DevCluster.in_thread(namespaces=["default", "other"]) as cluster:
+        cluster.emulator.bookmark_interval_seconds = 0.3
+        cluster.create("configmaps", {"metadata": {"name": "elsewhere", "namespace": "other"}})
+        events = _watch_lines(cluster, "&allowWatchBookmarks=true&resourceVersion=1")
+        bookmarks = [e for e in events if e["type"] == "BOOKMARK"]
+        assert 2 <= len(bookmarks) <= 4, events
+        assert all(e["type"] == "BOOKMARK" for e in events)  # nothing of the other namespace
+        latest = int(bookmarks[-1]["object"]["metadata"]["resourceVersion"])
+        assert latest == cluster.emulator.store.resource_version and latest > 1
+        assert bookmarks[0]["object"]["kind"] == "ConfigMap" and bookmarks[0]["object"]["apiVersion"] == "v1"
+        assert [e for e in _watch_lines(cluster, "&resourceVersion=1") if e["type"] == "BOOKMARK"] == []
