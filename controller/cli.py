@@ -1,4 +1,5 @@
-"""The ``poolpilot`` command: ``run`` the operator, print the ``crd``, or show one replica's ``signals``."""
+"""The ``poolpilot`` command: ``run`` the operator, print the ``crd``, show one replica's ``signals``, or
+``explain-notice``: what PoolPilot makes of one interruption notice."""
 
 from __future__ import annotations
 
@@ -67,6 +68,23 @@ def _signals(args: argparse.Namespace) -> int:
     return 0
 
 
+def _explain_notice(args: argparse.Namespace) -> int:
+    from controller.sources.interruptions.explain import describe, explain_text
+
+    try:
+        text = sys.stdin.read() if args.source == "-" else pathlib.Path(args.source).read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        print(f"poolpilot explain-notice: cannot read {args.source}: {e}", file=sys.stderr)
+        return 1
+    result = explain_text(text)
+    if args.json:
+        objects = result.as_json()
+        print(json.dumps(objects[0] if len(objects) == 1 else objects))
+    else:
+        print(describe(result))
+    return 0
+
+
 def _positive_seconds(text: str) -> float:
     try:
         value = float(text)
@@ -103,6 +121,15 @@ def build_parser() -> argparse.ArgumentParser:
                               "null for what the text lacks")
     signals.add_argument("--timeout", type=_positive_seconds, default=5.0, help="seconds, for a URL (5)")
     signals.set_defaults(handler=_signals)
+
+    explain = commands.add_parser(
+        "explain-notice", help="what PoolPilot makes of one interruption notice: an SQS message body "
+                               "(EventBridge, or SNS-wrapped), a Node or a Pod, as JSON or YAML")
+    explain.add_argument("source", help="a file, or - for stdin")
+    explain.add_argument("--json", action="store_true",
+                         help='print {"result": "notice"|"ignored"|"rejected", "kind", "instanceId", "node", '
+                              '"deadline", "reason"} (a list when one event names several instances)')
+    explain.set_defaults(handler=_explain_notice)
 
     return parser
 
