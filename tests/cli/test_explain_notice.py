@@ -33,7 +33,7 @@ def test_a_spot_warning_from_a_file(tmp_path: pathlib.Path) -> None:
                                             "1970-01-01T00:02:00+00:00"}
     text = explain(str(body))
     assert text.returncode == 0 and "spot-interruption (aws-sqs): instance i-0b662ef9931388ba0" in text.stdout
-    assert "drain and replace" in text.stdout
+    assert "; a reclaim" in text.stdout
 
 
 def test_an_sns_wrapped_body_on_stdin_and_an_ignored_state() -> None:

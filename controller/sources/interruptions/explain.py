@@ -44,7 +44,7 @@ def describe(result: ParseResult) -> str:
             f"node {notice.node}" if notice.node else "",
             f"pod {notice.pod}" if notice.pod else "") if part)
         deadline = f"deadline {notice.deadline.isoformat()}" if notice.deadline else "no deadline given"
-        action = "drain and replace" if notice.kind.is_reclaim else "replace early, no drain yet"
+        action = "a reclaim" if notice.kind.is_reclaim else "an early warning, not a reclaim"
         lines.append(f"  {notice.kind.value} ({notice.source}): {where or 'no target'}; {deadline}; {action}")
         lines.append(f"    {notice.detail}")
     return "\n".join(lines)

@@ -1,0 +1,94 @@
+"""The SQS source against moto's server, with boto3 as the operator uses it: EventBridge rules deliver
+EC2 events to the queue; every message is parsed, counted and deleted; duplicates yield nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from prometheus_client import REGISTRY
+
+from controller.sources.interruptions.notices import NoticeKind
+from controller.sources.interruptions.sqs import SqsNoticeSource
+from devkube.aws import InterruptionQueue, MotoServer, interruption_queue
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def queue(moto: MotoServer, request: pytest.FixtureRequest) -> InterruptionQueue:
+    return interruption_queue(moto, name=f"q-{abs(hash(request.node.name)) % 10**8}")
+
+
+def source(moto: MotoServer, queue: InterruptionQueue, monkeypatch: pytest.MonkeyPatch) -> SqsNoticeSource:
+    # The operator's way: boto3 finds endpoint, region and credentials in the environment.
+    for key, value in moto.environment().items():
+        monkeypatch.setenv(key, value)
+    return SqsNoticeSource(queue.url, wait_seconds=1)
+
+
+def counted(result: str) -> float:
+    return REGISTRY.get_sample_value("poolpilot_interruption_messages_total", {"result": result}) or 0.0
+
+
+def put_ec2_event(moto: MotoServer, detail_type: str, detail: dict[str, Any]) -> None:
+    answer = moto.client("events").put_events(Entries=[{
+        "Source": "aws.ec2", "DetailType": detail_type, "Detail": json.dumps(detail),
+        "Resources": [f"arn:aws:ec2:us-east-1b:instance/{detail['instance-id']}"]}])
+    assert answer["FailedEntryCount"] == 0
+
+
+def remaining(moto: MotoServer, queue: InterruptionQueue) -> int:
+    attributes = moto.client("sqs").get_queue_attributes(
+        QueueUrl=queue.url, AttributeNames=["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"])
+    return sum(int(value) for value in attributes["Attributes"].values())
+
+
+def test_eventbridge_events_become_notices_and_leave_the_queue(
+        moto: MotoServer, queue: InterruptionQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    reader = source(moto, queue, monkeypatch)
+    before = counted("notice")
+    put_ec2_event(moto, "EC2 Spot Instance Interruption Warning",
+                  {"instance-id": "i-0b662ef9931388ba0", "instance-action": "terminate"})
+    put_ec2_event(moto, "EC2 Instance Rebalance Recommendation", {"instance-id": "i-0aaa1111bbbb2222c"})
+    notices = asyncio.run(reader.receive())
+    for _ in range(5):  # a long poll may return fewer messages than there are
+        if len(notices) >= 2:
+            break
+        notices += reader.receive_batch()
+    assert sorted((n.kind, n.instance_id) for n in notices) == [
+        (NoticeKind.REBALANCE_RECOMMENDATION, "i-0aaa1111bbbb2222c"),
+        (NoticeKind.SPOT_INTERRUPTION, "i-0b662ef9931388ba0")]
+    spot = next(n for n in notices if n.kind is NoticeKind.SPOT_INTERRUPTION)
+    assert spot.deadline is not None
+    assert counted("notice") - before == 2
+    assert remaining(moto, queue) == 0
+
+
+def test_malformed_unknown_and_duplicate_messages_are_counted_deleted_and_yield_nothing(
+        moto: MotoServer, queue: InterruptionQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    reader = source(moto, queue, monkeypatch)
+    sqs = boto3.client("sqs")
+    event = {"version": "0", "id": "dup-1", "detail-type": "EC2 Spot Instance Interruption Warning",
+             "source": "aws.ec2", "time": "2026-12-02T10:00:00Z", "detail": {"instance-id": "i-0123456789abcdef0"}}
+    before = {result: counted(result) for result in ("notice", "duplicate", "rejected", "ignored")}
+    for body in ("{not json", json.dumps({**event, "detail-type": "EC2 AMI State Change"}),
+                 json.dumps(event), json.dumps({"Type": "Notification", "Message": json.dumps(event)})):
+        sqs.send_message(QueueUrl=queue.url, MessageBody=body)
+    notices: list[Any] = []
+    for _ in range(5):  # a long poll may return fewer messages than there are
+        notices += reader.receive_batch()
+        if remaining(moto, queue) == 0:
+            break
+    assert [(n.kind, n.instance_id) for n in notices] == [(NoticeKind.SPOT_INTERRUPTION, "i-0123456789abcdef0")]
+    assert {result: counted(result) - before[result] for result in before} == {
+        "notice": 1, "duplicate": 1, "rejected": 1, "ignored": 1}
+    assert remaining(moto, queue) == 0
