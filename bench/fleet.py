@@ -17,9 +17,8 @@ source and fleet size it reports:
   too coarse for an operator that idles at a thousandth of a core;
 * peak RSS (VmHWM) of the operator;
 * API requests per minute the operator makes in the window (counted at the API server: gets,
-  lists, watches, writes). The embedded server sends no watch bookmarks, so Kopf restarts each
-  silent watch after 70 s (and lists again if its resourceVersion has left the server's history);
-  a real API server would keep those watches open with bookmarks;
+  lists, watches, writes). The embedded server sends watch bookmarks once a minute, as a real
+  one does, so Kopf's quiet watches stay open and are not listed again;
 * replica scrapes per minute (pods source) and PromQL queries per minute (prometheus source).
 
     python -m bench.fleet [--pools 1,100,1000] [--sources pods,prometheus] [--steady-seconds 30]
