@@ -44,6 +44,20 @@ def error_backoff_seconds(consecutive_failures: int) -> float:
 
 
 @dataclass
+class PoolMemory:
+    """What one pool's loop remembers between evaluations, in memory, dropped with the loop. A restart
+    costs one full evaluation, and a scale-down waits one more window."""
+
+    scaling_state: ScalingState = field(default_factory=ScalingState)  # the scaler's recent recommendations
+    # What a steady evaluation need not redo: owned objects found as wanted, the spec parsed and rendered.
+    verified: VerifiedObjects = field(default_factory=VerifiedObjects)
+    parsed: ParsedSpec = field(default_factory=ParsedSpec)
+    # The generation last evaluated: a pool's event wakes its loop only for a new one (a spec change),
+    # not for the loop's own status writes.
+    evaluated_generation: int | None = None
+
+
+@dataclass
 class Runtime:
     """What every handler shares: built once at start-up, kept in Kopf's memo."""
 
@@ -51,15 +65,7 @@ class Runtime:
     reader: SignalReader
     settings: OperatorSettings
     wakeups: dict[PoolKey, asyncio.Event] = field(default_factory=dict)
-    # Per pool, in memory, dropped with the pool's loop; a restart costs one full evaluation, and a
-    # scale-down waits one more window. The scaler's memory (recent recommendations):
-    scaling_states: dict[PoolKey, ScalingState] = field(default_factory=dict)
-    # What a steady evaluation need not redo: owned objects found as wanted, the spec parsed and rendered.
-    verified: dict[PoolKey, VerifiedObjects] = field(default_factory=dict)
-    parsed: dict[PoolKey, ParsedSpec] = field(default_factory=dict)
-    # The pool generation last evaluated: a pool's event wakes its loop only for a new one (a spec change),
-    # not for the loop's own status writes.
-    evaluated_generations: dict[PoolKey, int] = field(default_factory=dict)
+    memories: dict[PoolKey, PoolMemory] = field(default_factory=dict)
     # Bounds how many evaluations run at once (settings.max_concurrent_evaluations).
     evaluation_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
     # Which pools roll for an operator upgrade now: at most settings.max_concurrent_upgrades.
@@ -69,7 +75,8 @@ class Runtime:
         return self.wakeups.setdefault(key, asyncio.Event())
 
     def wake_for_generation(self, key: PoolKey, generation: int) -> None:
-        if self.evaluated_generations.get(key) != generation:
+        memory = self.memories.get(key)
+        if memory is None or memory.evaluated_generation != generation:
             self.wake(key)
 
     def wake(self, key: PoolKey) -> None:
@@ -202,7 +209,7 @@ class _PoolCopy:
         return self.spec, self.status
 
 
-def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], runtime: Runtime, copied: _PoolCopy) -> PoolSnapshot:
+def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], memory: PoolMemory, copied: _PoolCopy) -> PoolSnapshot:
     meta = body.get("metadata", {})
     key: PoolKey = (meta["namespace"], meta["name"])
     raw_spec, raw_status = copied.of(body)
@@ -216,9 +223,9 @@ def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], runtime: Runtime, cop
         deployments=list(indexes["owned_deployments"].get(key, [])),
         cached=lambda kind, name: _first(by_kind[kind], key, name),
         ready_pod_ips=tuple(sorted(indexes["ready_pod_ips"].get(key, []))),
-        scaling_state=runtime.scaling_states.get(key, ScalingState()),
-        verified=runtime.verified.setdefault(key, VerifiedObjects()),
-        parsed=runtime.parsed.setdefault(key, ParsedSpec()),
+        scaling_state=memory.scaling_state,
+        verified=memory.verified,
+        parsed=memory.parsed,
     )
 
 
@@ -243,13 +250,14 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
     reporting = Reporting(signals_refresh_seconds=runtime.settings.signals_refresh_seconds)
     failures = 0
     copied = _PoolCopy()
+    memory = runtime.memories.setdefault(key, PoolMemory())
     try:
         while True:  # Kopf cancels this task when the pool is deleted or the operator stops
             wakeup.clear()
             try:
                 async with runtime.evaluation_slots:
-                    snapshot = _snapshot(body, indexes, runtime, copied)
-                    runtime.evaluated_generations[key] = snapshot.generation
+                    snapshot = _snapshot(body, indexes, memory, copied)
+                    memory.evaluated_generation = snapshot.generation
                     result = await reconcile_pool(runtime.api, runtime.reader, snapshot, now=datetime.now(UTC),
                                                   reporting=reporting, upgrades=runtime.upgrades)
             except Exception:
@@ -260,7 +268,7 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
                                  *key, failures, interval)
             else:
                 failures = 0
-                runtime.scaling_states[key] = result.scaling_state
+                memory.scaling_state = result.scaling_state
                 for event in result.events:
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
                 interval = float(result.spec.scaling.evaluation_interval_seconds if result.spec
@@ -270,10 +278,7 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
                 await asyncio.sleep(runtime.settings.wake_debounce_seconds)
     finally:
         runtime.wakeups.pop(key, None)
-        runtime.scaling_states.pop(key, None)
-        runtime.verified.pop(key, None)
-        runtime.parsed.pop(key, None)
-        runtime.evaluated_generations.pop(key, None)
+        runtime.memories.pop(key, None)
         runtime.upgrades.record(key, holds=False)
         runtime.reader.forget(key)
 

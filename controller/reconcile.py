@@ -49,24 +49,6 @@ Manifest = dict[str, Any]
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class PoolSnapshot:
-    """The pool and its owned objects as the operator sees them at the start of an evaluation."""
-
-    ref: PoolRef
-    generation: int
-    raw_spec: Mapping[str, Any] | None
-    raw_status: Mapping[str, Any] | None
-    deployments: Iterable[Mapping[str, Any]]
-    cached: CachedLookup
-    ready_pod_ips: tuple[str, ...] = ()  # where the pods source scrapes
-    scaling_state: ScalingState = field(default_factory=ScalingState)
-    # Remembered across evaluations (like scaling_state, in memory): objects found as wanted, by version,
-    # and the spec as parsed and rendered for its generation.
-    verified: VerifiedObjects = field(default_factory=VerifiedObjects)
-    parsed: ParsedSpec = field(default_factory=lambda: ParsedSpec())
-
-
 @dataclass
 class ParsedSpec:
     """The pool's spec as validated, and the pod templates it renders, for one (uid, generation).
@@ -90,6 +72,24 @@ class ParsedSpec:
                               if isinstance(self.spec, InferencePoolSpec) else {})
             self.made_for = (pool.uid, generation)
         return self.spec, self.templates
+
+
+@dataclass(frozen=True)
+class PoolSnapshot:
+    """The pool and its owned objects as the operator sees them at the start of an evaluation."""
+
+    ref: PoolRef
+    generation: int
+    raw_spec: Mapping[str, Any] | None
+    raw_status: Mapping[str, Any] | None
+    deployments: Iterable[Mapping[str, Any]]
+    cached: CachedLookup
+    ready_pod_ips: tuple[str, ...] = ()  # where the pods source scrapes
+    scaling_state: ScalingState = field(default_factory=ScalingState)
+    # Remembered across evaluations (like scaling_state, in memory): objects found as wanted, by version,
+    # and the spec as parsed and rendered for its generation.
+    verified: VerifiedObjects = field(default_factory=VerifiedObjects)
+    parsed: ParsedSpec = field(default_factory=ParsedSpec)
 
 
 @dataclass(frozen=True)

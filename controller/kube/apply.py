@@ -17,7 +17,7 @@ from kubernetes.client.exceptions import ApiException
 
 from controller.core.plan import AppliedChange
 from controller.kube.client import KubeApi
-from controller.kube.diff import LAST_APPLIED_ANNOTATION, drifted_fields, merge_patch_for, with_last_applied
+from controller.kube.diff import drifted_fields, last_applied_text, merge_patch_for, with_last_applied
 from controller.kube.render import OwnedObject
 
 __all__ = ["AppliedChange", "CachedLookup", "VerifiedObjects", "apply_owned_objects"]
@@ -40,7 +40,7 @@ class VerifiedObjects:
 
     def is_clean(self, kind: str, name: str, live: Mapping[str, Any], wanted: Mapping[str, Any]) -> bool:
         return (self._clean.get((kind, name)) == _version_of(live)
-                and _last_applied_text(live) == _last_applied_text(wanted))
+                and last_applied_text(live) == last_applied_text(wanted))
 
     def record(self, kind: str, name: str, live: Mapping[str, Any]) -> None:
         self._clean[(kind, name)] = _version_of(live)
@@ -52,12 +52,6 @@ class VerifiedObjects:
 def _version_of(live: Mapping[str, Any]) -> tuple[str, str]:
     metadata = live.get("metadata") or {}
     return str(metadata.get("uid") or ""), str(metadata.get("resourceVersion") or "")
-
-
-def _last_applied_text(manifest: Mapping[str, Any]) -> str | None:
-    annotations = (manifest.get("metadata") or {}).get("annotations") or {}
-    text = annotations.get(LAST_APPLIED_ANNOTATION)
-    return text if isinstance(text, str) else None
 
 
 # What the API server answers for an object it will never accept as sent (a bad quantity: 400; a

@@ -15,8 +15,8 @@ from typing import Any
 
 from controller.api.spec import API_GROUP
 
-__all__ = ["LAST_APPLIED_ANNOTATION", "drifted_fields", "last_applied", "merge_patch_for", "replacing_patch",
-           "with_last_applied"]
+__all__ = ["LAST_APPLIED_ANNOTATION", "drifted_fields", "last_applied", "last_applied_text", "merge_patch_for",
+           "replacing_patch", "with_last_applied"]
 
 LAST_APPLIED_ANNOTATION = f"{API_GROUP}/last-applied"
 
@@ -48,8 +48,14 @@ def drifted_fields(wanted: Mapping[str, Any], live: Mapping[str, Any], prefix: s
     return drifted
 
 
+def last_applied_text(manifest: Mapping[str, Any]) -> str | None:
+    """The last-applied annotation as stored: a JSON string, or None."""
+    text = ((manifest.get("metadata") or {}).get("annotations") or {}).get(LAST_APPLIED_ANNOTATION)
+    return text if isinstance(text, str) else None
+
+
 def last_applied(live: Mapping[str, Any]) -> Manifest | None:
-    raw = live.get("metadata", {}).get("annotations", {}).get(LAST_APPLIED_ANNOTATION)
+    raw = last_applied_text(live)
     if not raw:
         return None
     try:

@@ -9,7 +9,7 @@ from typing import Any
 
 from controller.core.capacity import CapacityType
 from controller.core.pool import DeploymentState, PoolObservation
-from controller.kube.diff import LAST_APPLIED_ANNOTATION
+from controller.kube.diff import last_applied_text
 from controller.kube.render import CAPACITY_TYPE_LABEL, TEMPLATE_GENERATION_ANNOTATION, template_fingerprint
 
 __all__ = ["is_rolling", "observe_deployments"]
@@ -24,8 +24,8 @@ def observe_deployments(deployments: Iterable[Mapping[str, Any]]) -> PoolObserva
         except ValueError:
             continue  # not one of ours, or a label edited by hand: not counted
         status = deployment.get("status") or {}
-        annotation = deployment.get("metadata", {}).get("annotations", {}).get(LAST_APPLIED_ANNOTATION)
-        template, recorded = _applied_template(annotation) if isinstance(annotation, str) else (None, None)
+        annotation = last_applied_text(deployment)
+        template, recorded = _applied_template(annotation) if annotation is not None else (None, None)
         states[capacity_type] = DeploymentState(
             replicas=int(deployment.get("spec", {}).get("replicas", 0) or 0),
             # The Deployment controller omits readyReplicas when none are ready.

@@ -31,7 +31,7 @@ def test_a_pool_event_wakes_its_loop_for_a_new_generation_only() -> None:
     runtime = controller.handlers.Runtime(api=None, reader=None, settings=None)  # type: ignore[arg-type]
     key = ("llm", "pool")
     wakeup = runtime.wakeup_for(key)
-    runtime.evaluated_generations[key] = 3
+    runtime.memories[key] = controller.handlers.PoolMemory(evaluated_generation=3)
     runtime.wake_for_generation(key, 3)
     assert not wakeup.is_set()
     runtime.wake_for_generation(key, 4)
