@@ -18,13 +18,16 @@ from typing import Any
 import kopf
 
 from controller.api.spec import API_GROUP, API_VERSION, PLURAL
+from controller.core.notices import Verdict
 from controller.core.scaling import ScalingState
 from controller.kube.apply import VerifiedObjects
 from controller.kube.client import KubeApi, build_api_client
-from controller.kube.render import MANAGED_BY_LABEL, MANAGER, POOL_LABEL, PoolRef
+from controller.kube.observe import trimmed_pod
+from controller.kube.render import MANAGED_BY_LABEL, MANAGER, POOL_LABEL, SERVING_LABEL, PoolRef
 from controller.reconcile import ParsedSpec, PoolSnapshot, Reporting, UpgradeSlots, reconcile_pool
 from controller.settings import OperatorSettings
 from controller.signal_reader import SignalReader
+from controller.sources.interruptions.kube_objects import parse_node
 
 __all__ = ["Runtime"]
 
@@ -161,12 +164,43 @@ def _pod_is_ready(status: Mapping[str, Any]) -> bool:
 @kopf.index("v1", "pods", labels=OWNED)
 def ready_pod_ips(namespace: str | None, labels: kopf.Labels, status: kopf.Status, meta: kopf.Meta,
                   **_: Any) -> Any:
-    """The pool's ready replicas, where the pods source scrapes them."""
+    """The pool's ready replicas that serve, where the pods source scrapes them (a draining one is not load)."""
     pool = labels.get(POOL_LABEL)
     ip = status.get("podIP")
-    if not pool or namespace is None or not ip or meta.get("deletionTimestamp") or not _pod_is_ready(status):
+    if (not pool or namespace is None or not ip or meta.get("deletionTimestamp") or not _pod_is_ready(status)
+            or labels.get(SERVING_LABEL) == "false"):
         return {}
     return {(namespace, pool): ip}
+
+
+@kopf.index("v1", "pods", labels=OWNED)
+def replica_pods(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> Any:
+    """The pool's replica pods, only the fields the evaluation reads (controller/kube/observe.py)."""
+    pool = labels.get(POOL_LABEL)
+    if not pool or namespace is None:
+        return {}
+    return {(namespace, pool): trimmed_pod(body)}
+
+
+@kopf.index("v1", "nodes")
+def node_notices(body: kopf.Body, name: str | None, **_: Any) -> Any:
+    """Reclaim notices the nodes carry as taints, by node; a node without one costs nothing here."""
+    if not name:
+        return {}
+    result = parse_node(body)
+    return {name: result.notices} if result.verdict is Verdict.NOTICE else {}
+
+
+@kopf.on.event("v1", "nodes")
+async def wake_on_node_notice(body: kopf.Body, name: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
+    """A node that gets a reclaim taint wakes the pools with replicas on it, at once."""
+    if not name or parse_node(body).verdict is not Verdict.NOTICE:
+        return
+    runtime = _runtime(memo)
+    replica_pods: kopf.Index[PoolKey, dict[str, Any]] = kwargs["replica_pods"]
+    for key, pods in replica_pods.items():
+        if any((pod.get("spec") or {}).get("nodeName") == name for pod in pods):
+            runtime.wake(key)
 
 
 @kopf.on.event("v1", "pods", labels=OWNED)
@@ -223,6 +257,8 @@ def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], memory: PoolMemory, c
         deployments=list(indexes["owned_deployments"].get(key, [])),
         cached=lambda kind, name: _first(by_kind[kind], key, name),
         ready_pod_ips=tuple(sorted(indexes["ready_pod_ips"].get(key, []))),
+        pods=tuple(indexes["replica_pods"].get(key, [])),
+        node_notices=indexes["node_notices"],
         scaling_state=memory.scaling_state,
         verified=memory.verified,
         parsed=memory.parsed,
@@ -246,7 +282,8 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
     runtime = _runtime(memo)
     key: PoolKey = (body.metadata.namespace or "", body.metadata.name or "")
     wakeup = runtime.wakeup_for(key)
-    indexes = {name: kwargs[name] for name in ("owned_deployments", "owned_services", "owned_pdbs", "ready_pod_ips")}
+    indexes = {name: kwargs[name] for name in ("owned_deployments", "owned_services", "owned_pdbs", "ready_pod_ips",
+                                               "replica_pods", "node_notices")}
     reporting = Reporting(signals_refresh_seconds=runtime.settings.signals_refresh_seconds)
     failures = 0
     copied = _PoolCopy()
@@ -273,6 +310,8 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
                 interval = float(result.spec.scaling.evaluation_interval_seconds if result.spec
                                  else MAX_ERROR_BACKOFF_SECONDS)  # an invalid spec waits for its fix (an event)
+                if result.retry_after is not None:  # an eviction to retry before the next round
+                    interval = min(interval, max(0.1, result.retry_after))
             if await _sleep_until_woken(wakeup, interval):
                 # A burst of events (a rollout) costs one evaluation, not one each.
                 await asyncio.sleep(runtime.settings.wake_debounce_seconds)

@@ -22,14 +22,18 @@ from controller.api.spec import InferencePoolSpec
 from controller.api.status import InferencePoolStatus
 from controller.core import events
 from controller.core.capacity import CapacityType
+from controller.core.drain import EvictionResult
+from controller.core.notices import InterruptionNotice
 from controller.core.plan import AppliedChange, Conclusion, Observation, Plan, Reporting, conclude, plan
 from controller.core.pool import SpecProblem, validate_pool
+from controller.core.replicas import ReplicaPod
 from controller.core.rollout import UpgradeGate
 from controller.core.scaling import ScalingState
 from controller.kube.apply import CachedLookup, VerifiedObjects, apply_owned_objects
 from controller.kube.client import KubeApi, NotFound
 from controller.kube.diff import last_applied, replacing_patch
-from controller.kube.observe import observe_deployments
+from controller.kube.drain import delete_retired, evict_pods, release_pods
+from controller.kube.observe import observe_deployments, observe_pods
 from controller.kube.render import (
     CAPACITY_TYPE_LABEL,
     TEMPLATE_GENERATION_ANNOTATION,
@@ -85,6 +89,9 @@ class PoolSnapshot:
     deployments: Iterable[Mapping[str, Any]]
     cached: CachedLookup
     ready_pod_ips: tuple[str, ...] = ()  # where the pods source scrapes
+    pods: tuple[Mapping[str, Any], ...] = ()  # the replica pods (trimmed)
+    # Reclaim notices by node (from its taints), for every node that has one.
+    node_notices: Mapping[str, Iterable[tuple[InterruptionNotice, ...]]] = field(default_factory=dict)
     scaling_state: ScalingState = field(default_factory=ScalingState)
     # Remembered across evaluations (like scaling_state, in memory): objects found as wanted, by version,
     # and the spec as parsed and rendered for its generation.
@@ -98,6 +105,7 @@ class ReconcileResult:
     status_written: bool
     spec: InferencePoolSpec | None
     scaling_state: ScalingState = field(default_factory=ScalingState)
+    retry_after: float | None = None  # an eviction retry is due this soon
 
 
 @dataclass
@@ -144,10 +152,19 @@ async def observe(reader: SignalReader, pool: PoolSnapshot, *, now: datetime) ->
     if deployments.total_replicas is None:
         return Observation(generation=pool.generation, spec=spec, previous=previous, deployments=deployments,
                            rendered_templates=rendered)
+    pods = observe_pods(pool.pods)
+    notices = _notices_for(pods, pool.node_notices) if spec.interruption.node_taints else ()
     endpoints = _endpoints(pool.ready_pod_ips, spec.model.port)
     signals = await reader.read((pool.ref.namespace, pool.ref.name), spec, endpoints, now=now)
     return Observation(generation=pool.generation, spec=spec, previous=previous, deployments=deployments,
-                       source=spec.metrics.source, signals=signals, rendered_templates=rendered)
+                       source=spec.metrics.source, signals=signals, rendered_templates=rendered, pods=pods,
+                       notices=notices)
+
+
+def _notices_for(pods: Iterable[ReplicaPod], by_node: Mapping[str, Iterable[tuple[InterruptionNotice, ...]]],
+                 ) -> tuple[InterruptionNotice, ...]:
+    nodes = sorted({pod.node for pod in pods if pod.node})
+    return tuple(notice for node in nodes for notices in by_node.get(node, ()) for notice in notices)
 
 
 def _endpoints(pod_ips: Iterable[str], port: int) -> tuple[str, ...]:
@@ -161,12 +178,19 @@ def _endpoints(pod_ips: Iterable[str], port: int) -> tuple[str, ...]:
     return tuple(found)
 
 
-async def apply(api: KubeApi, pool: PoolSnapshot, planned: Plan) -> list[AppliedChange]:
-    """Bring the owned objects to the plan; nothing is written for an invalid spec."""
+async def apply(api: KubeApi, pool: PoolSnapshot, planned: Plan) -> tuple[list[AppliedChange], list[EvictionResult]]:
+    """Bring the pods and owned objects to the plan; nothing is written for an invalid spec.
+
+    Doomed replicas are released (replaced, out of routing) before anything else is written, and
+    evicted after the Deployments are applied.
+    """
     if planned.spec is None or planned.split is None:
-        return []
+        return [], []
+    changes = await release_pods(api, pool.ref, planned.drain)
     owned = [_as_planned(o, pool, planned) for o in render_owned_objects(pool.ref, planned.spec, planned.split)]
-    return await apply_owned_objects(api, pool.ref.namespace, pool.ref.uid, owned, pool.cached, pool.verified)
+    changes += await apply_owned_objects(api, pool.ref.namespace, pool.ref.uid, owned, pool.cached, pool.verified)
+    await delete_retired(api, pool.ref, pool.cached)
+    return changes, await evict_pods(api, pool.ref.namespace, planned.drain)
 
 
 def _as_planned(owned: OwnedObject, pool: PoolSnapshot, planned: Plan) -> OwnedObject:
@@ -207,10 +231,10 @@ async def reconcile_pool(api: KubeApi, reader: SignalReader, pool: PoolSnapshot,
     observation = dataclasses.replace(observed, upgrade_gate=upgrades.gate_for(key))
     planned = plan(observation, pool.scaling_state, now=now)
     upgrades.record(key, planned.rollout.holds_slot)
-    applied = await apply(api, pool, planned)
-    conclusion = conclude(observation, planned, applied, now=now, reporting=reporting)
+    applied, evictions = await apply(api, pool, planned)
+    conclusion = conclude(observation, planned, applied, now=now, reporting=reporting, evictions=evictions)
     written = await report(api, pool, observation, conclusion)
     if written is None:
         return ReconcileResult(events=[], status_written=False, spec=None)
     return ReconcileResult(events=list(conclusion.events), status_written=written, spec=planned.spec,
-                           scaling_state=planned.memory)
+                           scaling_state=planned.memory, retry_after=planned.drain.retry_after)

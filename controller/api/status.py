@@ -18,9 +18,11 @@ __all__ = [
     "FallbackMode",
     "FallbackStatus",
     "InferencePoolStatus",
+    "InterruptionRecord",
     "ReplicaCounts",
     "ScalingDecisionStatus",
     "Signals",
+    "SpotStatus",
     "StatusModel",
 ]
 
@@ -93,6 +95,40 @@ class FallbackStatus(StatusModel):
     since: str | None = Field(default=None, description="When the mode last changed (RFC 3339).")
 
 
+DrainOutcome = Literal["Replacing", "Draining", "Drained"]
+
+
+class InterruptionRecord(StatusModel):
+    """One replica taken out of the pool for a reclaim notice: kept while it drains, then a few as history."""
+
+    pod: str = Field(description="The replica pod.")
+    node: str | None = Field(default=None, description="The node it ran on.")
+    kind: str = Field(description="spot-interruption, rebalance-recommendation, instance-stopping, ...")
+    source: str = Field(description="Where the notice came from: aws-sqs, node-taint or pod-condition.")
+    capacity_type: str = Field(description="The Deployment it was released from: spot or on-demand.")
+    outcome: DrainOutcome = Field(
+        description="Replacing (released, still serving), Draining (out of routing, being evicted), Drained."
+    )
+    noticed_time: str = Field(description="When PoolPilot acted on the notice (RFC 3339).")
+    deadline: str = Field(description="When the capacity goes (RFC 3339).")
+    drained_time: str | None = Field(default=None, description="When the pod was gone (RFC 3339).")
+    eviction_attempts: int = Field(default=0, ge=0, description="Eviction requests made for it.")
+    last_eviction_time: str | None = Field(default=None, description="When the last eviction was requested.")
+    last_eviction_result: str | None = Field(default=None, description="What the API server answered last.")
+    deadline_missed: bool = Field(default=False, description="Whether the pod outlived its deadline.")
+
+
+class SpotStatus(StatusModel):
+    """Spot capacity found missing: the spot share runs on on-demand while one spot replica probes."""
+
+    unavailable_since: str = Field(description="When spot replicas were found unschedulable for too long.")
+    moved_replicas: int = Field(default=0, ge=0, description="Replicas moved from spot to on-demand now.")
+    probe_attempts: int = Field(default=1, ge=1, description="Probes made so far (the first at the shift).")
+    probe_started_time: str | None = Field(default=None, description="When the current probe started; None "
+                                           "while waiting for the next.")
+    next_probe_time: str | None = Field(default=None, description="When the next probe starts (backoff).")
+
+
 class InferencePoolStatus(StatusModel):
     observed_generation: int | None = Field(
         default=None, ge=0, description="The most recent pool generation the operator acted on."
@@ -106,3 +142,10 @@ class InferencePoolStatus(StatusModel):
         default=None, description="The last scaling decision that changed the replica count, with its inputs."
     )
     fallback: FallbackStatus | None = Field(default=None, description="Where traffic goes.")
+    spot: SpotStatus | None = Field(
+        default=None, description="Set while spot capacity is missing and its share runs on on-demand."
+    )
+    interruptions: list[InterruptionRecord] = Field(
+        default_factory=list,
+        description="Replicas being replaced or drained for a reclaim notice, and the last few that were.",
+    )

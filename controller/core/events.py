@@ -8,17 +8,27 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Literal
+
+from controller.core.notices import InterruptionNotice
 
 __all__ = [
     "EventReason",
     "PoolEvent",
     "apply_failed",
+    "drain_deadline_missed",
+    "interruption_notice",
     "object_conflict",
     "object_created",
     "object_updated",
+    "replacement_ordered",
+    "replica_drained",
+    "replica_leaving_routing",
     "spec_accepted",
     "spec_invalid",
+    "spot_restored",
+    "spot_unavailable",
     "upgrade_started",
 ]
 
@@ -37,6 +47,13 @@ class EventReason:
     METRICS_UNAVAILABLE = "MetricsUnavailable"
     METRICS_RECOVERED = "MetricsRecovered"
     UPGRADE_STARTED = "UpgradeStarted"
+    SPOT_INTERRUPTION_NOTICE = "SpotInterruptionNotice"
+    REPLACEMENT_ORDERED = "ReplacementOrdered"
+    REPLICA_LEAVING_ROUTING = "ReplicaLeavingRouting"
+    REPLICA_DRAINED = "ReplicaDrained"
+    DRAIN_DEADLINE_MISSED = "DrainDeadlineMissed"
+    SPOT_UNAVAILABLE = "SpotCapacityUnavailable"
+    SPOT_RESTORED = "SpotCapacityRestored"
 
 
 @dataclass(frozen=True)
@@ -101,3 +118,63 @@ def upgrade_started(limit: int) -> PoolEvent:
     return PoolEvent("Normal", EventReason.UPGRADE_STARTED,
                      "rolling the pods to the template this operator version renders (the spec did not change); "
                      f"at most {limit} pools roll for an upgrade at a time")
+
+
+def _clock(moment: datetime) -> str:
+    return moment.strftime("%H:%M:%SZ")
+
+
+def interruption_notice(pod: str, notice: InterruptionNotice, deadline: datetime, now: datetime,
+                        stage: Literal["draining", "replacing", "already"]) -> PoolEvent:
+    left = max(0, int((deadline - now).total_seconds()))
+    what = {
+        "draining": "taking it out of routing now and draining it",
+        "replacing": "its replacement starts now; it keeps serving until the replacement is ready",
+        "already": "it is already being deleted by somebody else (out of routing; its ReplicaSet replaces it)",
+    }[stage]
+    detail = f" ({notice.detail})" if notice.detail else ""
+    return PoolEvent("Warning", EventReason.SPOT_INTERRUPTION_NOTICE,
+                     f"{notice.kind.value} from {notice.source}{detail} for pod {pod} on node "
+                     f"{notice.node or '?'}: capacity goes at {_clock(deadline)} (in {left} s); {what}")
+
+
+def replacement_ordered(pod: str, capacity_type: str) -> PoolEvent:
+    return PoolEvent("Normal", EventReason.REPLACEMENT_ORDERED,
+                     f"released pod {pod} from the {capacity_type} Deployment: its ReplicaSet starts exactly one "
+                     "replacement now; the Deployment's replica count is unchanged")
+
+
+def replica_leaving_routing(pod: str, deadline: datetime, now: datetime) -> PoolEvent:
+    left = max(0, int((deadline - now).total_seconds()))
+    return PoolEvent("Normal", EventReason.REPLICA_LEAVING_ROUTING,
+                     f"pod {pod} leaves routing and drains now ({left} s before its deadline)")
+
+
+def replica_drained(pod: str, noticed_at: datetime, deadline: datetime, now: datetime, missed: bool) -> PoolEvent:
+    took = int((now - noticed_at).total_seconds())
+    spare = int((deadline - now).total_seconds())
+    timing = (f"{-spare} s after its deadline" if spare < 0 else f"{spare} s before its deadline")
+    return PoolEvent("Warning" if missed else "Normal", EventReason.REPLICA_DRAINED,
+                     f"pod {pod} is gone {took} s after the notice, {timing}")
+
+
+def drain_deadline_missed(pod: str, deadline: datetime, now: datetime, attempts: int,
+                          last_result: str | None) -> PoolEvent:
+    late = int((now - deadline).total_seconds())
+    tried = f"; evictions tried: {attempts}" + (f", last answer: {last_result}" if last_result else "")
+    return PoolEvent("Warning", EventReason.DRAIN_DEADLINE_MISSED,
+                     f"pod {pod} still exists {late} s past its deadline ({_clock(deadline)}): requests still on "
+                     f"it may be cut when its node goes{tried if attempts else '; no eviction was made yet'}")
+
+
+def spot_unavailable(stuck: int, after_seconds: int) -> PoolEvent:
+    return PoolEvent("Warning", EventReason.SPOT_UNAVAILABLE,
+                     f"{stuck} spot replica(s) found no node for {after_seconds} s: the spot share runs on on-demand "
+                     "now, and one spot replica probes until spot capacity is back")
+
+
+def spot_restored(pod: str, node: str, unavailable_for: timedelta, probes: int) -> PoolEvent:
+    minutes = int(unavailable_for.total_seconds() // 60)
+    return PoolEvent("Normal", EventReason.SPOT_RESTORED,
+                     f"spot replica {pod} got node {node} after {minutes} min without spot capacity ({probes} "
+                     "probe(s)): the spot share returns to spot")

@@ -24,6 +24,8 @@ from controller.api.status import InferencePoolStatus
 from controller.core import events
 from controller.core.capacity import CapacitySplit, CapacityType, split_replicas
 from controller.core.conditions import find_condition
+from controller.core.drain import DrainPlan, EvictionResult, plan_drains, record_evictions
+from controller.core.notices import InterruptionNotice
 from controller.core.pool import (
     PoolObservation,
     SpecProblem,
@@ -32,10 +34,12 @@ from controller.core.pool import (
     desired_replicas,
     invalid_spec_needs_warning,
 )
+from controller.core.replicas import ReplicaPod, count_by_readiness
 from controller.core.rollout import RolloutDecision, UpgradeGate, decide_rollout
 from controller.core.scaling import ScalingInputs, ScalingState, decide_replicas
 from controller.core.scaling_report import ScalingOutcome, metrics_events
 from controller.core.signals import MetricsProblem, PoolSignals
+from controller.core.spot import SpotDecision, decide_spot, shift_split
 
 __all__ = ["AppliedChange", "Conclusion", "Observation", "Plan", "Reporting", "conclude", "plan"]
 
@@ -61,6 +65,10 @@ class Observation:
     # The pod template this operator version renders for the spec, per Deployment (a fingerprint).
     rendered_templates: Mapping[CapacityType, str] = field(default_factory=dict)
     upgrade_gate: UpgradeGate = field(default_factory=UpgradeGate)
+    # The replica pods (None: not observed, counts come from the Deployments alone), and the
+    # interruption notices for the nodes they run on.
+    pods: tuple[ReplicaPod, ...] | None = None
+    notices: tuple[InterruptionNotice, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -74,6 +82,8 @@ class Plan:
     events: tuple[events.PoolEvent, ...] = ()
     # Deployments that keep their current pod template for now (an upgrade waiting for a slot).
     rollout: RolloutDecision = field(default_factory=lambda: RolloutDecision(frozenset(), False, False, False))
+    drain: DrainPlan = field(default_factory=DrainPlan)
+    spot: SpotDecision = field(default_factory=lambda: SpotDecision(state=None, spot_cap=None))
 
 
 @dataclass(frozen=True)
@@ -121,7 +131,7 @@ def plan(observation: Observation, memory: ScalingState, *, now: datetime) -> Pl
     else:
         ready = observation.deployments.ready_total
         inputs = ScalingInputs(signals=observation.signals, current_replicas=current, ready_replicas=ready,
-                               starting_replicas=max(0, current - ready))
+                               starting_replicas=_starting(observation, spec, current, ready, now))
         decision, memory = decide_replicas(spec, inputs, memory, now=now)
         scaling = ScalingOutcome(reading=observation.signals, source=observation.source, decision=decision)
         pool_events += metrics_events(find_condition(previous.conditions, "MetricsAvailable"),
@@ -133,12 +143,31 @@ def plan(observation: Observation, memory: ScalingState, *, now: datetime) -> Pl
                              observation.rendered_templates, observation.upgrade_gate)
     if rollout.started:
         pool_events.append(events.upgrade_started(observation.upgrade_gate.limit))
-    return Plan(spec=spec, split=split_replicas(total, spec.capacity), scaling=scaling, memory=memory,
-                events=(*pool_events,), rollout=rollout)
+    pods = observation.pods or ()
+    spot = decide_spot(pods, previous.spot, spec.capacity, now=now)
+    drain = plan_drains(pods, observation.notices, previous.interruptions, observation.deployments,
+                        spec.interruption, now=now)
+    return Plan(spec=spec, split=shift_split(split_replicas(total, spec.capacity), spot.spot_cap), scaling=scaling,
+                memory=memory, events=(*pool_events, *spot.events, *drain.events), rollout=rollout, drain=drain,
+                spot=spot)
+
+
+def _starting(observation: Observation, spec: InferencePoolSpec, current: int, ready: int, now: datetime) -> int:
+    """Replicas asked for and not ready yet that still count as capacity on its way.
+
+    With the pods observed, only those younger than ``startupSeconds``; a replica stuck past it (or
+    pending with no node) no longer does, so the scaler says ``CapacityNotReady`` instead of waiting.
+    """
+    if observation.pods is None:
+        return max(0, current - ready)
+    startup = spec.scaling.startup_seconds
+    starting = sum(count_by_readiness(observation.pods, capacity_type, now=now, startup_seconds=startup)[1]
+                   for capacity_type in CapacityType)
+    return min(starting, max(0, current - ready))
 
 
 def conclude(observation: Observation, planned: Plan, applied: Sequence[AppliedChange], *, now: datetime,
-             reporting: Reporting | None = None) -> Conclusion:
+             reporting: Reporting | None = None, evictions: Sequence[EvictionResult] = ()) -> Conclusion:
     """The status and the Events after the apply step: what the server did is reported, once."""
     reporting = reporting or Reporting()
     previous = observation.previous
@@ -151,6 +180,8 @@ def conclude(observation: Observation, planned: Plan, applied: Sequence[AppliedC
         apply_failures=[f"{c.what} ({c.message})" for c in failures], scaling=planned.scaling,
         signals_refresh_seconds=reporting.signals_refresh_seconds, now=now,
         upgrade_waiting=planned.rollout.waiting, upgrade_limit=observation.upgrade_gate.limit,
+        split=planned.split, interruptions=record_evictions(planned.drain.records, evictions, now=now),
+        spot=planned.spot.state,
     )
     pool_events = list(planned.events)
     for change in applied:

@@ -15,7 +15,7 @@ from pydantic import ValidationError
 
 from controller.api.crd import POOL_NAME_RULES
 from controller.api.spec import InferencePoolSpec
-from controller.api.status import InferencePoolStatus, ReplicaCounts
+from controller.api.status import ConditionStatus, InferencePoolStatus, InterruptionRecord, ReplicaCounts, SpotStatus
 from controller.core.capacity import CapacitySplit, CapacityType, split_replicas
 from controller.core.conditions import find_condition, set_condition
 from controller.core.scaling import effective_min_replicas
@@ -152,6 +152,23 @@ def _readiness(counts: ReplicaCounts) -> tuple[bool, str, str]:
     return False, "ReplicasNotReady", f"{counts.ready}/{counts.desired} replicas ready ({detail})"
 
 
+def _spot_disrupted(records: Sequence[InterruptionRecord],
+                    spot: SpotStatus | None) -> tuple[ConditionStatus, str, str]:
+    """The SpotDisrupted condition: replicas being drained, spot capacity missing, or neither."""
+    draining = [r for r in records if r.outcome in ("Replacing", "Draining")]
+    parts = [f"{r.pod} ({r.kind} on {r.node or '?'}, {r.outcome.lower()}, deadline {r.deadline})" for r in draining]
+    spot_text = (f"spot capacity missing since {spot.unavailable_since}: {spot.moved_replicas} replica(s) run on "
+                 f"on-demand instead, probe {spot.probe_attempts}" if spot else "")
+    if draining:
+        text = f"{len(draining)} replica(s) being replaced or drained: {', '.join(parts)}"
+        return "True", "ReplicasDraining", f"{text}; {spot_text}" if spot_text else text
+    if spot:
+        return "True", "SpotCapacityUnavailable", spot_text
+    drained = [r for r in records if r.outcome == "Drained"]
+    last = f"; last drained: {drained[-1].pod} at {drained[-1].drained_time}" if drained else ""
+    return "False", "NoDisruption", f"no replica is being drained and spot capacity is available{last}"
+
+
 def compute_status(
     previous: InferencePoolStatus,
     *,
@@ -165,19 +182,24 @@ def compute_status(
     now: datetime,
     upgrade_waiting: bool = False,
     upgrade_limit: int = 2,
+    split: CapacitySplit | None = None,
+    interruptions: Sequence[InterruptionRecord] | None = None,
+    spot: SpotStatus | None = None,
 ) -> InferencePoolStatus:
     """The whole status as a value; the caller writes it only when it differs from the previous one.
 
     ``conflicts`` names objects the pool should own but somebody else does ("Service llama");
     ``apply_failures`` the objects the API server refused, with its message.
     ``scaling`` is this evaluation's reading and decision; without one (a new pool) the pool
-    keeps its replicas within bounds.
+    keeps its replicas within bounds. ``split`` is the planned one (the spec's, or shifted to on-demand
+    while spot is missing, ``spot``); ``interruptions`` the drain records (None: as they were).
     """
     conditions = list(previous.conditions)
     updates: dict[str, object] = {}
     if isinstance(spec, InferencePoolSpec):
         total = scaling.decision.desired if scaling else desired_replicas(spec, observation)
-        split = split_replicas(total, spec.capacity)
+        wanted = split_replicas(total, spec.capacity)
+        split = split or wanted
         counts = _replica_counts(split, observation)
         ready, reason, message = _readiness(counts)
         if conflicts:
@@ -204,6 +226,12 @@ def compute_status(
             updates["signals"] = refreshed_signals(previous.signals, scaling, metrics_flipped=flipped, now=now,
                                                    refresh_seconds=signals_refresh_seconds)
             updates["last_decision"] = decision_status(previous.last_decision, scaling.decision, now)
+        records = list(previous.interruptions if interruptions is None else interruptions)
+        spot_now = spot.model_copy(update={"moved_replicas": max(0, wanted.spot - split.spot)}) if spot else None
+        updates["interruptions"] = records
+        updates["spot"] = spot_now
+        conditions = set_condition(conditions, "SpotDisrupted", *_spot_disrupted(records, spot_now),
+                                   generation=generation, now=now)
     else:
         # Nothing is changed on an invalid spec: report the replicas as they are.
         as_is = CapacitySplit(spot=observation.replicas(CapacityType.SPOT),

@@ -20,7 +20,8 @@ from controller.kube.client import KubeApi
 from controller.kube.diff import drifted_fields, last_applied_text, merge_patch_for, with_last_applied
 from controller.kube.render import OwnedObject
 
-__all__ = ["AppliedChange", "CachedLookup", "VerifiedObjects", "apply_owned_objects"]
+__all__ = ["REFUSED_STATUSES", "AppliedChange", "CachedLookup", "VerifiedObjects", "apply_owned_objects", "owned_by",
+           "server_message"]
 
 Manifest = dict[str, Any]
 CachedLookup = Callable[[str, str], Manifest | None]  # (kind, name) -> the cached live object
@@ -57,10 +58,10 @@ def _version_of(live: Mapping[str, Any]) -> tuple[str, str]:
 # What the API server answers for an object it will never accept as sent (a bad quantity: 400; a
 # field that fails validation: 422; an admission policy: 403 or 422). Retrying cannot help, and
 # one such object must not stop the pool's other objects, or its replica counts, from being applied.
-_REFUSED = frozenset({400, 403, 422})
+REFUSED_STATUSES = frozenset({400, 403, 422})
 
 
-def _server_message(error: ApiException) -> str:
+def server_message(error: ApiException) -> str:
     try:
         message = str(json.loads(error.body or "{}").get("message") or "")
     except (ValueError, AttributeError):
@@ -75,7 +76,7 @@ def _what_it_holds(owned: OwnedObject) -> str:
     return f"{replicas} replica" if replicas == 1 else f"{replicas} replicas"
 
 
-def _owned_by(live: Manifest, owner_uid: str) -> bool:
+def owned_by(live: Mapping[str, Any], owner_uid: str) -> bool:
     references = live.get("metadata", {}).get("ownerReferences") or []
     return any(reference.get("uid") == owner_uid for reference in references)
 
@@ -102,7 +103,7 @@ async def _apply_one(api: KubeApi, namespace: str, owner_uid: str, owned: OwnedO
                 raise
         else:
             return AppliedChange(owned.kind, owned.name, "created", detail=_what_it_holds(owned))
-    if not _owned_by(live, owner_uid):
+    if not owned_by(live, owner_uid):
         # Somebody else's object with our name: never take it over.
         return AppliedChange(owned.kind, owned.name, "conflict")
     patch = merge_patch_for(wanted, live)
@@ -125,9 +126,9 @@ async def apply_owned_objects(
         try:
             change = await _apply_one(api, namespace, owner_uid, owned, cached(owned.kind, owned.name), verified)
         except ApiException as error:
-            if error.status not in _REFUSED:
+            if error.status not in REFUSED_STATUSES:
                 raise  # a server in trouble: the evaluation fails and is retried with backoff
-            change = AppliedChange(owned.kind, owned.name, "failed", message=_server_message(error))
+            change = AppliedChange(owned.kind, owned.name, "failed", message=server_message(error))
         if change is not None:
             changes.append(change)
     return changes

@@ -10,6 +10,7 @@ could drop fields.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -20,7 +21,7 @@ from kubernetes.client.exceptions import ApiException
 
 from controller.api.spec import API_GROUP, API_VERSION, PLURAL
 
-__all__ = ["KubeApi", "NotFound", "build_api_client"]
+__all__ = ["EvictionBlocked", "KubeApi", "NotFound", "build_api_client"]
 
 Manifest = dict[str, Any]
 
@@ -47,6 +48,17 @@ class _KindApi:
     suffix: str  # e.g. "namespaced_deployment" in read_namespaced_deployment
 
 
+class EvictionBlocked(Exception):
+    """429 on an eviction: a PodDisruptionBudget (or the server's rate limit) says not now."""
+
+
+def _status_message(error: ApiException) -> str:
+    try:
+        return str(json.loads(error.body or "{}").get("message") or error.reason)
+    except ValueError:
+        return str(error.reason)
+
+
 class KubeApi:
     """Create, read and patch the kinds a pool owns, and patch a pool's status."""
 
@@ -57,7 +69,9 @@ class KubeApi:
             "Service": _KindApi(kubernetes.client.CoreV1Api(api_client), "namespaced_service"),
             "PodDisruptionBudget": _KindApi(kubernetes.client.PolicyV1Api(api_client),
                                             "namespaced_pod_disruption_budget"),
+            "Pod": _KindApi(kubernetes.client.CoreV1Api(api_client), "namespaced_pod"),
         }
+        self._core = kubernetes.client.CoreV1Api(api_client)
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._api_client = api_client
 
@@ -92,6 +106,28 @@ class KubeApi:
 
     async def patch(self, kind: str, namespace: str, name: str, patch: Manifest) -> Manifest:
         return await self._call(self._method("patch", kind), name, namespace, patch, _content_type=MERGE_PATCH)
+
+    async def delete(self, kind: str, namespace: str, name: str) -> None:
+        with contextlib.suppress(NotFound):  # gone already: what we wanted
+            await self._call(self._method("delete", kind), name, namespace)
+
+    async def evict(self, namespace: str, pod: str, *, grace_seconds: int, uid: str | None = None) -> None:
+        """POST pods/{pod}/eviction: the API server checks the pod's PodDisruptionBudgets first.
+
+        Raises ``EvictionBlocked`` on 429 (a budget, or the server's rate limit: retry later),
+        ``NotFound`` when the pod is gone, ``ApiException`` otherwise.
+        """
+        options: Manifest = {"gracePeriodSeconds": grace_seconds}
+        if uid:
+            options["preconditions"] = {"uid": uid}  # never a newer pod that took the same name
+        body = {"apiVersion": "policy/v1", "kind": "Eviction",
+                "metadata": {"name": pod, "namespace": namespace}, "deleteOptions": options}
+        try:
+            await self._call(self._core.create_namespaced_pod_eviction, pod, namespace, body)
+        except ApiException as error:
+            if error.status == 429:
+                raise EvictionBlocked(_status_message(error)) from error
+            raise
 
     async def patch_pool_status(self, namespace: str, name: str, status: Manifest) -> Manifest:
         return await self._call(

@@ -1,18 +1,29 @@
-"""Read what the owned Deployments say into the core's observation. Pure."""
+"""Read what the owned Deployments and the replica pods say into the core's observation. Pure."""
 
 from __future__ import annotations
 
+import copy
 import functools
 import json
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
 from controller.core.capacity import CapacityType
+from controller.core.notices import NoticeKind, Verdict
 from controller.core.pool import DeploymentState, PoolObservation
+from controller.core.replicas import DrainMark, DrainStage, ReplicaPod
 from controller.kube.diff import last_applied_text
-from controller.kube.render import CAPACITY_TYPE_LABEL, TEMPLATE_GENERATION_ANNOTATION, template_fingerprint
+from controller.kube.render import (
+    CAPACITY_TYPE_LABEL,
+    DRAIN_ANNOTATION,
+    DRAIN_LABEL,
+    TEMPLATE_GENERATION_ANNOTATION,
+    template_fingerprint,
+)
+from controller.sources.interruptions.kube_objects import parse_pod
 
-__all__ = ["is_rolling", "observe_deployments"]
+__all__ = ["is_rolling", "observe_deployments", "observe_pods", "trimmed_pod"]
 
 
 def observe_deployments(deployments: Iterable[Mapping[str, Any]]) -> PoolObservation:
@@ -81,3 +92,86 @@ def is_rolling(deployment: Mapping[str, Any]) -> bool:
     available = int(status.get("availableReplicas", 0) or 0)
     total = int(status.get("replicas", 0) or 0)
     return observed < generation or not updated == available == total == wanted
+
+
+def trimmed_pod(pod: Mapping[str, Any]) -> dict[str, Any]:
+    """Only what ``observe_pods`` reads, copied: a pod's spec (its whole template) is most of its size."""
+    meta = pod.get("metadata") or {}
+    annotations = meta.get("annotations") or {}
+    status = pod.get("status") or {}
+    return {
+        "metadata": {key: copy.deepcopy(meta[key]) for key in ("name", "namespace", "uid", "labels",
+                                                                "creationTimestamp", "deletionTimestamp")
+                     if key in meta}
+        | ({"annotations": {DRAIN_ANNOTATION: annotations[DRAIN_ANNOTATION]}} if DRAIN_ANNOTATION in annotations
+           else {}),
+        "spec": {"nodeName": (pod.get("spec") or {}).get("nodeName")},
+        "status": {"phase": status.get("phase"), "podIP": status.get("podIP"),
+                   "conditions": copy.deepcopy(status.get("conditions") or [])},
+    }
+
+
+def observe_pods(pods: Iterable[Mapping[str, Any]]) -> tuple[ReplicaPod, ...]:
+    """The pool's replica pods as values: where each runs, whether it serves, and its drain mark."""
+    found = []
+    for pod in pods:
+        meta = pod.get("metadata") or {}
+        labels = meta.get("labels") or {}
+        status = pod.get("status") or {}
+        conditions = {c.get("type"): c for c in status.get("conditions") or [] if isinstance(c, Mapping)}
+        mark = _drain_mark(labels.get(DRAIN_LABEL), (meta.get("annotations") or {}).get(DRAIN_ANNOTATION))
+        scheduled = conditions.get("PodScheduled") or {}
+        unschedulable = scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable"
+        disruption = parse_pod(pod)
+        found.append(ReplicaPod(
+            name=str(meta.get("name") or ""),
+            uid=str(meta.get("uid") or ""),
+            capacity_type=mark.capacity_type if mark else _capacity_type(labels.get(CAPACITY_TYPE_LABEL)),
+            node=(pod.get("spec") or {}).get("nodeName") or None,
+            phase=str(status.get("phase") or "Pending"),
+            ready=(conditions.get("Ready") or {}).get("status") == "True",
+            created_at=_time(meta.get("creationTimestamp")),
+            unschedulable_since=(_time(scheduled.get("lastTransitionTime")) or _time(meta.get("creationTimestamp"))
+                                 if unschedulable else None),
+            terminating=bool(meta.get("deletionTimestamp")),
+            disruption=disruption.notices[0] if disruption.verdict is Verdict.NOTICE else None,
+            drain=mark,
+        ))
+    return tuple(sorted(found, key=lambda p: p.name))
+
+
+def _capacity_type(label: Any) -> CapacityType | None:
+    try:
+        return CapacityType(label)
+    except ValueError:
+        return None
+
+
+def _drain_mark(stage: Any, annotation: Any) -> DrainMark | None:
+    """The drain state PoolPilot wrote on the pod; a mark it cannot read is no mark (and logged by the caller)."""
+    if stage is None or not isinstance(annotation, str):
+        return None
+    try:
+        notice = json.loads(annotation)
+        return DrainMark(stage=DrainStage(stage), kind=NoticeKind(notice["kind"]), source=str(notice["source"]),
+                         capacity_type=CapacityType(notice["capacityType"]),
+                         noticed_at=_required_time(notice["noticedAt"]), deadline=_required_time(notice["deadline"]),
+                         event_id=str(notice.get("eventId") or ""))
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+def _time(value: Any) -> datetime | None:
+    if not isinstance(value, str):
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def _required_time(value: Any) -> datetime:
+    moment = _time(value)
+    if moment is None:
+        raise ValueError(f"not a time: {value!r}")
+    return moment

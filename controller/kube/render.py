@@ -12,14 +12,18 @@ import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from controller.api import quantity
 from controller.api.spec import API_GROUP, API_VERSION, KIND, InferencePoolSpec, Toleration
 from controller.core.capacity import CapacitySplit, CapacityType, Placement, placement_for
+from controller.core.replicas import DrainMark
 
 __all__ = [
     "CAPACITY_TYPE_LABEL",
+    "DRAIN_ANNOTATION",
+    "DRAIN_LABEL",
     "MANAGED_BY_LABEL",
     "POOL_LABEL",
     "SERVING_LABEL",
@@ -27,11 +31,13 @@ __all__ = [
     "OwnedObject",
     "PoolRef",
     "deployment_name",
+    "release_patch",
     "render_deployment",
     "render_owned_objects",
     "render_pdb",
     "render_service",
     "rendered_template_fingerprints",
+    "retired_objects",
     "template_fingerprint",
     "with_template_generation",
 ]
@@ -41,6 +47,10 @@ Manifest = dict[str, Any]
 POOL_LABEL = f"{API_GROUP}/pool"
 CAPACITY_TYPE_LABEL = f"{API_GROUP}/capacity-type"
 SERVING_LABEL = f"{API_GROUP}/serving"
+# On a replica taken out of its Deployment for a reclaim: the stage as a label (``kubectl get pods -l
+# poolpilot.io/drain``), what the notice said as an annotation (the restart-safe drain state).
+DRAIN_LABEL = f"{API_GROUP}/drain"
+DRAIN_ANNOTATION = f"{API_GROUP}/drain-notice"
 MANAGED_BY_LABEL = "app.kubernetes.io/managed-by"
 MANAGER = "poolpilot"
 
@@ -280,15 +290,18 @@ def render_service(pool: PoolRef, spec: InferencePoolSpec) -> Manifest:
     }
 
 
-def render_pdb(pool: PoolRef) -> Manifest:
+def render_pdb(pool: PoolRef, capacity_type: CapacityType) -> Manifest:
+    """One budget per Deployment: a cold-starting on-demand replica never blocks a spot eviction, and a
+    replica released for a reclaim (no capacity-type label) is in no budget of ours."""
     return {
         "apiVersion": "policy/v1",
         "kind": "PodDisruptionBudget",
-        "metadata": _metadata(pool, pool.name),
+        "metadata": _metadata(pool, deployment_name(pool.name, capacity_type),
+                              {CAPACITY_TYPE_LABEL: capacity_type.value}),
         "spec": {
             # One at a time: voluntary drains proceed, but never take the pool down at once.
             "maxUnavailable": 1,
-            "selector": {"matchLabels": {POOL_LABEL: pool.name}},
+            "selector": {"matchLabels": {POOL_LABEL: pool.name, CAPACITY_TYPE_LABEL: capacity_type.value}},
             # A replica that never became ready must not block a node drain.
             "unhealthyPodEvictionPolicy": "AlwaysAllow",
         },
@@ -303,6 +316,30 @@ def render_owned_objects(pool: PoolRef, spec: InferencePoolSpec, split: Capacity
         for capacity_type in (CapacityType.ON_DEMAND, CapacityType.SPOT)
     ]
     objects.append(OwnedObject("v1", "Service", "services", pool.name, render_service(pool, spec)))
-    objects.append(OwnedObject("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets", pool.name,
-                               render_pdb(pool)))
+    objects += [OwnedObject("policy/v1", "PodDisruptionBudget", "poddisruptionbudgets",
+                            deployment_name(pool.name, capacity_type), render_pdb(pool, capacity_type))
+                for capacity_type in (CapacityType.ON_DEMAND, CapacityType.SPOT)]
     return objects
+
+
+def retired_objects(pool: PoolRef) -> list[tuple[str, str]]:
+    """(kind, name) of what earlier versions owned and this one does not: deleted when found owned."""
+    return [("PodDisruptionBudget", pool.name)]  # one budget for the whole pool, before 0.8
+
+
+def release_patch(pool: PoolRef, mark: DrainMark, *, serving: bool) -> Manifest:
+    """The one merge patch that takes a replica out of its Deployment (the ReplicaSet starts its replacement),
+    hands it to the pool (so it still goes with the pool), sets whether it serves, and records the drain."""
+    notice = {"stage": mark.stage.value, "kind": mark.kind.value, "source": mark.source,
+              "capacityType": mark.capacity_type.value, "noticedAt": _rfc3339(mark.noticed_at),
+              "deadline": _rfc3339(mark.deadline), "eventId": mark.event_id}
+    return {"metadata": {
+        "labels": {CAPACITY_TYPE_LABEL: None, SERVING_LABEL: "true" if serving else "false",
+                   DRAIN_LABEL: mark.stage.value},
+        "annotations": {DRAIN_ANNOTATION: json.dumps(notice, sort_keys=True)},
+        "ownerReferences": [_owner_reference(pool)],
+    }}
+
+
+def _rfc3339(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -1,14 +1,19 @@
 """The pure pipeline stages: ``plan`` (what to do) and ``conclude`` (what the server's answers mean)."""
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
+from typing import cast
 
 from controller.api.spec import InferencePoolSpec
 from controller.api.status import InferencePoolStatus
 from controller.core.capacity import CapacitySplit, CapacityType
 from controller.core.conditions import find_condition
+from controller.core.drain import EvictionResult
+from controller.core.notices import InterruptionNotice, NoticeKind
 from controller.core.plan import AppliedChange, Observation, conclude, plan
 from controller.core.pool import DeploymentState, PoolObservation, validate_pool
-from controller.core.scaling import ScalingState
+from controller.core.replicas import ReplicaPod
+from controller.core.scaling import ScalingDecision, ScalingState
 from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolSignals
 
 T0 = datetime(2026, 11, 22, 10, 0, 0, tzinfo=UTC)
@@ -90,3 +95,55 @@ def test_conclude_reports_a_conflict_once() -> None:
     assert [e.reason for e in first.events] == ["ObjectConflict"]
     again = conclude(observation(previous=first.status), planned, conflict, now=T0)
     assert again.events == ()
+
+
+def _pod(name: str, capacity_type: CapacityType, *, ready: bool, age_seconds: float, node: str | None = "n1",
+         unschedulable_for: float | None = None) -> ReplicaPod:
+    return ReplicaPod(name=name, uid=name, capacity_type=capacity_type, node=node,
+                      phase="Running" if node else "Pending", ready=ready,
+                      created_at=T0 - timedelta(seconds=age_seconds),
+                      unschedulable_since=T0 - timedelta(seconds=unschedulable_for) if unschedulable_for else None)
+
+
+def test_replicas_not_ready_past_startup_seconds_are_no_capacity_on_its_way() -> None:
+    # 1 ready on-demand, 3 spot asked for and not ready: young ones cover the load, stuck ones do not.
+    young = (_pod("od", CapacityType.ON_DEMAND, ready=True, age_seconds=3600),
+             *(_pod(f"s{i}", CapacityType.SPOT, ready=False, age_seconds=60) for i in range(3)))
+    base = observation({**SPEC, "scaling": {"startupSeconds": 600}}, replicas=4, ready=1,
+                       signals=load(queue=30, kv=0.5))
+    starting = plan(dataclasses.replace(base, pods=young), ScalingState(), now=T0)
+    assert starting.scaling is not None and cast(ScalingDecision, starting.scaling.decision).starting_replicas == 3
+    stuck = tuple(dataclasses.replace(p, created_at=T0 - timedelta(seconds=900)) for p in young)
+    not_ready = plan(dataclasses.replace(base, pods=stuck), ScalingState(), now=T0)
+    assert not_ready.scaling is not None and cast(ScalingDecision, not_ready.scaling.decision).starting_replicas == 0
+
+
+def test_spot_pending_too_long_moves_the_split_to_on_demand_and_the_status_says_so() -> None:
+    pods = (_pod("od", CapacityType.ON_DEMAND, ready=True, age_seconds=3600),
+            *(_pod(f"s{i}", CapacityType.SPOT, ready=False, age_seconds=400, node=None, unschedulable_for=400)
+              for i in range(3)))
+    base = dataclasses.replace(observation(replicas=4, ready=1, signals=load(queue=2, kv=0.3)), pods=pods)
+    planned = plan(base, ScalingState(), now=T0)
+    assert planned.split == CapacitySplit(spot=1, on_demand=3)
+    assert "SpotCapacityUnavailable" in [e.reason for e in planned.events]
+    status = conclude(base, planned, [], now=T0).status
+    disrupted = find_condition(status.conditions, "SpotDisrupted")
+    assert disrupted is not None and (disrupted.status, disrupted.reason) == ("True", "SpotCapacityUnavailable")
+    assert status.spot is not None and status.spot.moved_replicas == 2
+    assert status.replicas is not None and (status.replicas.spot_desired, status.replicas.on_demand_desired) == (1, 3)
+
+
+def test_a_reclaim_notice_is_planned_and_the_eviction_answer_lands_in_the_status() -> None:
+    pods = (_pod("od", CapacityType.ON_DEMAND, ready=True, age_seconds=3600, node="od-1"),
+            _pod("s0", CapacityType.SPOT, ready=True, age_seconds=3600, node="spot-1"))
+    warning = InterruptionNotice(NoticeKind.SPOT_INTERRUPTION, "aws-sqs", "e1", node="spot-1",
+                                 deadline=T0 + timedelta(seconds=120))
+    base = dataclasses.replace(observation(replicas=2, ready=2, signals=load(queue=0, kv=0.3)), pods=pods,
+                               notices=(warning,))
+    planned = plan(base, ScalingState(), now=T0)
+    assert [r.pod for r in planned.drain.releases] == ["s0"] and [e.pod for e in planned.drain.evictions] == ["s0"]
+    assert planned.split == CapacitySplit(spot=1, on_demand=1)  # the Deployment's count does not change
+    status = conclude(base, planned, [], now=T0, evictions=[EvictionResult("s0", "blocked", "budget")]).status
+    assert [(r.pod, r.outcome, r.eviction_attempts) for r in status.interruptions] == [("s0", "Draining", 1)]
+    disrupted = find_condition(status.conditions, "SpotDisrupted")
+    assert disrupted is not None and disrupted.reason == "ReplicasDraining" and "s0" in disrupted.message

@@ -61,7 +61,7 @@ def test_the_operator_works_under_its_own_least_privilege_rbac(
     pool = create_and_settle(env, "qwen")
     assert (condition(pool, "SpecValid") or {}).get("status") == "True"
     eventually(lambda: [e["reason"] for e in backend.kube.events_for(backend.namespace, "qwen")],
-               lambda reasons: reasons.count("Created") == 4, what="four Created events posted under its RBAC")
+               lambda reasons: reasons.count("Created") == 5, what="five Created events posted under its RBAC")
     backend.kube.patch_pool(backend.namespace, "qwen", {"spec": {"replicas": {"min": 4}}})
     eventually(lambda: backend.kube.get("Deployment", backend.namespace, "qwen-spot"),
                lambda d: d is not None and d["spec"]["replicas"] == 3, what="a patch under its RBAC")
@@ -93,9 +93,9 @@ def test_real_controllers_run_the_pools_replicas_on_matching_nodes(env: Scenario
         wanted = "SPOT" if pod["metadata"]["labels"]["poolpilot.io/capacity-type"] == "spot" else "ON_DEMAND"
         assert node.metadata.labels["eks.amazonaws.com/capacityType"] == wanted
         assert pod["status"]["podIP"].startswith("127.")
-    # The disruption controller counts the pool's pods against the PDB (maxUnavailable 1).
-    pdb = eventually(lambda: backend.kube.get("PodDisruptionBudget", backend.namespace, "qwen"),
-                     lambda p: p is not None and p.get("status", {}).get("expectedPods") == 3,
+    # The disruption controller counts the spot Deployment's pods against its PDB (maxUnavailable 1).
+    pdb = eventually(lambda: backend.kube.get("PodDisruptionBudget", backend.namespace, "qwen-spot"),
+                     lambda p: p is not None and p.get("status", {}).get("expectedPods") == 2,
                      what="the PDB's status from the disruption controller")
     assert pdb is not None and pdb["status"]["disruptionsAllowed"] == 1
 

@@ -25,11 +25,11 @@ def container(deployment: dict[str, Any]) -> dict[str, Any]:
     return containers[0]
 
 
-def test_owned_objects_are_two_deployments_a_service_and_a_pdb_all_owned_by_the_pool() -> None:
+def test_owned_objects_are_two_deployments_a_service_and_a_pdb_each_all_owned_by_the_pool() -> None:
     objects = render_owned_objects(POOL, spec(), CapacitySplit(spot=3, on_demand=1))
     assert [(o.kind, o.name) for o in objects] == [
         ("Deployment", "llama-on-demand"), ("Deployment", "llama-spot"),
-        ("Service", "llama"), ("PodDisruptionBudget", "llama")]
+        ("Service", "llama"), ("PodDisruptionBudget", "llama-on-demand"), ("PodDisruptionBudget", "llama-spot")]
     for owned in objects:
         (owner,) = owned.manifest["metadata"]["ownerReferences"]
         assert owner == {"apiVersion": "poolpilot.io/v1alpha1", "kind": "InferencePool", "name": "llama",
@@ -100,11 +100,15 @@ def test_the_serving_label_is_in_the_service_selector_but_not_the_deployment_sel
     assert service["spec"]["selector"] == {POOL_LABEL: "llama", SERVING_LABEL: "true"}
 
 
-def test_the_pdb_lets_one_replica_go_at_a_time_and_never_blocks_on_unready_ones() -> None:
-    pdb = render_pdb(POOL)["spec"]
-    assert pdb["maxUnavailable"] == 1
-    assert pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
-    assert pdb["selector"] == {"matchLabels": {POOL_LABEL: "llama"}}
+def test_each_deployment_has_a_pdb_that_lets_one_replica_go_at_a_time_and_never_blocks_on_unready_ones() -> None:
+    for capacity_type in CapacityType:
+        pdb = render_pdb(POOL, capacity_type)["spec"]
+        assert pdb["maxUnavailable"] == 1
+        assert pdb["unhealthyPodEvictionPolicy"] == "AlwaysAllow"
+        # The Deployment's own selector: a cold-starting on-demand replica never blocks a spot eviction,
+        # and a replica released for a reclaim (no capacity-type label) is in no budget of ours.
+        assert pdb["selector"] == {"matchLabels": {POOL_LABEL: "llama", CAPACITY_TYPE_LABEL: capacity_type.value}}
+        assert pdb["selector"] == render_deployment(POOL, spec(), capacity_type, 1)["spec"]["selector"]
 
 
 def test_rolling_updates_never_drop_below_the_replicas_serving_now() -> None:

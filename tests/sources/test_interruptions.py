@@ -7,9 +7,9 @@ from typing import Any
 
 import pytest
 
+from controller.core.notices import NoticeKind, Verdict, instance_id_from_provider_id
 from controller.sources.interruptions.aws_events import parse_sqs_body
 from controller.sources.interruptions.kube_objects import parse_node, parse_pod
-from controller.sources.interruptions.notices import NoticeKind, Verdict, instance_id_from_provider_id
 
 SPOT = {"version": "0", "id": "1e5527d7-bb36-4607-3370-4164db56a40e",
         "detail-type": "EC2 Spot Instance Interruption Warning", "source": "aws.ec2",

@@ -12,7 +12,7 @@ import boto3
 import pytest
 from prometheus_client import REGISTRY
 
-from controller.sources.interruptions.notices import NoticeKind
+from controller.core.notices import NoticeKind
 from controller.sources.interruptions.sqs import SqsNoticeSource
 from devkube.aws import InterruptionQueue, MotoServer, interruption_queue
 

@@ -45,7 +45,7 @@ POOL_SPEC: Manifest = {
 }
 
 OWNED = (("Deployment", "{}-on-demand"), ("Deployment", "{}-spot"), ("Service", "{}"),
-         ("PodDisruptionBudget", "{}"))
+         ("PodDisruptionBudget", "{}-on-demand"), ("PodDisruptionBudget", "{}-spot"))
 
 
 @dataclass
@@ -114,8 +114,10 @@ def creating_a_pool_creates_its_objects(env: ScenarioEnv) -> None:
     on_demand = env.kube.get("Deployment", ns, "qwen-on-demand")
     spot = env.kube.get("Deployment", ns, "qwen-spot")
     service = env.kube.get("Service", ns, "qwen")
-    pdb = env.kube.get("PodDisruptionBudget", ns, "qwen")
-    assert on_demand and spot and service and pdb
+    pdb = env.kube.get("PodDisruptionBudget", ns, "qwen-spot")
+    assert on_demand and spot and service and pdb and env.kube.get("PodDisruptionBudget", ns, "qwen-on-demand")
+    assert pdb["spec"]["selector"] == {"matchLabels": {"poolpilot.io/pool": "qwen",
+                                                       "poolpilot.io/capacity-type": "spot"}}
     # min 3 with one on-demand base and the rest on spot.
     assert (on_demand["spec"]["replicas"], spot["spec"]["replicas"]) == (1, 2)
     assert spot["spec"]["template"]["spec"]["nodeSelector"] == {"eks.amazonaws.com/capacityType": "SPOT"}
@@ -134,7 +136,7 @@ def creating_a_pool_creates_its_objects(env: ScenarioEnv) -> None:
         ready = condition(pool, "Ready") or {}
         assert ready.get("reason") == "ReplicasReady" and status["replicas"]["ready"] == 3
     created = eventually(lambda: [e["message"] for e in env.kube.events_for(ns, "qwen") if e["reason"] == "Created"],
-                         lambda messages: len(messages) == 4, what="four Created events")
+                         lambda messages: len(messages) == 5, what="five Created events")
     assert "Created Deployment qwen-spot (2 replicas)" in created
 
 
@@ -154,7 +156,7 @@ def changing_the_spec_patches_only_what_changed(env: ScenarioEnv) -> None:
     eventually(lambda: env.kube.get_pool(env.namespace, "qwen"), is_current, what="status of generation 2")
     wait_for_quiet()
     after = owned_versions(env, "qwen")
-    for unchanged in ("Service qwen", "PodDisruptionBudget qwen"):
+    for unchanged in ("Service qwen", "PodDisruptionBudget qwen-spot", "PodDisruptionBudget qwen-on-demand"):
         assert after[unchanged] == before[unchanged], f"{unchanged} was written though nothing of it changed"
     eventually(lambda: [e["message"] for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "Updated"],
                lambda updated: any("qwen-spot" in m and "spec.replicas" in m for m in updated),
@@ -168,7 +170,7 @@ def restarting_the_operator_writes_nothing(env: ScenarioEnv) -> None:
     env.operator.restart()
     wait_for_quiet()
     assert owned_versions(env, "qwen") == before
-    assert len([e for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "Created"]) == 4
+    assert len([e for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "Created"]) == 5
 
 
 def deleting_the_pool_removes_its_objects(env: ScenarioEnv) -> None:
@@ -221,7 +223,7 @@ def objects_the_server_refuses_are_reported_and_the_rest_applies(env: ScenarioEn
     assert "Deployment qwen-on-demand" in message and "Deployment qwen-spot" in message, message
     assert "quota" in message, message
     assert env.kube.get("Service", env.namespace, "qwen") and env.kube.get("PodDisruptionBudget", env.namespace,
-                                                                           "qwen")
+                                                                           "qwen-spot")
     assert env.kube.get("Deployment", env.namespace, "qwen-spot") is None
     wait_for_quiet()  # more evaluations: still one Warning per object
     warnings = [e for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "ApplyFailed"]

@@ -24,7 +24,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from controller.sources.interruptions.notices import InterruptionNotice, NoticeKind, ParseResult
+from controller.core.notices import InterruptionNotice, NoticeKind, ParseResult
 
 __all__ = ["SPOT_NOTICE", "parse_sqs_body"]
 

@@ -10,9 +10,9 @@ from collections.abc import Mapping
 
 import yaml
 
+from controller.core.notices import ParseResult
 from controller.sources.interruptions.aws_events import parse_sqs_body
 from controller.sources.interruptions.kube_objects import parse_object
-from controller.sources.interruptions.notices import ParseResult
 
 __all__ = ["describe", "explain_text"]
 

@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from controller.sources.interruptions.notices import (
+from controller.core.notices import (
     InterruptionNotice,
     NoticeKind,
     ParseResult,

@@ -19,8 +19,8 @@ import boto3
 from botocore.exceptions import BotoCoreError, ClientError
 from prometheus_client import Counter
 
+from controller.core.notices import InterruptionNotice, Verdict
 from controller.sources.interruptions.aws_events import parse_sqs_body
-from controller.sources.interruptions.notices import InterruptionNotice, Verdict
 
 __all__ = ["MESSAGES", "SqsNoticeSource"]
 

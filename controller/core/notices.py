@@ -1,4 +1,7 @@
-"""What every interruption source produces: a frozen notice, or why the input was ignored or rejected."""
+"""What every interruption source produces: a frozen notice, or why the input was ignored or rejected.
+
+The sources (``controller/sources/interruptions``) make these at the edge; the core plans drains from them.
+"""
 
 from __future__ import annotations
 
