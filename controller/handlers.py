@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import copy
-from collections.abc import Mapping
+import functools
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,16 +19,18 @@ from typing import Any
 import kopf
 
 from controller.api.spec import API_GROUP, API_VERSION, PLURAL
-from controller.core.notices import Verdict
+from controller.core.notices import InterruptionNotice, Verdict, instance_id_from_provider_id
 from controller.core.scaling import ScalingState
 from controller.kube.apply import VerifiedObjects
 from controller.kube.client import KubeApi, build_api_client
 from controller.kube.observe import trimmed_pod
 from controller.kube.render import MANAGED_BY_LABEL, MANAGER, POOL_LABEL, SERVING_LABEL, PoolRef
+from controller.notice_feed import NoticeFeed
 from controller.reconcile import ParsedSpec, PoolSnapshot, Reporting, UpgradeSlots, reconcile_pool
 from controller.settings import OperatorSettings
 from controller.signal_reader import SignalReader
 from controller.sources.interruptions.kube_objects import parse_node
+from controller.sources.interruptions.sqs import SqsNoticeSource
 
 __all__ = ["Runtime"]
 
@@ -73,6 +76,8 @@ class Runtime:
     evaluation_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
     # Which pools roll for an operator upgrade now: at most settings.max_concurrent_upgrades.
     upgrades: UpgradeSlots = field(default_factory=UpgradeSlots)
+    notice_feed: NoticeFeed | None = None  # the operator's SQS interruption queue, when configured
+    background: list[asyncio.Task[None]] = field(default_factory=list)
 
     def wakeup_for(self, key: PoolKey) -> asyncio.Event:
         return self.wakeups.setdefault(key, asyncio.Event())
@@ -86,6 +91,25 @@ class Runtime:
         event = self.wakeups.get(key)
         if event is not None:
             event.set()
+
+    # Set at start-up to Kopf's indexes (the handlers below fill them).
+    pods_index: kopf.Index[PoolKey, dict[str, Any]] | None = None
+    instances_index: kopf.Index[str, str] | None = None
+
+    def wake_pools_on_node(self, node: str) -> None:
+        """A reclaim notice for a node: the pools with replicas there are evaluated at once."""
+        for key, pods in (self.pods_index.items() if self.pods_index is not None else ()):
+            if any((pod.get("spec") or {}).get("nodeName") == node for pod in pods):
+                self.wake(key)
+
+    def node_of_instance(self, instance_id: str) -> str | None:
+        if self.instances_index is None:
+            return None
+        return next(iter(self.instances_index.get(instance_id, [])), None)
+
+    def notices_for_node(self, taints: kopf.Index[str, Any], node: str) -> tuple[InterruptionNotice, ...]:
+        from_taints = tuple(notice for notices in taints.get(node, []) for notice in notices)
+        return from_taints + (self.notice_feed.for_node(node) if self.notice_feed else ())
 
 
 def _runtime(memo: kopf.Memo) -> Runtime:
@@ -123,6 +147,14 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
                               reader=SignalReader(operator_settings), settings=operator_settings,
                               upgrades=UpgradeSlots(limit=operator_settings.max_concurrent_upgrades),
                               evaluation_slots=asyncio.Semaphore(operator_settings.max_concurrent_evaluations))
+    runtime = memo["runtime"]
+    if operator_settings.sqs_queue_url:
+        source = SqsNoticeSource(operator_settings.sqs_queue_url, region=operator_settings.sqs_region,
+                                 wait_seconds=operator_settings.sqs_wait_seconds)
+        runtime.notice_feed = NoticeFeed(source, node_of_instance=runtime.node_of_instance,
+                                         on_notice=runtime.wake_pools_on_node)
+        runtime.background.append(asyncio.create_task(runtime.notice_feed.run(), name="sqs-interruption-queue"))
+        logger.info("reading interruption notices from %s", operator_settings.sqs_queue_url)
     logger.info("PoolPilot started; watching %s", ", ".join(operator_settings.namespaces) or "all namespaces")
 
 
@@ -130,6 +162,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
 async def close(memo: kopf.Memo, **_: Any) -> None:
     runtime = memo.get("runtime")
     if isinstance(runtime, Runtime):
+        for task in runtime.background:
+            task.cancel()
         await runtime.reader.close()
         runtime.api.close()
 
@@ -191,16 +225,21 @@ def node_notices(body: kopf.Body, name: str | None, **_: Any) -> Any:
     return {name: result.notices} if result.verdict is Verdict.NOTICE else {}
 
 
+@kopf.index("v1", "nodes")
+def node_instances(body: kopf.Body, name: str | None, **_: Any) -> Any:
+    """EC2 instance id -> node name, from spec.providerID: how an SQS notice finds its node."""
+    instance = instance_id_from_provider_id((body.get("spec") or {}).get("providerID"))
+    return {instance: name} if instance and name else {}
+
+
 @kopf.on.event("v1", "nodes")
 async def wake_on_node_notice(body: kopf.Body, name: str | None, memo: kopf.Memo, **kwargs: Any) -> None:
     """A node that gets a reclaim taint wakes the pools with replicas on it, at once."""
-    if not name or parse_node(body).verdict is not Verdict.NOTICE:
-        return
     runtime = _runtime(memo)
-    replica_pods: kopf.Index[PoolKey, dict[str, Any]] = kwargs["replica_pods"]
-    for key, pods in replica_pods.items():
-        if any((pod.get("spec") or {}).get("nodeName") == name for pod in pods):
-            runtime.wake(key)
+    runtime.pods_index = kwargs["replica_pods"]
+    runtime.instances_index = kwargs["node_instances"]
+    if name and parse_node(body).verdict is Verdict.NOTICE:
+        runtime.wake_pools_on_node(name)
 
 
 @kopf.on.event("v1", "pods", labels=OWNED)
@@ -243,7 +282,9 @@ class _PoolCopy:
         return self.spec, self.status
 
 
-def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], memory: PoolMemory, copied: _PoolCopy) -> PoolSnapshot:
+def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], memory: PoolMemory, copied: _PoolCopy,
+              notices_for_node: Callable[[kopf.Index[str, Any], str], tuple[InterruptionNotice, ...]],
+              ) -> PoolSnapshot:
     meta = body.get("metadata", {})
     key: PoolKey = (meta["namespace"], meta["name"])
     raw_spec, raw_status = copied.of(body)
@@ -258,7 +299,7 @@ def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], memory: PoolMemory, c
         cached=lambda kind, name: _first(by_kind[kind], key, name),
         ready_pod_ips=tuple(sorted(indexes["ready_pod_ips"].get(key, []))),
         pods=tuple(indexes["replica_pods"].get(key, [])),
-        node_notices=indexes["node_notices"],
+        notices_for_node=functools.partial(notices_for_node, indexes["node_notices"]),
         scaling_state=memory.scaling_state,
         verified=memory.verified,
         parsed=memory.parsed,
@@ -284,6 +325,7 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
     wakeup = runtime.wakeup_for(key)
     indexes = {name: kwargs[name] for name in ("owned_deployments", "owned_services", "owned_pdbs", "ready_pod_ips",
                                                "replica_pods", "node_notices")}
+    runtime.pods_index, runtime.instances_index = kwargs["replica_pods"], kwargs.get("node_instances")
     reporting = Reporting(signals_refresh_seconds=runtime.settings.signals_refresh_seconds)
     failures = 0
     copied = _PoolCopy()
@@ -293,7 +335,7 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
             wakeup.clear()
             try:
                 async with runtime.evaluation_slots:
-                    snapshot = _snapshot(body, indexes, memory, copied)
+                    snapshot = _snapshot(body, indexes, memory, copied, runtime.notices_for_node)
                     memory.evaluated_generation = snapshot.generation
                     result = await reconcile_pool(runtime.api, runtime.reader, snapshot, now=datetime.now(UTC),
                                                   reporting=reporting, upgrades=runtime.upgrades)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -90,8 +90,8 @@ class PoolSnapshot:
     cached: CachedLookup
     ready_pod_ips: tuple[str, ...] = ()  # where the pods source scrapes
     pods: tuple[Mapping[str, Any], ...] = ()  # the replica pods (trimmed)
-    # Reclaim notices by node (from its taints), for every node that has one.
-    node_notices: Mapping[str, Iterable[tuple[InterruptionNotice, ...]]] = field(default_factory=dict)
+    # The reclaim notices for one node: its taints, and what the SQS queue said about its instance.
+    notices_for_node: Callable[[str], tuple[InterruptionNotice, ...]] = lambda node: ()
     scaling_state: ScalingState = field(default_factory=ScalingState)
     # Remembered across evaluations (like scaling_state, in memory): objects found as wanted, by version,
     # and the spec as parsed and rendered for its generation.
@@ -153,7 +153,7 @@ async def observe(reader: SignalReader, pool: PoolSnapshot, *, now: datetime) ->
         return Observation(generation=pool.generation, spec=spec, previous=previous, deployments=deployments,
                            rendered_templates=rendered)
     pods = observe_pods(pool.pods)
-    notices = _notices_for(pods, pool.node_notices) if spec.interruption.node_taints else ()
+    notices = _notices_for(pods, spec, pool.notices_for_node)
     endpoints = _endpoints(pool.ready_pod_ips, spec.model.port)
     signals = await reader.read((pool.ref.namespace, pool.ref.name), spec, endpoints, now=now)
     return Observation(generation=pool.generation, spec=spec, previous=previous, deployments=deployments,
@@ -161,10 +161,12 @@ async def observe(reader: SignalReader, pool: PoolSnapshot, *, now: datetime) ->
                        notices=notices)
 
 
-def _notices_for(pods: Iterable[ReplicaPod], by_node: Mapping[str, Iterable[tuple[InterruptionNotice, ...]]],
-                 ) -> tuple[InterruptionNotice, ...]:
+def _notices_for(pods: Iterable[ReplicaPod], spec: InferencePoolSpec,
+                 notices_for_node: Callable[[str], tuple[InterruptionNotice, ...]]) -> tuple[InterruptionNotice, ...]:
+    """The notices for the nodes the pool's replicas run on; taints count only with interruption.nodeTaints."""
     nodes = sorted({pod.node for pod in pods if pod.node})
-    return tuple(notice for node in nodes for notices in by_node.get(node, ()) for notice in notices)
+    found = (notice for node in nodes for notice in notices_for_node(node))
+    return tuple(n for n in found if spec.interruption.node_taints or n.source != "node-taint")
 
 
 def _endpoints(pod_ips: Iterable[str], port: int) -> tuple[str, ...]:

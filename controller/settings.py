@@ -89,6 +89,15 @@ class OperatorSettings(BaseSettings):
                     "pools start together, their evaluations' in-flight objects would otherwise all be alive "
                     "at once: that peak, not the steady state, set the operator's memory.",
     )
+    sqs_queue_url: str | None = Field(
+        default=None,
+        description="An SQS queue EventBridge delivers EC2 interruption events to (spot interruption warnings, "
+                    "rebalance recommendations, state changes, AWS Health scheduled changes): PoolPilot's own, "
+                    "never Karpenter's or the Node Termination Handler's (a message goes to one consumer). "
+                    "Unset: node taints and pod conditions only. Credentials the AWS way (IRSA, the environment).",
+    )
+    sqs_region: str | None = Field(default=None, description="The queue's region; unset: AWS_REGION.")
+    sqs_wait_seconds: int = Field(default=20, ge=0, le=20, description="SQS long-poll wait (WaitTimeSeconds).")
 
     @field_validator("prometheus_url")
     @classmethod

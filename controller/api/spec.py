@@ -41,7 +41,6 @@ __all__ = [
     "ReplicasSpec",
     "ResourceRequirements",
     "SLOSpec",
-    "SQSSourceSpec",
     "SaturationSpec",
     "ScaleDirectionSpec",
     "ScalingSpec",
@@ -373,15 +372,6 @@ class CapacitySpec(Spec):
 # --------------------------------------------------------------------------------------- interruption
 
 
-class SQSSourceSpec(Spec):
-    queue_url: str = Field(
-        alias="queueURL",
-        min_length=1,
-        description="URL of the SQS queue EventBridge delivers EC2 interruption events to (not Karpenter's).",
-    )
-    region: str = Field(min_length=1, description="AWS region of the queue.")
-
-
 # Seconds kept between the end of vLLM's drain and the grace period's SIGKILL.
 SIGKILL_MARGIN_SECONDS = 5
 
@@ -399,7 +389,6 @@ class InterruptionSpec(Spec):
         ),
     )
 
-    sqs: SQSSourceSpec | None = Field(default=None, description="Read AWS interruption events from SQS.")
     node_taints: bool = Field(
         default=True,
         description="Treat Karpenter and AWS Node Termination Handler taints on a node as a reclaim notice.",

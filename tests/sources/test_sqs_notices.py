@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import boto3
@@ -13,6 +14,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from controller.core.notices import NoticeKind
+from controller.notice_feed import NoticeFeed
 from controller.sources.interruptions.sqs import SqsNoticeSource
 from devkube.aws import InterruptionQueue, MotoServer, interruption_queue
 
@@ -92,3 +94,49 @@ def test_malformed_unknown_and_duplicate_messages_are_counted_deleted_and_yield_
     assert {result: counted(result) - before[result] for result in before} == {
         "notice": 1, "duplicate": 1, "rejected": 1, "ignored": 1}
     assert remaining(moto, queue) == 0
+
+
+def test_the_feed_maps_instances_to_nodes_wakes_their_pools_and_forgets_stale_notices(
+        moto: MotoServer, queue: InterruptionQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    reader = source(moto, queue, monkeypatch)
+    nodes = {"i-0b662ef9931388ba0": "ip-10-0-1-7.ec2.internal"}
+    woken: list[str] = []
+    clock = [datetime.now(UTC)]
+    feed = NoticeFeed(reader, node_of_instance=nodes.get, on_notice=woken.append, clock=lambda: clock[0])
+    put_ec2_event(moto, "EC2 Spot Instance Interruption Warning",
+                  {"instance-id": "i-0b662ef9931388ba0", "instance-action": "terminate"})
+    put_ec2_event(moto, "EC2 Spot Instance Interruption Warning",
+                  {"instance-id": "i-0fffffffffffffff0", "instance-action": "terminate"})  # not in this cluster
+
+    async def two_polls() -> None:
+        task = asyncio.create_task(feed.run())
+        for _ in range(50):
+            if feed.unmatched + len(woken) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        task.cancel()
+
+    asyncio.run(two_polls())
+    assert woken == ["ip-10-0-1-7.ec2.internal"] and feed.unmatched == 1
+    (kept,) = feed.for_node("ip-10-0-1-7.ec2.internal")
+    assert kept.node == "ip-10-0-1-7.ec2.internal" and kept.kind is NoticeKind.SPOT_INTERRUPTION
+    clock[0] += timedelta(minutes=15)  # well past the 2-minute deadline
+    feed.accept([])
+    assert feed.for_node("ip-10-0-1-7.ec2.internal") == ()
+
+
+def test_a_queue_that_fails_is_retried_and_never_stops_the_feed(moto: MotoServer, monkeypatch: pytest.MonkeyPatch,
+                                                               ) -> None:
+    for key, value in moto.environment().items():
+        monkeypatch.setenv(key, value)
+    missing = SqsNoticeSource(f"{moto.url}/123456789012/no-such-queue", wait_seconds=0)
+    feed = NoticeFeed(missing, node_of_instance=lambda _: None, on_notice=lambda _: None)
+
+    async def briefly() -> bool:
+        task = asyncio.create_task(feed.run())
+        await asyncio.sleep(1.5)
+        alive = not task.done()
+        task.cancel()
+        return alive
+
+    assert asyncio.run(briefly())
