@@ -14,8 +14,9 @@ to ``cluster.kubeconfig_path``; ``cluster.kubectl_env()`` also sets a private ``
 
 What differs from a real API server is listed in the docstrings of :mod:`.store` (object
 semantics), :mod:`.emulator` (HTTP), :mod:`.patching`, :mod:`.selectors`, :mod:`.tables`,
-:mod:`.crds`, :mod:`.defaults`, :mod:`.openapi` and :mod:`.workloads`; the e2e tests on a
-real cluster must cover those.
+:mod:`.crds`, :mod:`.defaults`, :mod:`.openapi`, :mod:`.workloads` and :mod:`.endpointslices`
+(and what the fake vLLM replicas do not do in :mod:`.fakevllm`); the e2e tests on a real cluster
+must cover those.
 """
 
 from devkube.cluster import DevCluster, KubectlError, load_crds

@@ -44,6 +44,7 @@ import yaml
 
 from devkube import crds
 from devkube.emulator import DevKubeEmulator
+from devkube.endpointslices import FakeEndpointSliceController
 from devkube.loopthread import in_thread, running_loop
 from devkube.resources import Resource, lookup
 from devkube.workloads import FakeDeploymentController, NodeNameFn, PodAddressFn
@@ -83,6 +84,7 @@ class DevCluster:
         history_size: int = 10_000,
         kubectl_binary: str = "kubectl",
         validate_custom_resources: bool = True,
+        fake_endpointslices: bool = True,
     ) -> None:
         self.emulator = DevKubeEmulator(history_size=history_size)
         # False: like a cluster whose CRD predates its rules (no pruning, defaults, schema or CEL).
@@ -105,6 +107,8 @@ class DevCluster:
             if fake_workloads
             else None
         )
+        # EndpointSlices for every Service with a selector: see :mod:`.endpointslices`.
+        self.endpointslices = FakeEndpointSliceController(self.emulator.store) if fake_endpointslices else None
         self._crds = [*load_crds(crd_paths), *crds]
         self._namespaces = list(namespaces)
         self._host, self._port = host, port
@@ -127,6 +131,8 @@ class DevCluster:
             self._populate()
             if self.workloads is not None:
                 self.workloads.start()
+            if self.endpointslices is not None:
+                self.endpointslices.start()
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -140,6 +146,8 @@ class DevCluster:
     ) -> None:
         if self.workloads is not None:
             self.workloads.stop()
+        if self.endpointslices is not None:
+            self.endpointslices.stop()
         self.emulator.close_watches()  # open watch streams would delay the server's shutdown
         if self._runner is not None:
             await self._runner.cleanup()

@@ -20,9 +20,40 @@ Deployment do (``127.0.0.2:P``, ``127.0.0.3:P``, ...); where those addresses can
 ``add_replica(host="::1")`` serves on IPv6 (``replica.url`` is then ``http://[::1]:P``).
 
 ``set()`` is thread-safe (it swaps an immutable state under a lock); ``start``/``stop``/
-``add_replica``/``remove_replica`` are coroutines on the fleet's loop (use ``fleet.call`` from
-another thread). Endpoints: ``/metrics``, ``/health`` (200, or 503 when set unhealthy),
-``/v1/models``. Failure modes apply to ``/metrics``; a delay applies to every endpoint.
+``terminate``/``add_replica``/``remove_replica`` are coroutines on the fleet's loop (use
+``fleet.call`` from another thread). Endpoints: ``/metrics``, ``/health`` (200, or 503 when set
+unhealthy or draining), ``/live``, ``/v1/models``, and the OpenAI-compatible ``POST /v1/completions``
+and ``POST /v1/chat/completions``. Failure modes apply to ``/metrics``; a delay applies to every endpoint.
+
+Serving, as vLLM's OpenAI server does (response shapes of ``vllm/entrypoints/openai/protocol.py``):
+
+* ``id`` (``cmpl-``/``chatcmpl-`` + 32 hex), ``object`` (``text_completion``, ``chat.completion``),
+  ``created``, ``model``, ``choices`` (``finish_reason`` ``length`` at ``max_tokens``, ``stop`` when
+  the model "ends" after ``ReplicaState.output_tokens``), ``usage``; ``stream: true`` sends Server-Sent
+  Events (``text_completion`` / ``chat.completion.chunk`` chunks, a role chunk first for chat, the usage
+  chunk with ``stream_options.include_usage``) and ``data: [DONE]``. Errors have vLLM's
+  ``{"error": {"message", "type", "param", "code"}}`` shape (404 for an unknown model, 400 past the
+  context length of 8192 tokens).
+* A real queue, as vLLM's scheduler: at most ``max_num_seqs`` sequences run at once (first come, first
+  served), the others wait; each running sequence gets ``tokens_per_second`` tokens. ``/metrics``
+  reports the live state *added to* the explicit values of ``set()`` (running, waiting, prompt and
+  generation tokens; the first token's time goes to the TTFT histogram), so a test that sets
+  ``waiting=12`` and sends nothing still reads 12, and one that sends traffic reads the traffic.
+* ``await replica.terminate(shutdown_timeout=S)`` is SIGTERM to ``vllm serve --shutdown-timeout=S``
+  (vllm PRs #34730/#36666, ``vllm/entrypoints/launcher.py`` and ``entrypoints/serve/middleware.py``):
+  with S > 0 the server keeps listening but answers every new request with 503
+  ``{"error": "Server is unavailable. Please try again later."}`` (``/metrics`` and ``/live`` stay
+  up; ``/health`` is 503), lets the in-flight requests (queued ones too) finish for up to S seconds,
+  then aborts the rest: a non-streaming one gets 503 ``{"error": "Server is shutting down."}``, a stream
+  is cut (no ``[DONE]``); then the socket closes and connections are refused. With S = 0 (vLLM's default)
+  everything in flight is cut at once. It returns the in-flight requests ``finished`` and ``aborted``.
+
+Differences from vLLM: one token per ``1/tokens_per_second`` per sequence whatever the batch (no step
+model, no prefill time, no KV cache or preemption); prompt tokens are counted as 4 characters each; a
+missing ``max_tokens`` means 16 (vLLM gives the rest of the context); no ``n`` > 1, batch prompts, logprobs,
+stop strings, tools or sampling; a client that goes away is noticed only on the next write (vLLM aborts
+the request at once); the listening socket is the replica's own, so "the process exits" is the socket
+closing.
 """
 
 from __future__ import annotations
@@ -33,12 +64,14 @@ import contextlib
 import dataclasses
 import errno
 import ipaddress
+import json
 import math
 import socket
 import threading
 import time
-from collections import Counter
-from collections.abc import Coroutine, Iterable, Iterator, Sequence
+import uuid
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal, Self, TypeVar
@@ -52,11 +85,15 @@ from devkube.loopthread import in_thread, running_loop
 
 __all__ = [
     "CONTENT_TYPE",
+    "DEFAULT_MAX_TOKENS",
+    "MAX_MODEL_LEN",
     "TTFT_BUCKETS",
+    "DrainResult",
     "Failure",
     "FakeVLLMFleet",
     "FakeVLLMReplica",
     "KVMetric",
+    "Outcome",
     "ReplicaState",
     "ipv6_loopback_bindable",
     "loopback_aliases_bindable",
@@ -74,6 +111,12 @@ TTFT_BUCKETS: tuple[float, ...] = (
 )
 DEFAULT_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 _MAX_HANG_SECONDS = 120.0  # a hanging replica gives up after this, or when it is stopped
+MAX_MODEL_LEN = 8192  # what /v1/models reports; prompt + max_tokens beyond it is a 400, as in vLLM
+DEFAULT_MAX_TOKENS = 16  # when a request gives none (OpenAI's completions default; vLLM: the rest of the context)
+_CHARS_PER_TOKEN = 4  # the usual rule of thumb, for counting prompt tokens without a tokenizer
+_WORDS = ("the", "model", "answers", "slowly", "and", "steadily", "one", "token", "at", "a", "time")
+_UNAVAILABLE = "Server is unavailable. Please try again later."  # vLLM's ServiceUnavailableMiddleware
+_SHUTTING_DOWN = "Server is shutting down."
 _GARBAGE = b"<html><body>502 Bad Gateway</body></html>\n{{{ vllm:num_requests_waiting 12 \x00 not metrics\n"
 
 
@@ -113,10 +156,17 @@ class ReplicaState:
     delay_seconds: float = 0.0
     failure: Failure = Failure.NONE
     healthy: bool = True
+    tokens_per_second: float = 50.0  # per running sequence
+    max_num_seqs: int = 256  # vLLM's default for the API server (--max-num-seqs)
+    output_tokens: int | None = None  # the model "ends its answer" after this many tokens (None: at max_tokens)
 
     def __post_init__(self) -> None:
         if self.engines < 1:
             raise ValueError("a replica has at least one engine")
+        if not self.tokens_per_second > 0 or self.max_num_seqs < 1:
+            raise ValueError("tokens_per_second must be > 0 and max_num_seqs >= 1")
+        if self.output_tokens is not None and self.output_tokens < 1:
+            raise ValueError("output_tokens must be >= 1")
         for name in ("waiting", "running", "kv", "kv_legacy", "deferred"):
             value = getattr(self, name)
             if isinstance(value, tuple) and len(value) != self.engines:
@@ -138,6 +188,75 @@ class _InFlight:
             yield
         finally:
             self.now -= 1
+
+
+class Outcome(StrEnum):
+    """How a completion request ended (``FakeVLLMReplica.completions`` counts them)."""
+
+    FINISHED = "finished"
+    ABORTED = "aborted"  # cut by the replica's shutdown
+    REJECTED = "rejected"  # 503 while draining
+    DISCONNECTED = "disconnected"  # the client went away mid-stream
+
+
+@dataclass(frozen=True)
+class DrainResult:
+    """Of the requests in flight when ``terminate`` began: how many finished, how many were aborted."""
+
+    finished: int
+    aborted: int
+
+
+@dataclass(eq=False)
+class _Sequence:
+    """One request in the engine: queued until admitted, then decoding until done or aborted."""
+
+    prompt_tokens: int
+    arrived: float
+    admitted: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    aborted: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    outcome: Outcome | None = None
+
+
+class _Scheduler:
+    """vLLM's admission in miniature: first come, first served, at most ``max_num_seqs`` running."""
+
+    def __init__(self) -> None:
+        self.running: dict[_Sequence, None] = {}
+        self.waiting: deque[_Sequence] = deque()
+        self.prompt_tokens = 0
+        self.generation_tokens = 0
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    def submit(self, sequence: _Sequence, max_num_seqs: int) -> None:
+        self.waiting.append(sequence)
+        self.idle.clear()
+        self.admit(max_num_seqs)
+
+    def admit(self, max_num_seqs: int) -> None:
+        while self.waiting and len(self.running) < max_num_seqs:
+            sequence = self.waiting.popleft()
+            self.running[sequence] = None
+            self.prompt_tokens += sequence.prompt_tokens  # prefilled on admission
+            sequence.admitted.set()
+
+    def release(self, sequence: _Sequence, max_num_seqs: int) -> None:
+        self.running.pop(sequence, None)
+        if sequence in self.waiting:
+            self.waiting.remove(sequence)
+        self.admit(max_num_seqs)
+        if not self.running and not self.waiting:
+            self.idle.set()
+
+    def in_flight(self) -> list[_Sequence]:
+        return [*self.running, *self.waiting]
+
+    def abort_all(self) -> None:
+        for sequence in self.in_flight():
+            if sequence.outcome is None:
+                sequence.outcome = Outcome.ABORTED
+            sequence.aborted.set()
 
 
 _PER_ENGINE = ("waiting", "running", "kv", "kv_legacy", "deferred")
@@ -162,12 +281,16 @@ class FakeVLLMReplica:
         self.name = name
         self.model_name = model_name
         self.requests: Counter[str] = Counter()  # path -> requests received
+        self.completions: Counter[Outcome] = Counter()  # completion requests by how they ended
         self._state = state or ReplicaState()
         self._lock = threading.Lock()
         self._in_flight = in_flight or _InFlight()
         self._created = time.time()
         self._runner: web.AppRunner | None = None
         self._closing: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._scheduler = _Scheduler()
+        self._rejecting = False  # draining: new requests get 503
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_VLLMCollector(self))
 
@@ -187,21 +310,46 @@ class FakeVLLMReplica:
 
     @property
     def serving(self) -> bool:
+        """Listening (also while draining)."""
         return self._runner is not None
+
+    @property
+    def draining(self) -> bool:
+        return self._rejecting
+
+    @property
+    def running(self) -> int:
+        """Sequences decoding now (the live part of vllm:num_requests_running)."""
+        return len(self._scheduler.running)
+
+    @property
+    def waiting(self) -> int:
+        """Sequences queued now (the live part of vllm:num_requests_waiting)."""
+        return len(self._scheduler.waiting)
 
     def set(self, *, waiting: float | Sequence[float] | None = None, running: float | Sequence[float] | None = None,
             kv: float | Sequence[float] | None = None, kv_legacy: float | Sequence[float] | None = None,
             deferred: float | Sequence[float] | None = None,
             engines: int | None = None, kv_metric: KVMetric | None = None, prompt_tokens: float | None = None,
             generation_tokens: float | None = None, preemptions: float | None = None,
-            delay_seconds: float | None = None, failure: Failure | None = None, healthy: bool | None = None) -> None:
-        """Change what the replica reports; ``None`` leaves a field as it is. Any thread."""
+            delay_seconds: float | None = None, failure: Failure | None = None, healthy: bool | None = None,
+            tokens_per_second: float | None = None, max_num_seqs: int | None = None,
+            output_tokens: int | None = None) -> None:
+        """Change what the replica reports and how it serves; ``None`` leaves a field as it is. Any thread."""
         changes = _changes(waiting=waiting, running=running, kv=kv, kv_legacy=kv_legacy, deferred=deferred,
                            engines=engines, kv_metric=kv_metric, prompt_tokens=prompt_tokens,
                            generation_tokens=generation_tokens, preemptions=preemptions,
-                           delay_seconds=delay_seconds, failure=failure, healthy=healthy)
+                           delay_seconds=delay_seconds, failure=failure, healthy=healthy,
+                           tokens_per_second=tokens_per_second, max_num_seqs=max_num_seqs,
+                           output_tokens=output_tokens)
         with self._lock:
             self._state = dataclasses.replace(self._state, **changes)
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._admit)  # a larger max_num_seqs lets waiting sequences in
+
+    def _admit(self) -> None:
+        self._scheduler.admit(self._state.max_num_seqs)
 
     def observe_ttft(self, *seconds: float) -> None:
         """Record time-to-first-token observations (spread over the engines round-robin). Any thread."""
@@ -223,10 +371,16 @@ class FakeVLLMReplica:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/health", self._health)
+        app.router.add_get("/live", self._live)
         app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/completions", self._generate)
+        app.router.add_post("/v1/chat/completions", self._generate)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         self._closing = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
+        self._scheduler = _Scheduler()  # a new process: nothing in flight, counters from zero
+        self._rejecting = False
         try:
             await web.SockSite(runner, sock).start()
         except BaseException:
@@ -235,13 +389,30 @@ class FakeVLLMReplica:
         self._runner = runner
 
     async def stop(self) -> None:
-        """Stop listening (connections are refused from now on); hanging requests are released."""
+        """Stop at once (``terminate(0)``): in-flight completions are cut, hanging requests released,
+        connections refused from now on."""
+        await self.terminate(shutdown_timeout=0.0)
+
+    async def terminate(self, shutdown_timeout: float = 0.0) -> DrainResult:
+        """What SIGTERM does to ``vllm serve --shutdown-timeout=<shutdown_timeout>`` (see the module's doc)."""
+        if self._runner is None:
+            return DrainResult(finished=0, aborted=0)
+        scheduler = self._scheduler
+        in_flight = scheduler.in_flight()
+        if shutdown_timeout > 0:
+            self._rejecting = True  # set_rejecting_requests(True): 503 for new requests, the socket stays open
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(scheduler.idle.wait(), timeout=shutdown_timeout)
+        scheduler.abort_all()
         runner, self._runner = self._runner, None
-        if runner is None:
-            return
         if self._closing is not None:
             self._closing.set()
         await runner.cleanup()
+        self._rejecting = False
+        return DrainResult(
+            finished=sum(1 for s in in_flight if s.outcome is Outcome.FINISHED),
+            aborted=sum(1 for s in in_flight if s.outcome is Outcome.ABORTED),
+        )
 
     async def _pause(self, seconds: float) -> bool:
         """Sleep up to ``seconds``; False if the replica is stopping meanwhile."""
@@ -271,20 +442,249 @@ class FakeVLLMReplica:
 
     async def _health(self, request: web.Request) -> web.Response:
         self.requests["/health"] += 1
+        if self._rejecting:
+            return _unavailable()
         state = self._state
         if not await self._pause(state.delay_seconds):
             return web.Response(status=503)
         return web.Response(status=200 if state.healthy else 503)
 
+    async def _live(self, request: web.Request) -> web.Response:
+        self.requests["/live"] += 1  # liveness: 200 while the process runs, draining or not
+        return web.Response(status=200)
+
     async def _models(self, request: web.Request) -> web.Response:
         self.requests["/v1/models"] += 1
+        if self._rejecting:
+            return _unavailable()
         if not await self._pause(self._state.delay_seconds):
             return web.Response(status=503)
         model = {
             "id": self.model_name, "object": "model", "created": int(self._created), "owned_by": "vllm",
-            "root": self.model_name, "parent": None, "max_model_len": 8192,
+            "root": self.model_name, "parent": None, "max_model_len": MAX_MODEL_LEN,
         }
         return web.json_response({"object": "list", "data": [model]})
+
+    # --- completions ----------------------------------------------------------------------
+
+    async def _generate(self, request: web.Request) -> web.StreamResponse:
+        """``POST /v1/completions`` and ``/v1/chat/completions``: queue, decode, answer or stream."""
+        self.requests[request.path] += 1
+        if self._rejecting:
+            self.completions[Outcome.REJECTED] += 1
+            return _unavailable()
+        state = self._state
+        if not await self._pause(state.delay_seconds):
+            return _unavailable()
+        try:
+            body = await request.json()
+        except ValueError:
+            return _error(400, "BadRequestError", "The request body is not valid JSON.")
+        parsed = _parse_generation(body, chat=request.path.endswith("/chat/completions"), model=self.model_name)
+        if isinstance(parsed, web.Response):
+            return parsed
+        sequence = _Sequence(parsed.prompt_tokens, arrived=asyncio.get_running_loop().time())
+        scheduler = self._scheduler
+        scheduler.submit(sequence, state.max_num_seqs)
+        try:
+            if parsed.stream:
+                return await self._stream(request, parsed, sequence)
+            return await self._answer(request, parsed, sequence)
+        finally:
+            scheduler.release(sequence, self._state.max_num_seqs)
+            if sequence.outcome is not None:
+                self.completions[sequence.outcome] += 1
+
+    async def _decode(self, parsed: _Generation, sequence: _Sequence) -> AsyncIterator[str]:
+        """The sequence's tokens at the replica's pace, once admitted; stops early if aborted."""
+        if not await _first_of(sequence.admitted, sequence.aborted) or sequence.aborted.is_set():
+            return
+        for index in range(self._output_length(parsed)):
+            try:  # wait one token's time, unless aborted meanwhile
+                await asyncio.wait_for(sequence.aborted.wait(), timeout=1.0 / self._state.tokens_per_second)
+                return
+            except TimeoutError:
+                pass
+            self._scheduler.generation_tokens += 1
+            if index == 0:
+                self.observe_ttft(asyncio.get_running_loop().time() - sequence.arrived)
+            yield f" {_WORDS[index % len(_WORDS)]}"
+
+    def _output_length(self, parsed: _Generation) -> int:
+        natural = self._state.output_tokens
+        return parsed.max_tokens if natural is None else min(natural, parsed.max_tokens)
+
+    async def _answer(self, request: web.Request, parsed: _Generation, sequence: _Sequence) -> web.StreamResponse:
+        tokens = [token async for token in self._decode(parsed, sequence)]
+        if sequence.aborted.is_set():
+            if self._rejecting:  # the middleware answers a request cancelled during a drain
+                return _unavailable(_SHUTTING_DOWN)
+            return _cut(request)  # an immediate shutdown just closes the connection
+        sequence.outcome = Outcome.FINISHED
+        text, finish = "".join(tokens), _finish_reason(len(tokens), parsed.max_tokens)
+        choice: dict[str, Any] = (
+            {"index": 0, "message": {"role": "assistant", "content": text, "reasoning_content": None,
+                                     "tool_calls": []},
+             "logprobs": None, "finish_reason": finish, "stop_reason": None}
+            if parsed.chat else
+            {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": None,
+             "prompt_logprobs": None}
+        )
+        return web.json_response({
+            "id": parsed.id, "object": "chat.completion" if parsed.chat else "text_completion",
+            "created": parsed.created, "model": self.model_name, "choices": [choice],
+            "usage": _usage(parsed.prompt_tokens, len(tokens)), "prompt_logprobs": None,
+        })
+
+    async def _stream(self, request: web.Request, parsed: _Generation, sequence: _Sequence) -> web.StreamResponse:
+        """Server-Sent Events as vLLM's streaming generators write them; the headers go out at once."""
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8"})
+        await response.prepare(request)
+        chunk_type = "chat.completion.chunk" if parsed.chat else "text_completion"
+
+        def chunk(choices: list[dict[str, Any]], **extra: Any) -> bytes:
+            payload = {"id": parsed.id, "object": chunk_type, "created": parsed.created, "model": self.model_name,
+                       "choices": choices, **extra}
+            return f"data: {json.dumps(payload, separators=(',', ':'))}\n\n".encode()
+
+        def choice(text: str, finish: str | None) -> dict[str, Any]:
+            if parsed.chat:
+                return {"index": 0, "delta": {"content": text}, "logprobs": None, "finish_reason": finish,
+                        "stop_reason": None}
+            return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": None}
+
+        length = self._output_length(parsed)
+        sent = 0
+        try:
+            async for token in self._decode(parsed, sequence):
+                if sent == 0 and parsed.chat:  # the role comes first, with the first output
+                    await response.write(chunk([{"index": 0, "delta": {"role": "assistant", "content": ""},
+                                                 "logprobs": None, "finish_reason": None}]))
+                sent += 1
+                await response.write(chunk([choice(token, _finish_reason(sent, parsed.max_tokens)
+                                                   if sent == length else None)]))
+            if sequence.aborted.is_set():
+                return _cut(request, response)  # a stream under way cannot become a 503: it is cut
+            if parsed.include_usage:
+                await response.write(chunk([], usage=_usage(parsed.prompt_tokens, sent)))
+            await response.write(b"data: [DONE]\n\n")
+            await response.write_eof()
+        except ConnectionResetError:  # aiohttp's ClientConnectionResetError: the client went away
+            sequence.outcome = sequence.outcome or Outcome.DISCONNECTED
+            return response
+        sequence.outcome = Outcome.FINISHED
+        return response
+
+
+@dataclass(frozen=True)
+class _Generation:
+    """A completion request, validated."""
+
+    chat: bool
+    prompt_tokens: int
+    max_tokens: int
+    stream: bool
+    include_usage: bool
+    id: str
+    created: int
+
+
+def _parse_generation(body: Any, *, chat: bool, model: str) -> _Generation | web.Response:
+    """The fields the fake honours, checked as vLLM checks them (400/404 with vLLM's error shape)."""
+    if not isinstance(body, Mapping):
+        return _error(400, "BadRequestError", "The request body must be a JSON object.")
+    if body.get("model") not in (None, model):
+        return _error(404, "NotFoundError", f"The model `{body.get('model')}` does not exist.", param="model")
+    if body.get("n", 1) != 1:
+        return _error(400, "BadRequestError", "The fake vLLM replica serves n=1 only.", param="n")
+    prompt_tokens = _chat_prompt_tokens(body.get("messages")) if chat else _prompt_tokens(body.get("prompt"))
+    if prompt_tokens is None:
+        field = "messages" if chat else "prompt"
+        return _error(400, "BadRequestError", f"`{field}` is missing or not of a supported form.", param=field)
+    requested = body.get("max_completion_tokens") if chat else None
+    requested = body.get("max_tokens") if requested is None else requested
+    if requested is not None and (not isinstance(requested, int) or isinstance(requested, bool) or requested < 1):
+        return _error(400, "BadRequestError", f"max_tokens must be at least 1, got {requested}.", param="max_tokens")
+    max_tokens = DEFAULT_MAX_TOKENS if requested is None else requested
+    if prompt_tokens + max_tokens > MAX_MODEL_LEN:
+        return _error(400, "BadRequestError",
+                      f"This model's maximum context length is {MAX_MODEL_LEN} tokens. However, you requested "
+                      f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
+                      f"completion). Please reduce the length of the messages or completion.")
+    options = body.get("stream_options") or {}
+    return _Generation(
+        chat=chat, prompt_tokens=prompt_tokens, max_tokens=max_tokens, stream=bool(body.get("stream")),
+        include_usage=bool(isinstance(options, Mapping) and options.get("include_usage")),
+        id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", created=int(time.time()),
+    )
+
+
+def _text_tokens(text: str) -> int:
+    return max(1, math.ceil(len(text) / _CHARS_PER_TOKEN))
+
+
+def _prompt_tokens(prompt: Any) -> int | None:
+    """A string, one string in a list, or token ids (batches of prompts are not served)."""
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str):
+        prompt = prompt[0]
+    if isinstance(prompt, str):
+        return _text_tokens(prompt)
+    if isinstance(prompt, list) and prompt and all(isinstance(i, int) and not isinstance(i, bool) for i in prompt):
+        return len(prompt)
+    return None
+
+
+def _chat_prompt_tokens(messages: Any) -> int | None:
+    """The messages as a chat template would render them: role and text of each."""
+    if not isinstance(messages, list) or not messages:
+        return None
+    rendered = []
+    for message in messages:
+        if not isinstance(message, Mapping):
+            return None
+        content = message.get("content") or ""
+        if isinstance(content, list):  # content parts: only the text ones count
+            content = "".join(str(p.get("text", "")) for p in content if isinstance(p, Mapping))
+        rendered.append(f"<|{message.get('role', 'user')}|>{content}")
+    return _text_tokens("".join(rendered))
+
+
+def _finish_reason(tokens: int, max_tokens: int) -> str:
+    return "length" if tokens >= max_tokens else "stop"
+
+
+def _usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    return {"prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion_tokens,
+            "completion_tokens": completion_tokens, "prompt_tokens_details": None}
+
+
+def _error(status: int, kind: str, message: str, *, param: str | None = None) -> web.Response:
+    """vLLM's ErrorResponse: ``{"error": {"message", "type", "param", "code"}}``."""
+    return web.json_response({"error": {"message": message, "type": kind, "param": param, "code": status}},
+                             status=status)
+
+
+def _unavailable(message: str = _UNAVAILABLE) -> web.Response:
+    return web.json_response({"error": message}, status=503)
+
+
+def _cut(request: web.Request, response: web.StreamResponse | None = None) -> web.StreamResponse:
+    """Close the connection under the request, as a server that goes away does."""
+    if request.transport is not None:
+        request.transport.close()
+    return response if response is not None else web.Response(status=503)
+
+
+async def _first_of(wanted: asyncio.Event, other: asyncio.Event) -> bool:
+    """Wait for either event; True if ``wanted`` is set."""
+    if not wanted.is_set() and not other.is_set():
+        waiters = [asyncio.ensure_future(wanted.wait()), asyncio.ensure_future(other.wait())]
+        try:
+            await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+    return wanted.is_set()
 
 
 class _VLLMCollector:
@@ -316,8 +716,12 @@ class _VLLMCollector:
                 family.add_metric([engine, replica.model_name], value, created=replica._created)
             return family
 
-        yield gauge("vllm:num_requests_running", "Number of requests in model execution batches.", state.running)
-        yield gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", state.waiting)
+        # The live engine adds to what the test set: explicit values stay as they were without traffic.
+        live = replica._scheduler
+        running = _plus(state.running, len(live.running), state.engines)
+        waiting_total = _plus(state.waiting, len(live.waiting), state.engines)
+        yield gauge("vllm:num_requests_running", "Number of requests in model execution batches.", running)
+        yield gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", waiting_total)
         by_reason = GaugeMetricFamily(
             "vllm:num_requests_waiting_by_reason",
             "Number of requests waiting, by reason. 'capacity' = waiting for scheduling capacity; 'deferred' = "
@@ -325,7 +729,7 @@ class _VLLMCollector:
             "equals vllm:num_requests_waiting.",
             labels=[*labels, "reason"],
         )
-        waiting = per_engine(state.waiting, split=True)
+        waiting = per_engine(waiting_total, split=True)
         deferred = per_engine(state.deferred, split=True)
         for engine, total, late in zip(engines, waiting, deferred, strict=True):
             by_reason.add_metric([engine, replica.model_name, "capacity"], total - late)
@@ -339,8 +743,10 @@ class _VLLMCollector:
                    else "DEPRECATED: Use vllm:kv_cache_usage_perc instead.")
             legacy = state.kv if state.kv_legacy is None else state.kv_legacy
             yield gauge("vllm:gpu_cache_usage_perc", doc, legacy, split=False)
-        yield counter("vllm:prompt_tokens", "Number of prefill tokens processed.", state.prompt_tokens)
-        yield counter("vllm:generation_tokens", "Number of generation tokens processed.", state.generation_tokens)
+        yield counter("vllm:prompt_tokens", "Number of prefill tokens processed.",
+                      state.prompt_tokens + live.prompt_tokens)
+        yield counter("vllm:generation_tokens", "Number of generation tokens processed.",
+                      state.generation_tokens + live.generation_tokens)
         yield counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.", state.preemptions)
         yield self._ttft(state, engines, labels)
 
@@ -358,6 +764,15 @@ class _VLLMCollector:
             family.samples.append(Sample(f"{family.name}_created", {"engine": engine, "model_name": replica.model_name},
                                          replica._created))
         return family
+
+
+def _plus(values: Values, live: int, engines: int) -> Values:
+    """Explicit values plus the live count (spread over the engines as ``_split`` does)."""
+    if not live:
+        return values
+    if isinstance(values, tuple):
+        return tuple(v + extra for v, extra in zip(values, _split(live, engines), strict=True))
+    return values + live
 
 
 def _split(total: float, parts: int) -> list[float]:
@@ -490,7 +905,7 @@ class FakeVLLMFleet:
     @property
     def endpoints(self) -> tuple[str, ...]:
         """Base URLs of the serving replicas (what the pods source gets as READY endpoints)."""
-        return tuple(replica.url for replica in self.replicas if replica.serving)
+        return tuple(replica.url for replica in self.replicas if replica.serving and not replica.draining)
 
     @property
     def max_in_flight(self) -> int:
@@ -527,9 +942,10 @@ class FakeVLLMFleet:
         self.replicas.append(replica)
         return replica
 
-    async def remove_replica(self, replica: FakeVLLMReplica) -> None:
+    async def remove_replica(self, replica: FakeVLLMReplica, *, shutdown_timeout: float = 0.0) -> DrainResult:
+        """Take the replica out and stop it as ``terminate(shutdown_timeout)`` does."""
         self.replicas.remove(replica)
-        await replica.stop()
+        return await replica.terminate(shutdown_timeout=shutdown_timeout)
 
     def _new_replica(self, host: str, port: int, index: int) -> FakeVLLMReplica:
         return FakeVLLMReplica(host, port, name=f"vllm-{index}", model_name=self.model_name, state=self._state,

@@ -6,7 +6,7 @@ the columns the server chose. Custom resources use their CRD's ``additionalPrint
 (or NAME, AGE without them), evaluated as a real server does: a missing value is a ``null``
 cell (kubectl shows ``<none>``), ``date`` columns become ages like ``5s``, ``3m10s``, ``4d``.
 Built-in kinds get the real server's columns for a few common kinds (Namespaces, Pods, Deployments,
-Services, PodDisruptionBudgets, ConfigMaps, Secrets, Events, CRDs) and NAME, AGE for the rest —
+Services, EndpointSlices, PodDisruptionBudgets, ConfigMaps, Secrets, Events, CRDs) and NAME, AGE for the rest —
 a real server has specific columns for every built-in kind. The Pods' STATUS and RESTARTS cells
 are simplified: the phase, a container's waiting/terminated reason or ``Terminating``, and the
 sum of the restart counts without the time of the last restart.
@@ -298,6 +298,23 @@ def _readiness_gates(obj: Mapping[str, Any], now: datetime.datetime) -> str:
     return f"{passed}/{len(gates)}"
 
 
+def _list_with_more(items: Sequence[str], limit: int = 3) -> str:
+    """The first three items and ``+ N more...`` (the server's listWithMoreString); ``<unset>`` for none."""
+    text = ",".join(items[:limit])
+    if len(items) > limit:
+        return f"{text} + {len(items) - limit} more..."
+    return text or "<unset>"
+
+
+def _slice_ports(obj: Mapping[str, Any], now: datetime.datetime) -> str:
+    ports = obj.get("ports") or []
+    return _list_with_more([str(p["port"]) if p.get("port") is not None else p.get("name") or "*" for p in ports])
+
+
+def _slice_endpoints(obj: Mapping[str, Any], now: datetime.datetime) -> str:
+    return _list_with_more([address for e in obj.get("endpoints") or [] for address in e.get("addresses") or []])
+
+
 def _int_cell(*path: str) -> CellFn:
     return lambda obj, now: _get(obj, *path) or 0
 
@@ -337,6 +354,14 @@ BUILTIN_COLUMNS: dict[tuple[str, str], list[Column]] = {
         Column("Port(s)", "string", _service_ports),
         AGE_COLUMN,
         Column("Selector", "string", _selector_cell, priority=1),
+    ],
+    ("discovery.k8s.io", "endpointslices"): [
+        NAME_COLUMN,
+        Column("AddressType", "string", _text_cell("addressType"), description="Type of address carried by this "
+               "EndpointSlice."),
+        Column("Ports", "string", _slice_ports, description="Ports that are exposed by this EndpointSlice."),
+        Column("Endpoints", "string", _slice_endpoints, description="List of endpoints in this EndpointSlice."),
+        AGE_COLUMN,
     ],
     ("policy", "poddisruptionbudgets"): [
         NAME_COLUMN,
