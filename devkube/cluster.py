@@ -12,10 +12,16 @@ Sync code (pytest sync tests, subprocesses, the demo) runs the loop in a thread:
         cluster.kubectl('get', 'pools', '-A')
 
 The helpers (``get``, ``list``, ``put_object``, ``create``, ``delete``, ``writes``, ``mark``,
-``set_deployment_ready``, ``apply_crd``, ``pods``, ``set_pod_ready``, ``kill_pod``) can be
-called from any thread: calls from other threads are marshalled onto the cluster's loop.
+``set_deployment_ready``, ``apply_crd``, ``pods``, ``set_pod_ready``, ``kill_pod``, ``delete_pod``,
+``evict_pod``, ``attach_container``, ``nodes``, ``add_node``, ``remove_node``, ``taint_node``,
+``untaint_node``, ``cordon``, ``uncordon``) can be called from any thread: calls from other threads
+are marshalled onto the cluster's loop.
 ``kubectl`` and ``wait_until`` block, so they must not be called on the cluster's own loop
 (use ``asyncio.to_thread`` there).
+
+The world has four Nodes by default (``devkube.nodes.default_node_specs``: spot and on-demand in two
+zones, labelled for every provider preset); ``nodes=[NodeSpec(...), ...]`` chooses others, ``nodes=()``
+none (the Deployments' pods then stay Pending, unless ``pod_node_name`` binds them).
 
 kubectl needs no special flags: use ``cluster.kubectl_env()`` (``KUBECONFIG`` plus a
 private ``KUBECACHEDIR``, so that discovery caches of random ports do not pile up in ~/.kube).
@@ -42,11 +48,16 @@ import aiohttp.web
 import kmock
 import yaml
 
-from devkube import crds
+from devkube import crds, eviction
+from devkube import nodes as nodes_module
+from devkube.disruption import FakeDisruptionController
 from devkube.emulator import DevKubeEmulator
 from devkube.endpointslices import FakeEndpointSliceController
+from devkube.kubelet import Container, FakeKubelet
 from devkube.loopthread import in_thread, running_loop
+from devkube.nodes import NodeSpec, PodGarbageCollector, default_node_specs
 from devkube.resources import Resource, lookup
+from devkube.store import now_utc, timestamp
 from devkube.workloads import FakeDeploymentController, NodeNameFn, PodAddressFn
 from devkube.writelog import WriteRecord
 
@@ -79,6 +90,7 @@ class DevCluster:
         pod_ip: PodAddressFn | None = None,
         pod_node_name: NodeNameFn | None = None,
         pod_ready_delay: float = 0.0,
+        nodes: Iterable[NodeSpec] | None = None,
         host: str = "127.0.0.1",
         port: int = 0,
         history_size: int = 10_000,
@@ -109,6 +121,13 @@ class DevCluster:
         )
         # EndpointSlices for every Service with a selector: see :mod:`.endpointslices`.
         self.endpointslices = FakeEndpointSliceController(self.emulator.store) if fake_endpointslices else None
+        # The rest of the world: the kubelets end terminating pods, the disruption controller keeps the
+        # PDBs' status, the pod GC takes the pods of deleted nodes. ``nodes=()``: a cluster without nodes.
+        self.kubelet = FakeKubelet(self.emulator.store)
+        self.disruption = FakeDisruptionController(self.emulator.store)
+        self.pod_gc = PodGarbageCollector(self.emulator.store)
+        self._node_specs = list(default_node_specs() if nodes is None else nodes)
+        self._nodes_added = 0
         self._crds = [*load_crds(crd_paths), *crds]
         self._namespaces = list(namespaces)
         self._host, self._port = host, port
@@ -129,10 +148,8 @@ class DevCluster:
             await self._start_server()
             self.kubeconfig_path = self._write_kubeconfig(self._tmpdir)
             self._populate()
-            if self.workloads is not None:
-                self.workloads.start()
-            if self.endpointslices is not None:
-                self.endpointslices.start()
+            for stand_in in self._stand_ins():
+                stand_in.start()
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
@@ -144,10 +161,8 @@ class DevCluster:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self.workloads is not None:
-            self.workloads.stop()
-        if self.endpointslices is not None:
-            self.endpointslices.stop()
+        for stand_in in self._stand_ins():
+            stand_in.stop()
         self.emulator.close_watches()  # open watch streams would delay the server's shutdown
         if self._runner is not None:
             await self._runner.cleanup()
@@ -157,6 +172,12 @@ class DevCluster:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None
         self._loop = None
+
+    def _stand_ins(self) -> builtins.list[FakeDeploymentController | FakeEndpointSliceController | FakeKubelet
+                                          | FakeDisruptionController | PodGarbageCollector]:
+        workloads = [] if self.workloads is None else [self.workloads]
+        slices = [] if self.endpointslices is None else [self.endpointslices]
+        return [*workloads, *slices, self.kubelet, self.disruption, self.pod_gc]
 
     async def _start_server(self) -> None:
         # Cancel the handlers of clients that went away, or their watch streams would linger.
@@ -188,6 +209,8 @@ class DevCluster:
             store.create(store.resolve("", "v1", "namespaces"), None, {"metadata": {"name": namespace}})
         for crd in self._crds:
             self.apply_crd(crd)
+        for spec in self._node_specs:
+            self.add_node(spec)
 
     @classmethod
     @contextlib.contextmanager
@@ -270,8 +293,102 @@ class DevCluster:
         self._call(lambda: workloads.set_pod_ready(namespace, pod_name, ready))
 
     def kill_pod(self, namespace: str, pod_name: str) -> dict[str, Any]:
-        """Delete a Pod in-process (a crash, a lost node): the fake controller replaces it."""
-        return self._call(lambda: self.emulator.store.delete(self._resolve("v1/pods"), namespace, pod_name))
+        """Delete a Pod at once (grace 0: a crash, a lost node), in-process: the fake controller replaces it."""
+        return self._call(
+            lambda: self.emulator.store.delete(self._resolve("v1/pods"), namespace, pod_name, grace_period_seconds=0)
+        )
+
+    def attach_container(self, namespace: str, pod_name: str, container: Container) -> None:
+        """
+        Bind a container to a pod (e.g. a fake vLLM replica): when the pod is deleted gracefully, the
+        kubelet runs its preStop sleep, awaits ``container.on_sigterm`` for the rest of the grace, then
+        calls ``container.on_kill`` (see :mod:`.kubelet`). 404 if the pod does not exist.
+        """
+        self._call(lambda: self.kubelet.attach(namespace, pod_name, container))
+
+    def detach_container(self, namespace: str, pod_name: str) -> Container | None:
+        return self._call(lambda: self.kubelet.detach(namespace, pod_name))
+
+    def evict_pod(
+        self, namespace: str, pod_name: str, *, grace_period_seconds: int | None = None
+    ) -> dict[str, Any]:
+        """The Eviction API in-process (not in the write log): the Status, or ``ApiError`` 429/404..."""
+        body: dict[str, Any] = {"apiVersion": "policy/v1", "kind": "Eviction", "metadata": {"name": pod_name}}
+        if grace_period_seconds is not None:
+            body["deleteOptions"] = {"gracePeriodSeconds": grace_period_seconds}
+        return self._call(lambda: eviction.evict(self.emulator.store, namespace, pod_name, body))
+
+    def delete_pod(self, namespace: str, pod_name: str, *, grace_period_seconds: int | None = None) -> dict[str, Any]:
+        """Delete a Pod as ``kubectl delete pod`` does: gracefully unless the grace is 0; returns its state."""
+        return self._call(
+            lambda: self.emulator.store.delete(
+                self._resolve("v1/pods"), namespace, pod_name, grace_period_seconds=grace_period_seconds
+            )
+        )
+
+    # --- helpers: nodes ---------------------------------------------------------------------
+
+    def nodes(self) -> builtins.list[dict[str, Any]]:
+        """Deep copies of the Nodes, by name."""
+        return self.list("v1/nodes")
+
+    def add_node(self, spec: NodeSpec | str) -> dict[str, Any]:
+        """Register a node (a name alone: an on-demand node in us-east-1a); pending pods may fit it."""
+        node_spec = NodeSpec(spec) if isinstance(spec, str) else spec
+
+        def add() -> dict[str, Any]:
+            self._nodes_added += 1
+            manifest = nodes_module.node_manifest(node_spec, self._nodes_added)
+            store = self.emulator.store
+            return store.put(store.resolve("", "v1", "nodes"), manifest)
+
+        return self._call(add)
+
+    def remove_node(self, name: str) -> dict[str, Any]:
+        """Delete a Node (a reclaimed spot instance): the pod GC force-deletes the pods bound to it."""
+        return self._call(lambda: self.emulator.store.delete(self._resolve("v1/nodes"), None, name))
+
+    def taint_node(self, name: str, key: str, value: str = "", effect: str = "NoSchedule") -> dict[str, Any]:
+        """Add (or replace, by key and effect) a taint, as ``kubectl taint nodes NAME key=value:effect``."""
+
+        def taint(node: dict[str, Any]) -> builtins.list[dict[str, Any]]:
+            kept = [t for t in node["spec"].get("taints") or [] if (t.get("key"), t.get("effect")) != (key, effect)]
+            added: dict[str, Any] = {"key": key, "effect": effect}
+            if value:
+                added["value"] = value
+            if effect == "NoExecute":
+                added["timeAdded"] = timestamp(now_utc())
+            return [*kept, added]
+
+        return self._patch_node_spec(name, lambda node: {"taints": taint(node)})
+
+    def untaint_node(self, name: str, key: str, effect: str | None = None) -> dict[str, Any]:
+        """Remove the taints with this key (and effect, if given), as ``kubectl taint nodes NAME key-``."""
+
+        def untaint(node: dict[str, Any]) -> builtins.list[dict[str, Any]] | None:
+            kept = [
+                t for t in node["spec"].get("taints") or []
+                if t.get("key") != key or (effect is not None and t.get("effect") != effect)
+            ]
+            return kept or None
+
+        return self._patch_node_spec(name, lambda node: {"taints": untaint(node)})
+
+    def cordon(self, name: str) -> dict[str, Any]:
+        """``spec.unschedulable: true``, as ``kubectl cordon``: no new pods; the running ones stay."""
+        return self._patch_node_spec(name, lambda node: {"unschedulable": True})
+
+    def uncordon(self, name: str) -> dict[str, Any]:
+        return self._patch_node_spec(name, lambda node: {"unschedulable": None})
+
+    def _patch_node_spec(self, name: str, change: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+        def apply() -> dict[str, Any]:
+            store = self.emulator.store
+            nodes = store.resolve("", "v1", "nodes")
+            patch = {"spec": change(store.get(nodes, None, name))}
+            return store.patch(nodes, None, name, "application/merge-patch+json", patch)
+
+        return self._call(apply)
 
     def _resolve(self, spec: ResourceSpec) -> Resource:
         return lookup(self.emulator.resources, spec)

@@ -104,4 +104,10 @@ def _subresource_entry(plural: str, kind: str, namespaced: bool, subresource: st
     }
     if subresource == "scale":
         entry.update(kind="Scale", group="autoscaling", version="v1")
+    if (plural, subresource) == ("pods", "eviction"):
+        # As the real /api/v1 lists it: kubectl drain looks for exactly this entry (CheckEvictionSupport,
+        # staging/src/k8s.io/kubectl/pkg/drain/drain.go) to choose eviction over deletion.
+        entry.update(kind="Eviction", group="policy", version="v1", verbs=["create"])
+    if (plural, subresource) == ("pods", "binding"):
+        entry.update(kind="Binding", verbs=["create"])
     return entry

@@ -15,10 +15,11 @@ HTTP-level differences from a real API server (cover them in e2e tests on a real
   ``kubectl apply -f``/``create -f``; ``limit``/``continue`` paging pages the current state
   rather than a snapshot (see ``_Page``); BOOKMARK events after ``sendInitialEvents`` and, with
   ``allowWatchBookmarks``, every ``bookmark_interval_seconds`` (a real server sends them about once a
-  minute, not on a strict clock); ``fieldValidation``, ``fieldManager``, ``propagationPolicy``,
-  ``gracePeriodSeconds`` are accepted and ignored.
+  minute, not on a strict clock); ``fieldValidation``, ``fieldManager``, ``propagationPolicy`` are
+  accepted and ignored; ``gracePeriodSeconds`` counts for Pods only (see :mod:`.store`).
 * No authentication, authorization or admission; no aggregated discovery (kubectl falls
-  back to the legacy documents); no ``/scale``, ``/log``, ``/exec`` etc. subresources.
+  back to the legacy documents); no ``/scale``, ``/log``, ``/exec`` etc. subresources, but
+  ``pods/eviction`` (:mod:`.eviction`).
 * Server-side apply (``application/apply-patch+yaml``) answers 415.
 * OpenAPI: a minimal v3 document that only declares the endpoints and their
   ``fieldValidation`` parameter (so kubectl leaves validation to the server, which does
@@ -42,10 +43,10 @@ import attrs
 import kmock
 from typing_extensions import override
 
-from devkube import discovery, errors, openapi, patching, selectors, tables
+from devkube import discovery, errors, eviction, openapi, patching, selectors, tables
 from devkube.paths import ApiPath, guess_action, is_true, parse_api_path
 from devkube.resources import Resource
-from devkube.store import ObjectStore, Subscription, WatchEvent
+from devkube.store import PODS, ObjectStore, Subscription, WatchEvent
 from devkube.writelog import WRITE_METHODS, WriteLog
 
 logger = logging.getLogger(__name__)
@@ -272,6 +273,10 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
             raise errors.unknown_resource()
         method = request.method.upper()
         _require_json_body(request)
+        if method == "POST" and path.subresource == "eviction" and resource.key == PODS:
+            assert path.namespace is not None and path.name is not None  # pods are namespaced
+            result = eviction.evict(self.store, path.namespace, path.name, request.data, dry_run=_dry_run(request))
+            return _Response(status=int(result["code"]), payload=result)
         if method == "GET":
             payload = self._serve_read(request, resource, path)
         elif path.name is None:
@@ -346,6 +351,7 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
                 path.namespace,
                 selectors.parse_label_selector(request.params.get("labelSelector")),
                 selectors.parse_field_selector(resource.plural, request.params.get("fieldSelector")),
+                grace_period_seconds=_grace_period(request),
             )
             return {
                 "kind": f"{resource.kind}List",
@@ -387,6 +393,7 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
                 path.namespace,
                 path.name,
                 preconditions=options.get("preconditions"),
+                grace_period_seconds=_grace_period(request),
                 dry_run=dry_run,
             )
         raise errors.method_not_allowed(f"{method} is not supported on {request.url.path}")
@@ -567,6 +574,17 @@ def _body_name(data: Any) -> str | None:
         name = data["metadata"].get("name")
         return str(name) if name else None
     return None
+
+
+def _grace_period(request: kmock.Request) -> int | None:
+    """DeleteOptions' gracePeriodSeconds, from the body (kubectl) or the query (the python client may)."""
+    options = request.data if isinstance(request.data, Mapping) else {}
+    value = options.get("gracePeriodSeconds")
+    if value is None:
+        return _integer_param(request.params, "gracePeriodSeconds")
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise errors.bad_request(f"gracePeriodSeconds must be an integer, not {value!r}")
+    return value
 
 
 def _dry_run(request: kmock.Request) -> bool:

@@ -21,6 +21,13 @@ Semantics, as on a real server:
   ignore ``.status``; create drops ``.status``.
 * Optimistic concurrency: a ``metadata.resourceVersion`` in a PUT or PATCH body must match;
   a PUT of a custom resource must carry one.
+* Graceful deletion of Pods (pkg/registry/core/pod/strategy.go ``CheckGracefulDelete``, apiserver's
+  ``BeforeDelete`` in pkg/registry/rest/delete.go): a DELETE of a scheduled, non-terminal pod sets
+  ``deletionTimestamp`` to now plus the grace (``gracePeriodSeconds``, else the pod's
+  ``terminationGracePeriodSeconds``, else 30) and ``deletionGracePeriodSeconds``, bumps
+  ``generation`` and keeps the pod, until the node's kubelet (:mod:`.kubelet`) deletes it with grace
+  0. A later DELETE may shorten the grace, never lengthen it; grace 0, an unscheduled (no
+  ``nodeName``) or a terminal pod goes at once.
 * Deletion: finalizers block it (``deletionTimestamp`` is set; new finalizers are refused);
   once released, dependents are garbage-collected by ``ownerReferences`` (recursively);
   deleting a Namespace deletes its content and keeps it ``Terminating`` until it is empty;
@@ -39,7 +46,8 @@ Differences from a real server (cover them in e2e tests on a real cluster):
 * Garbage collection is immediate and synchronous, ``propagationPolicy`` is ignored
   (always background), and owner references to deleted owners are not removed from
   dependents that still have another live owner.
-* Graceful deletion (``gracePeriodSeconds``) is not emulated: objects go away at once.
+* Graceful deletion only for Pods (see ``pod_grace_period``); every other kind goes at once, whatever
+  ``gracePeriodSeconds`` says (on a real server only Pods use it, too).
 * All served versions of a CRD share one storage without conversion (only ``apiVersion``
   is rewritten). Core and ``events.k8s.io`` Events are separate stores.
 * Watch history is kept for the last ``history_size`` events; older resourceVersions
@@ -62,13 +70,16 @@ from typing import Any
 
 import kmock
 
-from devkube import crd_schema, crds, defaults, errors, patching, quota, selectors
+from devkube import crd_schema, crds, defaults, errors, patching, quota, selectors, tables
 from devkube.resources import Resource, lookup, resolve
 
 ObjectKey = tuple[kmock.resource, str | None, str]
 Listener = Callable[["WatchEvent"], None]
 
 NAMESPACES = kmock.resource("", "v1", "namespaces")
+PODS = kmock.resource("", "v1", "pods")
+# What the API defaults a pod's terminationGracePeriodSeconds to (pkg/apis/core/v1/defaults.go).
+DEFAULT_POD_GRACE_SECONDS = 30
 CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 QUOTAS = kmock.resource("", "v1", "resourcequotas")
 
@@ -459,7 +470,11 @@ class ObjectStore:
             self._validate_crd(result)
         if dry_run:
             return self.present(resource, result)
-        if result["metadata"].get("deletionTimestamp") and not result["metadata"].get("finalizers"):
+        if (
+            result["metadata"].get("deletionTimestamp")
+            and current["metadata"].get("finalizers")
+            and not result["metadata"].get("finalizers")
+        ):
             # The last finalizer is gone: the object is deleted instead of updated (one DELETED event).
             return self.present(resource, self._remove(key, resource, result))
         return self.present(resource, self._commit(key, "MODIFIED", result, old=current))
@@ -514,15 +529,20 @@ class ObjectStore:
         name: str,
         *,
         preconditions: Mapping[str, Any] | None = None,
+        grace_period_seconds: int | None = None,
         dry_run: bool = False,
     ) -> dict[str, Any]:
         key = self._key(resource, namespace, name)
         current = self._live(key)
         if current is None:
             raise errors.not_found(resource, name)
-        self._check_preconditions(resource, current, preconditions or {})
+        self.check_preconditions(resource, current, preconditions or {})
         if dry_run:
             return self.present(resource, current)
+        if resource.key == PODS:
+            grace = pod_grace_period(current, grace_period_seconds)
+            if grace > 0:
+                return self.present(resource, self._delete_gracefully(key, current, grace))
         return self.present(resource, self._delete_object(key, resource, current))
 
     def delete_collection(
@@ -531,13 +551,39 @@ class ObjectStore:
         namespace: str | None,
         labels: selectors.LabelSelector,
         fields: selectors.FieldSelector,
+        *,
+        grace_period_seconds: int | None = None,
     ) -> list[dict[str, Any]]:
         doomed = self.list_objects(resource, namespace, labels, fields)
         for obj in doomed:
-            self.delete(resource, obj["metadata"].get("namespace"), obj["metadata"]["name"])
+            self.delete(
+                resource,
+                obj["metadata"].get("namespace"),
+                obj["metadata"]["name"],
+                grace_period_seconds=grace_period_seconds,
+            )
         return doomed
 
-    def _check_preconditions(
+    def _delete_gracefully(self, key: ObjectKey, current: dict[str, Any], grace: int) -> dict[str, Any]:
+        """Start (or shorten) a pod's graceful deletion, as apiserver's BeforeDelete does."""
+        meta = current["metadata"]
+        marked = copy.deepcopy(current)
+        if meta.get("deletionTimestamp"):
+            previous = meta.get("deletionGracePeriodSeconds")
+            requested_at = tables.parse_timestamp(meta["deletionTimestamp"])
+            if previous is None or grace >= previous or requested_at is None:
+                return current  # a grace can only get shorter; the deletion goes on as it was
+            # Counted from the first request, as the real server does: the old timestamp less the old grace.
+            deadline = requested_at - datetime.timedelta(seconds=previous) + datetime.timedelta(seconds=grace)
+        else:
+            deadline = now_utc() + datetime.timedelta(seconds=grace)
+            # Controllers observe the start of a deletion through the generation, as on a real server.
+            marked["metadata"]["generation"] = meta.get("generation", 0) + 1
+        marked["metadata"]["deletionTimestamp"] = timestamp(deadline)
+        marked["metadata"]["deletionGracePeriodSeconds"] = grace
+        return self._commit(key, "MODIFIED", marked, old=current)
+
+    def check_preconditions(
         self, resource: Resource, current: dict[str, Any], preconditions: Mapping[str, Any]
     ) -> None:
         for field in ("uid", "resourceVersion"):
@@ -554,7 +600,9 @@ class ObjectStore:
     def _delete_object(self, key: ObjectKey, resource: Resource, current: dict[str, Any]) -> dict[str, Any]:
         """Delete or start deleting (finalizers); returns the object's latest state."""
         if current["metadata"].get("deletionTimestamp"):
-            return current  # already being deleted, waiting for the finalizers
+            if current["metadata"].get("finalizers") or self._is_nonempty_namespace(resource, current):
+                return current  # already being deleted, waiting for the finalizers
+            return self._remove(key, resource, current)  # a graceful deletion cut short (grace 0)
         if current["metadata"].get("finalizers") or self._is_nonempty_namespace(resource, current):
             marked = copy.deepcopy(current)
             marked["metadata"]["deletionTimestamp"] = timestamp(now_utc())
@@ -735,6 +783,20 @@ class ObjectStore:
     def close(self) -> None:
         for subscription in self._subscriptions:
             subscription.queue.put_nowait(None)
+
+
+def pod_grace_period(pod: Mapping[str, Any], requested: int | None) -> int:
+    """The grace a pod deletion gets (pkg/registry/core/pod/strategy.go, CheckGracefulDelete): the
+    request's, else the pod's terminationGracePeriodSeconds (defaulted to 30); 0 for a pod that was
+    never scheduled or has terminated; a negative grace means 1."""
+    spec = pod.get("spec") or {}
+    if requested is not None:
+        grace = int(requested)
+    else:
+        grace = int(spec.get("terminationGracePeriodSeconds", DEFAULT_POD_GRACE_SECONDS))
+    if not spec.get("nodeName") or (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+        return 0
+    return 1 if grace < 0 else grace
 
 
 def _owner_uids(obj: Mapping[str, Any] | None) -> set[str]:

@@ -5,7 +5,7 @@ kubectl asks for ``Accept: application/json;as=Table;v=v1;g=meta.k8s.io,...`` an
 the columns the server chose. Custom resources use their CRD's ``additionalPrinterColumns``
 (or NAME, AGE without them), evaluated as a real server does: a missing value is a ``null``
 cell (kubectl shows ``<none>``), ``date`` columns become ages like ``5s``, ``3m10s``, ``4d``.
-Built-in kinds get the real server's columns for a few common kinds (Namespaces, Pods, Deployments,
+Built-in kinds get the real server's columns for a few common kinds (Namespaces, Nodes, Pods, Deployments,
 Services, EndpointSlices, PodDisruptionBudgets, ConfigMaps, Secrets, Events, CRDs) and NAME, AGE for the rest —
 a real server has specific columns for every built-in kind. The Pods' STATUS and RESTARTS cells
 are simplified: the phase, a container's waiting/terminated reason or ``Terminating``, and the
@@ -315,6 +315,32 @@ def _slice_endpoints(obj: Mapping[str, Any], now: datetime.datetime) -> str:
     return _list_with_more([address for e in obj.get("endpoints") or [] for address in e.get("addresses") or []])
 
 
+def _node_status(obj: Mapping[str, Any], now: datetime.datetime) -> str:
+    """As pkg/printers/internalversion/printers.go's printNode: the Ready condition, then SchedulingDisabled."""
+    ready = next((c for c in _get(obj, "status", "conditions") or [] if c.get("type") == "Ready"), None)
+    states = ["Unknown" if ready is None else {"True": "Ready"}.get(ready.get("status"), "NotReady")]
+    if _get(obj, "spec", "unschedulable"):
+        states.append("SchedulingDisabled")
+    return ",".join(states)
+
+
+def _node_roles(obj: Mapping[str, Any], now: datetime.datetime) -> str:
+    labels = _get(obj, "metadata", "labels") or {}
+    roles = sorted(
+        {key.split("/", 1)[1] for key in labels if key.startswith("node-role.kubernetes.io/") and "/" in key}
+        | ({labels["kubernetes.io/role"]} if labels.get("kubernetes.io/role") else set())
+    )
+    return ",".join(role for role in roles if role) or "<none>"
+
+
+def _node_address(kind: str) -> CellFn:
+    def cell(obj: Mapping[str, Any], now: datetime.datetime) -> str:
+        found = [a.get("address", "") for a in _get(obj, "status", "addresses") or [] if a.get("type") == kind]
+        return ",".join(found) or "<none>"
+
+    return cell
+
+
 def _int_cell(*path: str) -> CellFn:
     return lambda obj, now: _get(obj, *path) or 0
 
@@ -335,6 +361,20 @@ BUILTIN_COLUMNS: dict[tuple[str, str], list[Column]] = {
         Column("Node", "string", _text_cell("spec", "nodeName"), priority=1),
         Column("Nominated Node", "string", _text_cell("status", "nominatedNodeName"), priority=1),
         Column("Readiness Gates", "string", _readiness_gates, priority=1),
+    ],
+    ("", "nodes"): [
+        NAME_COLUMN,
+        Column("Status", "string", _node_status, description="The status of the node"),
+        Column("Roles", "string", _node_roles, description="The roles of the node"),
+        AGE_COLUMN,
+        Column("Version", "string", _text_cell("status", "nodeInfo", "kubeletVersion", default=""),
+               description="Kubelet Version reported by the node."),
+        Column("Internal-IP", "string", _node_address("InternalIP"), priority=1),
+        Column("External-IP", "string", _node_address("ExternalIP"), priority=1),
+        Column("OS-Image", "string", _text_cell("status", "nodeInfo", "osImage"), priority=1),
+        Column("Kernel-Version", "string", _text_cell("status", "nodeInfo", "kernelVersion"), priority=1),
+        Column("Container-Runtime", "string", _text_cell("status", "nodeInfo", "containerRuntimeVersion"),
+               priority=1),
     ],
     ("apps", "deployments"): [
         NAME_COLUMN,

@@ -7,9 +7,16 @@ kubelet would do together — in-process, so the writes never appear in the writ
 they bump resourceVersions and emit ADDED/MODIFIED/DELETED events like real writes:
 
 * Pods: ``spec.replicas`` Pods named ``<deployment>-<pod-template-hash>-<5 chars>``, with the
-  template's labels plus ``pod-template-hash``, its annotations, its spec plus ``nodeName``
-  (``node_name(namespace, pod, deployment)``; ``devkube-node`` by default) and a controller
-  ``ownerReference`` to the Deployment. Their status: ``phase: Running``, ``podIP``/``podIPs``
+  template's labels plus ``pod-template-hash``, its annotations, its spec plus ``nodeName`` and a
+  controller ``ownerReference`` to the Deployment.
+* Scheduling (:mod:`.scheduling`): a pod is bound to a Node that matches its ``nodeSelector`` and
+  required ``nodeAffinity``, is not cordoned, and whose ``NoSchedule``/``NoExecute`` taints it
+  tolerates; the node with the fewest pods wins, then the first by name. If none fits, the pod stays
+  ``Pending`` without ``nodeName`` or IP, with ``PodScheduled=False``, reason ``Unschedulable`` and
+  the real scheduler's message (``0/4 nodes are available: ...``), and is bound as soon as a node is
+  added or changes so that it fits. ``node_name(namespace, pod, deployment)`` instead binds every pod
+  to the node it names (existing or not), without scheduling.
+* A bound pod's status: ``phase: Running``, ``podIP``/``podIPs``
   (``pod_ip(namespace, pod, deployment)``; by default a unique loopback address from 127.244.0.0/16,
   which is never reused while the range lasts), ``startTime``, the ``PodScheduled``,
   ``Initialized``, ``ContainersReady`` and ``Ready`` conditions and ``containerStatuses``.
@@ -20,10 +27,12 @@ they bump resourceVersions and emit ADDED/MODIFIED/DELETED events like real writ
   ones; the rest stay Running but not Ready); ``set_pod_ready(ns, pod, ready)`` forces one Pod
   either way and changes no other Pod (so the Ready count may go beyond or below the cap;
   ``None`` hands the Pod back to the automatic rules).
-* Scaling down deletes Pods in the real ReplicaSet controller's order of preference: Pending
-  before Running, not Ready before Ready, a lower ``controller.kubernetes.io/pod-deletion-cost``
-  first, newer before older.
-* A Pod that goes away (``kubectl delete pod``, ``DevCluster.kill_pod``) is replaced; a Pod
+* Scaling down deletes Pods in the real ReplicaSet controller's order of preference: unscheduled
+  before scheduled, Pending before Running, not Ready before Ready, a lower
+  ``controller.kubernetes.io/pod-deletion-cost`` first, newer before older.
+* A Pod that is being deleted (``deletionTimestamp`` set: a graceful delete, an eviction; the
+  kubelet, :mod:`.kubelet`, ends it) no longer counts and is replaced at once, as a ReplicaSet does;
+  so is a Pod that goes away (``kubectl delete pod``, ``DevCluster.kill_pod``); a Pod
   whose labels stop matching the Deployment's selector is released (its ownerReference is
   removed) and replaced, as a ReplicaSet does; deleting the Deployment deletes its Pods
   (the store's ownerReference garbage collection).
@@ -44,15 +53,15 @@ Differences from a real cluster (cover them in e2e tests on a real cluster):
 * Rollouts are instantaneous: a template change replaces all Pods at once (new ones created,
   then all old ones deleted), ignoring ``strategy``, ``maxSurge``/``maxUnavailable``,
   ``minReadySeconds``, ``paused`` and ``progressDeadlineSeconds``; there is no revision history.
-* Pods skip ``Pending`` and start ``Running`` once created (the ADDED event has no status; the
+* Scheduled pods skip ``Pending`` and start ``Running`` once created (the ADDED event has no status; the
   next MODIFIED has the running status). Containers never crash or restart (``restartCount``
   stays 0); probes are not run: readiness follows ``ready_delay`` and the test helpers. No
   ``hostIP``, ``qosClass``, init container statuses, and no Pod defaults (``serviceAccountName``,
-  tolerations, ``enableServiceLinks`` ...). ``nodeName`` names a node that does not exist;
-  scheduling constraints (selectors, affinity, taints, spread) are ignored.
-* Pod deletion is immediate (no graceful termination, no ``Terminating`` phase) unless a Pod
-  has finalizers; a Pod being deleted is not counted and is replaced at once. No eviction
-  subresource, no PodDisruptionBudget accounting.
+  tolerations, ``enableServiceLinks`` ...).
+* Scheduling ignores resources (``nvidia.com/gpu`` requests fit anywhere), inter-pod affinity,
+  topology spread and preemption (see :mod:`.scheduling`); no ``Binding`` object is written (the pod's
+  ``spec.nodeName`` is set in-process), and only the Deployments' pods are scheduled: a Pod created
+  by anyone else keeps the ``nodeName`` it was created with, or none.
 * Every reaction (also to a deleted Pod or a test helper) comes ``delay`` seconds after its
   cause; a burst of Deployment changes within ``delay`` is handled once.
 """
@@ -60,6 +69,7 @@ Differences from a real cluster (cover them in e2e tests on a real cluster):
 from __future__ import annotations
 
 import asyncio
+import collections
 import copy
 import hashlib
 import ipaddress
@@ -73,6 +83,7 @@ from typing import Any
 
 from devkube import errors
 from devkube.resources import Resource
+from devkube.scheduling import Placement, place
 from devkube.store import ObjectStore, WatchEvent, now_utc, timestamp
 
 logger = logging.getLogger(__name__)
@@ -84,7 +95,6 @@ NodeNameFn = Callable[[str, str, str], str]  # (namespace, pod name, deployment 
 
 POD_TEMPLATE_HASH_LABEL = "pod-template-hash"
 DELETION_COST_ANNOTATION = "controller.kubernetes.io/pod-deletion-cost"
-DEFAULT_NODE_NAME = "devkube-node"
 # Loopback, on purpose: the operator scrapes pod IPs, and tests may only ever send traffic to this machine.
 # Nothing listens on these addresses unless a test starts a fake vLLM replica there.
 DEFAULT_POD_NETWORK = "127.244.0.0/16"
@@ -104,6 +114,7 @@ class FakeDeploymentController:
         node_name: NodeNameFn | None = None,
         ready_delay: float = 0.0,
     ) -> None:
+        # ``node_name`` binds every pod to the node it names, existing or not, instead of scheduling.
         self.store = store
         self.delay = delay
         self.pods = pods
@@ -112,7 +123,10 @@ class FakeDeploymentController:
         self.pod_overrides: dict[PodKey, bool] = {}
         self.errors: list[Exception] = []  # failures of reconciliations (e.g. a callback that raised)
         self._pod_ip = pod_ip or self._default_pod_ip
-        self._node_name = node_name or (lambda namespace, pod, deployment: DEFAULT_NODE_NAME)
+        self._node_name = node_name
+        self._node_of: dict[PodKey, str] = {}  # every bound pod's node, from the store's events
+        self._pods_on: collections.Counter[str] = collections.Counter()  # node -> pods bound to it
+        self._waiting_for_nodes: set[DeploymentKey] = set()  # Deployments with pods no node takes
         self._addresses = PodAddresses(DEFAULT_POD_NETWORK)
         self._sequence = itertools.count()
         self._created: dict[PodKey, int] = {}  # creation order of our pods (timestamps have 1s resolution)
@@ -126,6 +140,7 @@ class FakeDeploymentController:
         self.store.listeners.append(self._on_event)
         for pod in self.store.list_stored(self._pods()):
             self._addresses.track(_pod_key(pod), _pod_ip_of(pod))
+            self._track_node(_pod_key(pod), pod)
         for obj in self.store.list_stored(self._deployments()):
             self._schedule((obj["metadata"]["namespace"], obj["metadata"]["name"]))
 
@@ -180,13 +195,19 @@ class FakeDeploymentController:
                 self._schedule(key)
         elif group_plural == ("", "pods") and self.pods:
             self._on_pod_event(event)
+        elif group_plural == ("", "nodes") and event.type != "DELETED":
+            # A node appeared or changed (a taint removed, uncordoned): pending pods may fit now.
+            for key in list(self._waiting_for_nodes):
+                self._schedule(key, debounce=False)
 
     def _on_pod_event(self, event: WatchEvent) -> None:
         namespace, name = event.object["metadata"]["namespace"], event.object["metadata"]["name"]
         if event.type == "DELETED":
             self._addresses.forget((namespace, name))
+            self._track_node((namespace, name), None)
         else:
             self._addresses.track((namespace, name), _pod_ip_of(event.object))
+            self._track_node((namespace, name), event.object)
         if event.type == "DELETED":
             self.pod_overrides.pop((namespace, name), None)
             self._created.pop((namespace, name), None)
@@ -196,6 +217,16 @@ class FakeDeploymentController:
         states = [event.object] if event.old is None else [event.object, event.old]
         for owner in {owner for state in states if (owner := _controller_ref(state)) is not None}:
             self._schedule((namespace, owner), debounce=False)
+
+    def _track_node(self, pod: PodKey, state: Mapping[str, Any] | None) -> None:
+        """Count the pods bound to each node (the scheduler spreads by it) without scanning the store."""
+        previous = self._node_of.pop(pod, None)
+        if previous is not None:
+            self._pods_on[previous] -= 1
+        node = None if state is None else (state.get("spec") or {}).get("nodeName")
+        if node:
+            self._node_of[pod] = node
+            self._pods_on[node] += 1
 
     def _schedule(self, key: DeploymentKey, *, after: float | None = None, debounce: bool = True) -> None:
         """
@@ -274,15 +305,45 @@ class FakeDeploymentController:
         for pod in outdated:  # an instant rollout: the old pods go once the new ones exist
             self.store.delete(pods_resource, namespace, pod["metadata"]["name"])
 
-        readiness, warm_up = self._readiness(key, current)
+        pending = {name for pod in current if (name := pod["metadata"]["name"]) and not self._bind(pod)}
+        if pending:
+            self._waiting_for_nodes.add(key)
+        else:
+            self._waiting_for_nodes.discard(key)
+        readiness, warm_up = self._readiness(key, [pod for pod in current if pod["metadata"]["name"] not in pending])
         for pod in current:
             name = pod["metadata"]["name"]
+            if name in pending:
+                continue  # its Pending status was written by _bind
             ip = ((pod.get("status") or {}).get("podIP")) or self._pod_ip(namespace, name, key[1])
             status = pod_status(pod, ready=readiness[name], ip=ip)
             self.store.write_status(pods_resource, namespace, name, status)
         if warm_up is not None:
             self._schedule(key, after=warm_up, debounce=False)
         return len(current), len(current), sum(readiness.values())
+
+    def _placement(self, namespace: str, pod_name: str, deployment: str, spec: Mapping[str, Any]) -> Placement:
+        if self._node_name is not None:
+            return Placement(self._node_name(namespace, pod_name, deployment))
+        nodes = self.store.list_stored(self.store.resolve("", "v1", "nodes"))
+        return place(spec, nodes, self._pods_on)
+
+    def _bind(self, pod: Mapping[str, Any]) -> bool:
+        """Schedule a pod that has no node yet (True once it has one); else mark it Unschedulable."""
+        if (pod.get("spec") or {}).get("nodeName"):
+            return True
+        meta = pod["metadata"]
+        namespace, name = meta["namespace"], meta["name"]
+        placement = self._placement(namespace, name, _controller_ref(pod) or "", pod.get("spec") or {})
+        pods = self._pods()
+        if placement.node is None:
+            self.store.write_status(pods, namespace, name, pending_pod_status(pod, placement.message))
+            return False
+        # What the scheduler's Binding does: spec.nodeName is set once, then the kubelet starts the pod.
+        self.store.patch(pods, namespace, name, "application/merge-patch+json", {"spec": {"nodeName": placement.node}})
+        if self._loop is not None:
+            self._started[(namespace, name)] = self._loop.time()
+        return True
 
     def _owned_pods(self, namespace: str, uid: str) -> list[Mapping[str, Any]]:
         """Through the store's owner index, as the ReplicaSet controller uses its informer's (read-only)."""
@@ -331,7 +392,10 @@ class FakeDeploymentController:
         if template_meta.get("annotations"):
             pod_meta["annotations"] = copy.deepcopy(template_meta["annotations"])
         spec = copy.deepcopy(template.get("spec") or {})
-        spec["nodeName"] = self._node_name(namespace, name, deployment_name)
+        spec.pop("nodeName", None)
+        placement = self._placement(namespace, name, deployment_name, spec)
+        if placement.node is not None:
+            spec["nodeName"] = placement.node
         body = {"apiVersion": "v1", "kind": "Pod", "metadata": pod_meta, "spec": spec}
         created = self.store.create(self._pods(), namespace, body)
         self._created[(namespace, name)] = next(self._sequence)
@@ -354,14 +418,17 @@ class FakeDeploymentController:
         meta = pod["metadata"]
         return meta.get("creationTimestamp") or "", self._created.get((meta["namespace"], meta["name"]), -1)
 
-    def _deletion_rank(self, pod: Mapping[str, Any]) -> tuple[int, int, int, tuple[tuple[int, ...], int]]:
-        """Sorts the pods to delete first first: as the real ReplicaSet controller's preferences."""
+    def _deletion_rank(self, pod: Mapping[str, Any]) -> tuple[int, int, int, int, tuple[tuple[int, ...], int]]:
+        """Sorts the pods to delete first first: as the real ReplicaSet controller's preferences
+        (pkg/controller/controller_utils.go, ActivePodsWithRanks): unscheduled before scheduled,
+        Pending before Running, not Ready before Ready, a lower deletion cost, newer before older."""
+        assigned = int(bool((pod.get("spec") or {}).get("nodeName")))
         status = pod.get("status") or {}
         running = int(status.get("phase") == "Running")
         cost = _deletion_cost(pod)
         age = self._age_key(pod)
         newest_first = (_invert(age[0]), -age[1])
-        return running, int(is_pod_ready(pod)), cost, newest_first
+        return assigned, running, int(is_pod_ready(pod)), cost, newest_first
 
     def _readiness(
         self, key: DeploymentKey, pods: Sequence[Mapping[str, Any]]
@@ -506,12 +573,24 @@ def pod_status(pod: Mapping[str, Any], *, ready: bool, ip: str) -> dict[str, Any
     }
 
 
+def pending_pod_status(pod: Mapping[str, Any], message: str) -> dict[str, Any]:
+    """An unschedulable pod's status, as the scheduler writes it: Pending, ``PodScheduled=False``."""
+    previous = (pod.get("status") or {}).get("conditions") or []
+    scheduled = _pod_condition(previous, "PodScheduled", False, timestamp(now_utc()), message, "Unschedulable")
+    return {"phase": "Pending", "conditions": [scheduled]}
+
+
 def _pod_condition(
-    previous: Sequence[Mapping[str, Any]], kind: str, ok: bool, stamp: str, unready_message: str = ""
+    previous: Sequence[Mapping[str, Any]],
+    kind: str,
+    ok: bool,
+    stamp: str,
+    unready_message: str = "",
+    reason: str = "ContainersNotReady",
 ) -> dict[str, Any]:
     new: dict[str, Any] = {"type": kind, "status": "True" if ok else "False", "lastProbeTime": None}
     if not ok:
-        new.update(reason="ContainersNotReady", message=unready_message)
+        new.update(reason=reason, message=unready_message)
     old = next((c for c in previous if c.get("type") == kind), None)
     kept = old.get("lastTransitionTime") if old is not None and old.get("status") == new["status"] else None
     new["lastTransitionTime"] = kept or stamp

@@ -193,6 +193,13 @@ def test_get_several_builtin_kinds(cluster: DevCluster) -> None:
             "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}},
         },
     )
+    # The stand-in disruption controller counts the ready pods: 2 healthy, 1 needed, 1 to spare.
+    cluster.wait_until(
+        lambda: ((cluster.get("poddisruptionbudgets", "team-a", "web") or {}).get("status") or {}).get(
+            "disruptionsAllowed"
+        )
+        == 1
+    )
     output = cluster.kubectl("get", "deployments,services,pdb", "-n", "team-a").stdout
     blocks = [table(block) for block in output.strip().split("\n\n")]
     assert blocks[0][0] == ["NAME", "READY", "UP-TO-DATE", "AVAILABLE", "AGE"]
@@ -200,7 +207,7 @@ def test_get_several_builtin_kinds(cluster: DevCluster) -> None:
     assert blocks[1][0] == ["NAME", "TYPE", "CLUSTER-IP", "EXTERNAL-IP", "PORT(S)", "AGE"]
     assert blocks[1][1][:2] == ["service/web", "ClusterIP"] and blocks[1][1][3:5] == ["<none>", "80/TCP"]
     assert blocks[2][0] == ["NAME", "MIN AVAILABLE", "MAX UNAVAILABLE", "ALLOWED DISRUPTIONS", "AGE"]
-    assert blocks[2][1][:4] == ["poddisruptionbudget.policy/web", "1", "N/A", "0"]
+    assert blocks[2][1][:4] == ["poddisruptionbudget.policy/web", "1", "N/A", "1"]
 
 
 def test_apply_and_delete_a_namespace(cluster: DevCluster) -> None:

@@ -19,7 +19,4 @@ KNOWN_GAPS: dict[str, str] = {
     "foreground_deletion_waits_for_dependents": (
         "garbage collection is immediate and propagationPolicy is ignored; the operator relies on background "
         "collection only (owner_references_and_background_gc)"),
-    "scheduled_pods_are_deleted_gracefully": (
-        "pods are deleted at once: no deletionTimestamp, no grace period; the drain work (the spot issue) needs "
-        "it and must teach the embedded server first; tests/e2e sees real graceful deletion through KWOK"),
 }
