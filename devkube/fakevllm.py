@@ -888,6 +888,13 @@ class FakeVLLMFleet:
         with in_thread(cls(replicas, **kwargs), name="fakevllm") as fleet:
             yield fleet
 
+    def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
+        """Run a coroutine on the fleet's loop from any thread, without waiting for it."""
+        if self._loop is None:
+            coroutine.close()
+            raise RuntimeError("the fleet is not running")
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
         """Run a coroutine on the fleet's loop from another thread and wait for it."""
         loop = self._loop

@@ -11,6 +11,8 @@ The pod listings come from a callable, so the same wiring serves any API server.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import threading
 from collections.abc import Callable, Iterable
@@ -19,6 +21,7 @@ from typing import Any, Self
 
 from controller.kube.render import POOL_LABEL
 from devkube.fakevllm import FakeVLLMFleet, FakeVLLMReplica
+from devkube.kubelet import Container
 from devkube.prometheus import PrometheusServer, ScrapeTarget
 
 __all__ = ["PodReplicas", "PodTargetSync"]
@@ -85,30 +88,64 @@ class PodTargetSync(_PollingThread):
 
 
 class PodReplicas(_PollingThread):
-    """A fake vLLM replica at each pool pod's IP, from the moment it has one until the pod is gone."""
+    """A fake vLLM replica at each pool pod's IP, from the moment it has one until the pod is gone.
 
-    def __init__(self, fleet: FakeVLLMFleet, pods: PodLister, *, period_seconds: float = 0.1) -> None:
+    With ``attach`` (``DevCluster.attach_container``), each replica is also the pod's container for the
+    stand-in kubelet: a graceful deletion sends it SIGTERM, and it drains as ``vllm serve`` does with the
+    pod's own ``--shutdown-timeout`` (stops taking requests, finishes what it holds); SIGKILL cuts it.
+    """
+
+    def __init__(self, fleet: FakeVLLMFleet, pods: PodLister, *, period_seconds: float = 0.1,
+                 attach: Callable[[str, str, Container], None] | None = None) -> None:
         super().__init__("pod-replicas", period_seconds)
         if fleet.port is None:
             raise ValueError("PodReplicas needs a fleet with a fixed port (FakeVLLMFleet(0, port=...))")
-        self._fleet, self._pods = fleet, pods
+        self._fleet, self._pods, self._attach = fleet, pods, attach
         self._by_pod: dict[tuple[str, str, str], FakeVLLMReplica] = {}  # (namespace, name, ip) -> replica
 
     def step(self) -> None:
-        live = {
-            (pod["metadata"]["namespace"], pod["metadata"]["name"], pod["status"]["podIP"])
-            for pod in _pool_pods_with_ips(self._pods())
-        }
-        for key in [k for k in self._by_pod if k not in live]:
+        pods = {(pod["metadata"]["namespace"], pod["metadata"]["name"], pod["status"]["podIP"]): pod
+                for pod in _pool_pods_with_ips(self._pods())}
+        for key in [k for k in self._by_pod if k not in pods]:
             self._fleet.call(self._fleet.remove_replica(self._by_pod.pop(key)))
-        for key in sorted(live - self._by_pod.keys()):
-            self._by_pod[key] = self._fleet.call(self._fleet.add_replica(host=key[2]))
+        for key in sorted(pods.keys() - self._by_pod.keys()):
+            replica = self._by_pod[key] = self._fleet.call(self._fleet.add_replica(host=key[2]))
+            if self._attach is not None and not pods[key]["metadata"].get("deletionTimestamp"):
+                try:
+                    self._attach(key[0], key[1], self._container(replica, _shutdown_timeout(pods[key])))
+                except Exception as error:  # the pod went in between: its replica goes on the next step
+                    logger.debug("could not attach a replica to pod %s/%s: %s", key[0], key[1], error)
+
+    def replicas_by_pod(self) -> dict[tuple[str, str, str], FakeVLLMReplica]:
+        """(namespace, pod, ip) -> the replica serving there, as of the last step."""
+        return dict(self._by_pod)
+
+    def _container(self, replica: FakeVLLMReplica, shutdown_timeout: float) -> Container:
+        fleet = self._fleet
+
+        async def sigterm() -> None:  # on the cluster's loop; the replica lives on the fleet's
+            await asyncio.wrap_future(fleet.submit(replica.terminate(shutdown_timeout)))
+
+        def kill() -> None:
+            with contextlib.suppress(RuntimeError):
+                fleet.submit(replica.terminate(0))
+
+        return Container(on_sigterm=sigterm, on_kill=kill)
 
     def close(self) -> None:
         for replica in self._by_pod.values():
             if replica in self._fleet.replicas:
                 self._fleet.call(self._fleet.remove_replica(replica))
         self._by_pod.clear()
+
+
+def _shutdown_timeout(pod: Manifest) -> float:
+    """vLLM's ``--shutdown-timeout`` from the pod's container args (0, vLLM's default, without one)."""
+    containers = (pod.get("spec") or {}).get("containers") or [{}]
+    for arg in containers[0].get("args") or []:
+        if str(arg).startswith("--shutdown-timeout="):
+            return float(str(arg).split("=", 1)[1])
+    return 0.0
 
 
 def _pool_pods_with_ips(pods: Iterable[Manifest]) -> list[Manifest]:

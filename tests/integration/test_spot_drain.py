@@ -1,0 +1,200 @@
+"""A spot reclaim, end to end: moto's SQS and EventBridge, the embedded API server with its nodes, kubelet,
+EndpointSlices and Eviction API, fake vLLM replicas bound to the pods, and the real operator process.
+
+The load generator picks each request's replica from the Service's EndpointSlices, as kube-proxy
+would, and streams completions through the reclaim of two replicas on one node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from controller.api.crd import generate_crd
+from devkube.aws import InterruptionQueue, MotoServer, interruption_queue
+from devkube.cluster import DevCluster
+from devkube.endpointslices import ready_endpoints
+from devkube.fakevllm import FakeVLLMFleet, Outcome
+from devkube.loadgen import LoadReport, run_load
+from devkube.localrun import free_port
+from devkube.nodes import NodeSpec, instance_id
+from devkube.wiring import PodReplicas
+from tests.support.backends import Backend, open_backend
+from tests.support.kube import condition
+from tests.support.waiting import eventually
+
+Manifest = dict[str, Any]
+NAMESPACE = "llm"
+DOOMED_NODE = "gpu-spot-a"
+POOL: Manifest = {
+    "model": {"name": "Qwen/Qwen2.5-0.5B-Instruct"},
+    "replicas": {"min": 3, "max": 3},  # the scaler holds still: what changes is the drain's doing
+    "scaling": {"evaluationIntervalSeconds": 1},
+    "capacity": {"provider": "karpenter", "onDemandBase": 1, "spotPercentage": 100,
+                 "spotUnavailableAfterSeconds": 10},
+    "interruption": {"drainSeconds": 20, "preStopSeconds": 2},  # vLLM --shutdown-timeout=13
+}
+pytestmark = pytest.mark.embedded_only("needs the embedded world's kubelet, EndpointSlices and write log")
+
+
+@pytest.fixture(scope="module")
+def moto() -> Iterator[MotoServer]:
+    with MotoServer() as server:
+        yield server
+
+
+@pytest.fixture
+def queue(moto: MotoServer, request: pytest.FixtureRequest) -> InterruptionQueue:
+    return interruption_queue(moto, name=f"drain-{abs(hash(request.node.name)) % 10**8}")
+
+
+@pytest.fixture
+def backend() -> Iterator[Backend]:
+    # One spot node to start with, so both spot replicas share it; the replacements get the second.
+    nodes = [NodeSpec("gpu-on-demand-a", zone="us-east-1a"), NodeSpec(DOOMED_NODE, capacity_type="spot")]
+    with open_backend("embedded", None, namespace=NAMESPACE, crds=[generate_crd()],
+                      dev_options={"nodes": nodes, "pod_ready_delay": 0.5}) as opened:
+        yield opened
+
+
+@pytest.fixture
+def cluster(backend: Backend) -> DevCluster:
+    assert backend.dev is not None
+    return backend.dev
+
+
+@pytest.fixture
+def fleet() -> Iterator[FakeVLLMFleet]:
+    with FakeVLLMFleet.in_thread(0, port=free_port()) as running:
+        running.set_all(waiting=0, running=0, kv=0.2, tokens_per_second=20)
+        yield running
+
+
+@pytest.fixture
+def replicas(backend: Backend, cluster: DevCluster, fleet: FakeVLLMFleet) -> Iterator[PodReplicas]:
+    with PodReplicas(fleet, backend.pods, attach=cluster.attach_container) as wiring:
+        yield wiring
+
+
+def start_operator(backend: Backend, moto: MotoServer, queue: InterruptionQueue) -> Any:
+    return backend.operator(env={**moto.environment(), "POOLPILOT_SQS_QUEUE_URL": queue.url,
+                                 "POOLPILOT_SQS_WAIT_SECONDS": "1"})
+
+
+def pool_pods(cluster: DevCluster) -> list[Manifest]:
+    return [p for p in cluster.list("v1/pods", NAMESPACE)
+            if (p["metadata"].get("labels") or {}).get("poolpilot.io/pool") == "qwen"]
+
+
+def on_node(cluster: DevCluster, node: str) -> list[str]:
+    return sorted(p["metadata"]["name"] for p in pool_pods(cluster) if p["spec"].get("nodeName") == node)
+
+
+def settle(backend: Backend, cluster: DevCluster, fleet: FakeVLLMFleet) -> None:
+    backend.kube.create_pool(NAMESPACE, "qwen", {**POOL, "model": {**POOL["model"], "port": fleet.port}})
+    eventually(lambda: backend.kube.get_pool(NAMESPACE, "qwen"),
+               lambda p: (condition(p, "Ready") or {}).get("status") == "True", timeout=30, what="the pool Ready")
+    eventually(lambda: ready_endpoints(cluster, NAMESPACE, "qwen"), lambda e: len(e) == 3, timeout=20,
+               what="three ready endpoints")
+    assert len(on_node(cluster, DOOMED_NODE)) == 2
+    cluster.add_node(NodeSpec("gpu-spot-b", capacity_type="spot", zone="us-east-1b"))
+
+
+def spot_warning(moto: MotoServer, node: str) -> None:
+    answer = moto.client("events").put_events(Entries=[{
+        "Source": "aws.ec2", "DetailType": "EC2 Spot Instance Interruption Warning",
+        "Detail": json.dumps({"instance-id": instance_id(node), "instance-action": "terminate"}),
+        "Resources": [f"arn:aws:ec2:us-east-1a:instance/{instance_id(node)}"]}])
+    assert answer["FailedEntryCount"] == 0
+
+
+def events(backend: Backend, reason: str) -> list[str]:
+    return [e["message"] for e in backend.kube.events_for(NAMESPACE, "qwen") if e["reason"] == reason]
+
+
+class BackgroundLoad:
+    """The load generator on its own thread and loop, picking endpoints from the EndpointSlices."""
+
+    def __init__(self, cluster: DevCluster, *, requests: int, rate: float, max_tokens: int) -> None:
+        self.report: LoadReport | None = None
+
+        async def endpoints() -> list[tuple[str, int]]:
+            return [(e.ip, e.port) for e in await asyncio.to_thread(ready_endpoints, cluster, NAMESPACE, "qwen")]
+
+        def run() -> None:
+            self.report = asyncio.run(run_load(endpoints, requests=requests, rate=rate, max_tokens=max_tokens,
+                                               timeout_seconds=60))
+
+        self._thread = threading.Thread(target=run, name="load", daemon=True)
+        self._thread.start()
+
+    def wait(self) -> LoadReport:
+        self._thread.join(timeout=120)
+        assert self.report is not None, "the load generator did not finish"
+        return self.report
+
+
+def test_a_spot_warning_for_a_node_with_two_replicas_replaces_reroutes_and_drains_them_losing_no_request(
+        backend: Backend, cluster: DevCluster, moto: MotoServer, queue: InterruptionQueue,
+        fleet: FakeVLLMFleet, replicas: PodReplicas) -> None:
+    start_operator(backend, moto, queue)
+    settle(backend, cluster, fleet)
+    doomed = on_node(cluster, DOOMED_NODE)
+    doomed_ips = {p["status"]["podIP"] for p in pool_pods(cluster) if p["metadata"]["name"] in doomed}
+    mark = cluster.mark()
+    doomed_replicas = replicas_on(cluster, replicas, DOOMED_NODE)
+    assert len(doomed_replicas) == 2
+    # 120 streaming requests of 40 tokens at 20 tokens/s (2 s each), 6 a second for 20 s: some are in
+    # flight on the doomed replicas when the warning comes, and must finish there.
+    load = BackgroundLoad(cluster, requests=120, rate=6, max_tokens=40)
+    eventually(lambda: sum(r.running for r in replicas_on(cluster, replicas, DOOMED_NODE)), lambda n: n > 0,
+               timeout=10, interval=0.05, what="requests in flight on the doomed replicas")
+    spot_warning(moto, DOOMED_NODE)
+    # The reclaim itself, while the load still runs: the instance goes (its pods are killed at once) as
+    # soon as the drain is done, or after 12 s at the latest. Without the drain, requests would be cut.
+    with contextlib.suppress(AssertionError):
+        eventually(lambda: on_node(cluster, DOOMED_NODE), lambda names: names == [], timeout=12,
+                   what="the doomed replicas gone")
+    cluster.remove_node(DOOMED_NODE)
+    report = load.wait()
+    assert report.failed == {}, report.summary
+    assert report.completed == 120
+    assert any(r.endpoint and r.endpoint[0] in doomed_ips for r in report.records)
+
+    # The doomed replicas finished what they held and were neither cut nor sent requests while draining;
+    # exactly two replacements run on the other spot node; the Deployment's count never moved.
+    for replica in doomed_replicas:
+        assert replica.completions[Outcome.FINISHED] > 0, replica.completions
+        assert replica.completions[Outcome.ABORTED] == replica.completions[Outcome.REJECTED] == 0, replica.completions
+    spot = [p for p in pool_pods(cluster) if p["metadata"]["labels"].get("poolpilot.io/capacity-type") == "spot"]
+    assert len(spot) == 2 and all(p["spec"]["nodeName"] == "gpu-spot-b" for p in spot)
+    deployment = backend.kube.get("Deployment", NAMESPACE, "qwen-spot")
+    assert deployment is not None and deployment["spec"]["replicas"] == 2
+
+    # In order: each doomed pod was released (out of its Deployment and out of routing) before it was evicted.
+    writes = [(w.method, w.resource, w.subresource, w.name) for w in cluster.writes(mark)
+              if w.resource == "pods" and w.name in doomed]
+    for name in doomed:
+        release = writes.index(("PATCH", "pods", None, name))
+        eviction = writes.index(("POST", "pods", "eviction", name))
+        assert release < eviction, writes
+    assert [w for w in cluster.writes(mark, resource="deployments")] == []
+
+    pool = eventually(lambda: backend.kube.get_pool(NAMESPACE, "qwen"),
+                      lambda p: p is not None and [r["outcome"] for r in p["status"].get("interruptions", [])
+                                                   ] == ["Drained"] * 2, timeout=20, what="both drains recorded")
+    assert (condition(pool, "SpotDisrupted") or {}).get("reason") == "NoDisruption"
+    assert len(events(backend, "SpotInterruptionNotice")) == 2 and len(events(backend, "ReplacementOrdered")) == 2
+    drained = eventually(lambda: events(backend, "ReplicaDrained"), lambda m: len(m) == 2, what="ReplicaDrained")
+    assert all("before its deadline" in m for m in drained), drained
+
+
+def replicas_on(cluster: DevCluster, wiring: PodReplicas, node: str) -> list[Any]:
+    ips = {p["status"].get("podIP") for p in pool_pods(cluster) if p["spec"].get("nodeName") == node}
+    return [replica for key, replica in wiring.replicas_by_pod().items() if key[2] in ips]
