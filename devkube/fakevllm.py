@@ -890,10 +890,14 @@ class FakeVLLMFleet:
 
     def submit(self, coroutine: Coroutine[Any, Any, T]) -> concurrent.futures.Future[T]:
         """Run a coroutine on the fleet's loop from any thread, without waiting for it."""
-        if self._loop is None:
+        if self._loop is None or self._loop.is_closed():
             coroutine.close()
             raise RuntimeError("the fleet is not running")
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        try:
+            return asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        except RuntimeError:  # the loop closed in between
+            coroutine.close()
+            raise
 
     def call(self, coroutine: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
         """Run a coroutine on the fleet's loop from another thread and wait for it."""

@@ -53,10 +53,13 @@ class EvictionBlocked(Exception):
 
 
 def _status_message(error: ApiException) -> str:
+    """The Status' message, with its causes (a 429's names the budget: "The disruption budget X needs ...")."""
     try:
-        return str(json.loads(error.body or "{}").get("message") or error.reason)
+        status = json.loads(error.body or "{}")
     except ValueError:
         return str(error.reason)
+    causes = [str(c.get("message")) for c in (status.get("details") or {}).get("causes") or [] if c.get("message")]
+    return "; ".join([str(status.get("message") or error.reason), *causes])
 
 
 class KubeApi:

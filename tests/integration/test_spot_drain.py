@@ -198,3 +198,73 @@ def test_a_spot_warning_for_a_node_with_two_replicas_replaces_reroutes_and_drain
 def replicas_on(cluster: DevCluster, wiring: PodReplicas, node: str) -> list[Any]:
     ips = {p["status"].get("podIP") for p in pool_pods(cluster) if p["spec"].get("nodeName") == node}
     return [replica for key, replica in wiring.replicas_by_pod().items() if key[2] in ips]
+
+
+def blocking_budget(backend: Backend) -> None:
+    """Somebody else's budget over the draining replicas: every eviction of them gets a 429."""
+    backend.kube.policy.create_namespaced_pod_disruption_budget(NAMESPACE, {
+        "apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "hold-drains"},
+        "spec": {"maxUnavailable": 0, "selector": {"matchLabels": {"poolpilot.io/drain": "draining"}}}})
+
+
+def test_a_refused_eviction_is_retried_and_a_restart_mid_drain_orders_no_second_replacement(
+        backend: Backend, cluster: DevCluster, moto: MotoServer, queue: InterruptionQueue,
+        fleet: FakeVLLMFleet, replicas: PodReplicas) -> None:
+    operator = start_operator(backend, moto, queue)
+    settle(backend, cluster, fleet)
+    blocking_budget(backend)
+    doomed = on_node(cluster, DOOMED_NODE)
+    before = {p["metadata"]["name"] for p in pool_pods(cluster)}
+    cluster.taint_node(DOOMED_NODE, "karpenter.sh/disrupted", effect="NoSchedule")  # Karpenter's notice
+
+    def records() -> list[Manifest]:
+        pool = backend.kube.get_pool(NAMESPACE, "qwen") or {}
+        return list((pool.get("status") or {}).get("interruptions") or [])
+
+    blocked = eventually(records, lambda r: len(r) == 2 and all(x["evictionAttempts"] >= 2 for x in r),
+                         timeout=20, what="evictions refused and retried")
+    assert all(x["lastEvictionResult"].startswith("blocked") and "hold-drains" in x["lastEvictionResult"]
+               for x in blocked), blocked
+    assert all(x["source"] == "node-taint" and x["kind"] == "node-disruption" for x in blocked)
+
+    operator.restart()  # killed mid-drain: the drain state is on the pods and in the status
+    eventually(records, lambda r: all(x["evictionAttempts"] > y["evictionAttempts"] for x, y in zip(r, blocked,
+                                                                                                   strict=True)),
+               timeout=20, what="the restarted operator retrying the same drains")
+    created = {p["metadata"]["name"] for p in pool_pods(cluster)} - before
+    assert len(created) == 2, created  # one replacement per doomed replica, not two
+    assert len(events(backend, "ReplacementOrdered")) == 2
+
+    backend.kube.policy.delete_namespaced_pod_disruption_budget("hold-drains", NAMESPACE)
+    eventually(lambda: on_node(cluster, DOOMED_NODE), lambda names: names == [], timeout=30,
+               what="the doomed replicas evicted once the budget allows")
+    assert set(doomed).isdisjoint(p["metadata"]["name"] for p in pool_pods(cluster))
+    eventually(records, lambda r: [x["outcome"] for x in r] == ["Drained", "Drained"], what="drains recorded")
+
+
+def test_spot_replicas_without_a_node_move_their_share_to_on_demand_and_back(
+        backend: Backend, cluster: DevCluster, moto: MotoServer, queue: InterruptionQueue,
+        fleet: FakeVLLMFleet, replicas: PodReplicas) -> None:
+    start_operator(backend, moto, queue)
+    settle(backend, cluster, fleet)
+    for node in (DOOMED_NODE, "gpu-spot-b"):
+        cluster.cordon(node)
+    for name in on_node(cluster, DOOMED_NODE):
+        cluster.kill_pod(NAMESPACE, name)  # reclaimed; their replacements find no spot node
+
+    def split() -> tuple[int, int]:
+        spot = backend.kube.get("Deployment", NAMESPACE, "qwen-spot") or {}
+        on_demand = backend.kube.get("Deployment", NAMESPACE, "qwen-on-demand") or {}
+        return spot.get("spec", {}).get("replicas"), on_demand.get("spec", {}).get("replicas")
+
+    eventually(split, lambda s: s == (1, 2), timeout=30, what="the spot share on on-demand, one spot probe")
+    pool = backend.kube.get_pool(NAMESPACE, "qwen")
+    assert (condition(pool, "SpotDisrupted") or {}).get("reason") == "SpotCapacityUnavailable"
+    assert pool is not None and pool["status"]["spot"]["movedReplicas"] == 1
+    assert len(events(backend, "SpotCapacityUnavailable")) == 1
+    cluster.uncordon("gpu-spot-b")  # spot capacity is back: the probe gets a node
+    eventually(split, lambda s: s == (2, 1), timeout=30, what="the share back on spot")
+    assert len(events(backend, "SpotCapacityRestored")) == 1
+    pool = backend.kube.get_pool(NAMESPACE, "qwen")
+    assert pool is not None and "spot" not in pool["status"]
+    assert (condition(pool, "SpotDisrupted") or {}).get("reason") == "NoDisruption"
