@@ -29,7 +29,7 @@ from controller.notice_feed import NoticeFeed
 from controller.reconcile import ParsedSpec, PoolSnapshot, Reporting, UpgradeSlots, reconcile_pool
 from controller.settings import OperatorSettings
 from controller.signal_reader import SignalReader
-from controller.sources.interruptions.kube_objects import parse_node
+from controller.sources.interruptions.kube_objects import parse_node, parse_pod
 from controller.sources.interruptions.sqs import SqsNoticeSource
 
 __all__ = ["Runtime"]
@@ -76,6 +76,7 @@ class Runtime:
     evaluation_slots: asyncio.Semaphore = field(default_factory=lambda: asyncio.Semaphore(16))
     # Which pools roll for an operator upgrade now: at most settings.max_concurrent_upgrades.
     upgrades: UpgradeSlots = field(default_factory=UpgradeSlots)
+    urgent: set[PoolKey] = field(default_factory=set)  # pools woken by a reclaim notice: no debounce
     notice_feed: NoticeFeed | None = None  # the operator's SQS interruption queue, when configured
     background: list[asyncio.Task[None]] = field(default_factory=list)
 
@@ -87,9 +88,12 @@ class Runtime:
         if memory is None or memory.evaluated_generation != generation:
             self.wake(key)
 
-    def wake(self, key: PoolKey) -> None:
+    def wake(self, key: PoolKey, *, urgent: bool = False) -> None:
+        """Evaluate the pool now; ``urgent`` (a reclaim notice) skips the debounce that batches a burst."""
         event = self.wakeups.get(key)
         if event is not None:
+            if urgent:
+                self.urgent.add(key)
             event.set()
 
     # Set at start-up to Kopf's indexes (the handlers below fill them).
@@ -100,7 +104,7 @@ class Runtime:
         """A reclaim notice for a node: the pools with replicas there are evaluated at once."""
         for key, pods in (self.pods_index.items() if self.pods_index is not None else ()):
             if any((pod.get("spec") or {}).get("nodeName") == node for pod in pods):
-                self.wake(key)
+                self.wake(key, urgent=True)
 
     def node_of_instance(self, instance_id: str) -> str | None:
         if self.instances_index is None:
@@ -246,12 +250,15 @@ async def wake_on_node_notice(body: kopf.Body, name: str | None, memo: kopf.Memo
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
 @kopf.on.event("v1", "services", labels=OWNED)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
-async def wake_on_owned_change(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, **_: Any) -> None:
+async def wake_on_owned_change(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, body: kopf.Body,
+                               resource: kopf.Resource, **_: Any) -> None:
     # Async on purpose: Kopf runs sync handlers in worker threads, and asyncio.Event is not thread-safe
     # (set() from another thread schedules the waiter's wake-up without waking the loop).
     pool = labels.get(POOL_LABEL)
     if namespace and pool:
-        _runtime(memo).wake((namespace, pool))
+        # A replica's own DisruptionTarget condition is a reclaim notice: no debounce.
+        urgent = resource.plural == "pods" and parse_pod(body).verdict is Verdict.NOTICE
+        _runtime(memo).wake((namespace, pool), urgent=urgent)
 
 
 @kopf.on.event(API_GROUP, API_VERSION, PLURAL)
@@ -333,6 +340,7 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
     try:
         while True:  # Kopf cancels this task when the pool is deleted or the operator stops
             wakeup.clear()
+            runtime.urgent.discard(key)
             try:
                 async with runtime.evaluation_slots:
                     snapshot = _snapshot(body, indexes, memory, copied, runtime.notices_for_node)
@@ -354,7 +362,7 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
                                  else MAX_ERROR_BACKOFF_SECONDS)  # an invalid spec waits for its fix (an event)
                 if result.retry_after is not None:  # an eviction to retry before the next round
                     interval = min(interval, max(0.1, result.retry_after))
-            if await _sleep_until_woken(wakeup, interval):
+            if await _sleep_until_woken(wakeup, interval) and key not in runtime.urgent:
                 # A burst of events (a rollout) costs one evaluation, not one each.
                 await asyncio.sleep(runtime.settings.wake_debounce_seconds)
     finally:

@@ -84,7 +84,7 @@ class FakeDisruptionController:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: set[str] = set()  # namespaces to recompute on the next turn
+        self._pending: set[tuple[str, str | None]] = set()  # (namespace, budget or all) to recompute next turn
         self._expiry_timers: dict[str, asyncio.TimerHandle] = {}
 
     def start(self) -> None:
@@ -105,22 +105,44 @@ class FakeDisruptionController:
         return self.store.resolve("policy", "v1", "poddisruptionbudgets")
 
     def _on_event(self, event: WatchEvent) -> None:
-        if (event.resource.group, event.resource.plural) not in _WATCHED:
+        kind = (event.resource.group, event.resource.plural)
+        if kind not in _WATCHED:
             return
         namespace = event.object["metadata"].get("namespace")
-        if namespace is not None and self.store.count(self._budgets(), namespace):
-            self._mark(namespace)
-
-    def _mark(self, namespace: str) -> None:
-        if self._loop is None or namespace in self._pending:
+        if namespace is None or not self.store.count(self._budgets(), namespace):
             return
-        self._pending.add(namespace)
-        self._loop.call_soon(self._sync_namespace, namespace)
+        if kind == ("", "pods"):
+            # Only the budgets that select the pod (before or after the change), as the real controller's
+            # getPdbForPod: a reclaim storm over a hundred pools must not recompute every budget per pod.
+            states = [event.object] if event.old is None else [event.object, event.old]
+            for budget in self.store.list_stored(self._budgets(), namespace):
+                selector = (budget.get("spec") or {}).get("selector")
+                if selector is not None and any(selector_matches(selector, pod) for pod in states):
+                    self._mark(namespace, budget["metadata"]["name"])
+        elif kind == ("policy", "poddisruptionbudgets"):
+            self._mark(namespace, event.object["metadata"]["name"])
+        else:
+            # A controller's scale: the budgets that select its pods (by its pod template's labels).
+            template = {"metadata": ((event.object.get("spec") or {}).get("template") or {}).get("metadata") or {}}
+            for budget in self.store.list_stored(self._budgets(), namespace):
+                selector = (budget.get("spec") or {}).get("selector")
+                if selector is not None and selector_matches(selector, template):
+                    self._mark(namespace, budget["metadata"]["name"])
 
-    def _sync_namespace(self, namespace: str) -> None:
-        self._pending.discard(namespace)
+    def _mark(self, namespace: str, budget: str | None = None) -> None:
+        """Recompute one budget (or, with None, every budget of the namespace) on the next turn."""
+        key = (namespace, budget)
+        if self._loop is None or key in self._pending:
+            return
+        self._pending.add(key)
+        self._loop.call_soon(self._sync, key)
+
+    def _sync(self, key: tuple[str, str | None]) -> None:
+        self._pending.discard(key)
+        namespace, name = key
         budgets = self._budgets()
-        for budget in self.store.list_stored(budgets, namespace):
+        found = self.store.find_stored(budgets, namespace, name) if name is not None else None
+        for budget in self.store.list_stored(budgets, namespace) if name is None else [found] if found else []:
             status = self.budget_status(budget)
             if status != budget.get("status"):
                 self.store.write_status(budgets, namespace, budget["metadata"]["name"], status)

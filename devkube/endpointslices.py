@@ -146,8 +146,12 @@ class FakeEndpointSliceController:
                 if any(_selects(service, pod) for pod in states):
                     self._schedule(_key(service))
         elif group_plural == ("", "nodes"):
-            for service in self.store.list_stored(self._services()):  # zones: rare events, few services
-                self._schedule(_key(service))
+            # Only a node's zone is in the slices: a taint or a cordon (a reclaim storm) changes nothing here.
+            zone = (event.object["metadata"].get("labels") or {}).get(ZONE_LABEL)
+            old = None if event.old is None else (event.old["metadata"].get("labels") or {}).get(ZONE_LABEL)
+            if event.type != "MODIFIED" or zone != old:
+                for service in self.store.list_stored(self._services()):
+                    self._schedule(_key(service))
         elif group_plural == ("discovery.k8s.io", "endpointslices"):
             labels = event.object["metadata"].get("labels") or {}
             if labels.get(MANAGED_BY_LABEL) == CONTROLLER_NAME and labels.get(SERVICE_NAME_LABEL):
