@@ -61,6 +61,15 @@ class PoolMemory:
     # The generation last evaluated: a pool's event wakes its loop only for a new one (a spec change),
     # not for the loop's own status writes.
     evaluated_generation: int | None = None
+    # The status the loop last wrote, and the pool's resourceVersion it was computed from: until the
+    # watch brings the write back, the next evaluation starts from it, not from the older status in
+    # the cache (an Event about a drain that finished must not be posted twice).
+    written_status: tuple[str | None, dict[str, Any]] | None = None
+
+    def status_after_writes(self, resource_version: str | None, cached: Any) -> Any:
+        if self.written_status is not None and self.written_status[0] == resource_version:
+            return self.written_status[1]
+        return cached
 
 
 @dataclass
@@ -295,6 +304,7 @@ def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], memory: PoolMemory, c
     meta = body.get("metadata", {})
     key: PoolKey = (meta["namespace"], meta["name"])
     raw_spec, raw_status = copied.of(body)
+    raw_status = memory.status_after_writes(meta.get("resourceVersion"), raw_status)
     by_kind = {"Deployment": indexes["owned_deployments"], "Service": indexes["owned_services"],
                "PodDisruptionBudget": indexes["owned_pdbs"]}
     return PoolSnapshot(
@@ -343,6 +353,7 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
             runtime.urgent.discard(key)
             try:
                 async with runtime.evaluation_slots:
+                    snapshot_version = body.get("metadata", {}).get("resourceVersion")
                     snapshot = _snapshot(body, indexes, memory, copied, runtime.notices_for_node)
                     memory.evaluated_generation = snapshot.generation
                     result = await reconcile_pool(runtime.api, runtime.reader, snapshot, now=datetime.now(UTC),
@@ -356,6 +367,8 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
             else:
                 failures = 0
                 memory.scaling_state = result.scaling_state
+                if result.written_status is not None:
+                    memory.written_status = (snapshot_version, result.written_status)
                 for event in result.events:
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
                 interval = float(result.spec.scaling.evaluation_interval_seconds if result.spec

@@ -106,6 +106,7 @@ class ReconcileResult:
     spec: InferencePoolSpec | None
     scaling_state: ScalingState = field(default_factory=ScalingState)
     retry_after: float | None = None  # an eviction retry is due this soon
+    written_status: Manifest | None = None  # the status this evaluation wrote, if it wrote one
 
 
 @dataclass
@@ -239,4 +240,5 @@ async def reconcile_pool(api: KubeApi, reader: SignalReader, pool: PoolSnapshot,
     if written is None:
         return ReconcileResult(events=[], status_written=False, spec=None)
     return ReconcileResult(events=list(conclusion.events), status_written=written, spec=planned.spec,
-                           scaling_state=planned.memory, retry_after=planned.drain.retry_after)
+                           scaling_state=planned.memory, retry_after=planned.drain.retry_after,
+                           written_status=_status_dump(conclusion.status) if written else None)

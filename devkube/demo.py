@@ -9,10 +9,12 @@ changes a spec, and breaks one, to show what the operator does with each.
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import pathlib
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Mapping, Sequence
@@ -22,9 +24,13 @@ import yaml
 
 from controller.api.crd import generate_crd
 from controller.api.spec import API_GROUP, API_VERSION, PLURAL
+from devkube.aws import MotoServer, interruption_queue
 from devkube.cluster import DevCluster
+from devkube.endpointslices import ready_endpoints
 from devkube.fakevllm import FakeVLLMFleet
+from devkube.loadgen import LoadReport, run_load
 from devkube.localrun import OperatorProcess, free_port
+from devkube.nodes import NodeSpec, instance_id
 from devkube.wiring import PodReplicas
 
 __all__ = ["run_demo"]
@@ -230,6 +236,65 @@ def _scale_on_load(api: _Api, fleet: FakeVLLMFleet) -> None:
     print("Scaling down waits for spec.scaling.scaleDown.stabilizationSeconds (300 s by default): not shown here.")
 
 
+def _spot_reclaim(api: _Api, cluster: DevCluster, moto: MotoServer) -> None:
+    _section("5. AWS reclaims a spot node: an EC2 Spot Instance Interruption Warning arrives through SQS")
+    doomed_node = max(("gpu-spot-a", "gpu-spot-b"), key=lambda node: len(_llama_pods_on(cluster, node)))
+    doomed = _llama_pods_on(cluster, doomed_node)
+    cluster.add_node(NodeSpec("gpu-spot-c", capacity_type="spot", zone="us-east-1c"))  # where replacements go
+    print(f"Node {doomed_node} (instance {instance_id(doomed_node)}) runs {len(doomed)} llama-8b replicas: "
+          f"{', '.join(doomed)}.")
+    print("While clients stream completions from the pool's endpoints (picked from its EndpointSlices, as "
+          "kube-proxy does),\nEventBridge delivers the 2-minute warning for that instance to PoolPilot's SQS "
+          "queue (moto's server, reached with boto3).")
+    seen = len(_events(api, "llama-8b"))
+    report: list[LoadReport] = []
+    loader = threading.Thread(target=lambda: report.append(asyncio.run(run_load(
+        functools.partial(_endpoints, cluster), requests=120, rate=6, max_tokens=40))), daemon=True)
+    loader.start()
+    time.sleep(2.0)  # requests in flight everywhere, the doomed replicas too
+    warned = time.monotonic()
+    moto.client("events").put_events(Entries=[{
+        "Source": "aws.ec2", "DetailType": "EC2 Spot Instance Interruption Warning",
+        "Detail": json.dumps({"instance-id": instance_id(doomed_node), "instance-action": "terminate"}),
+        "Resources": [f"arn:aws:ec2:us-east-1a:instance/{instance_id(doomed_node)}"]}])
+    _wait("the doomed replicas released", lambda: all(
+        (p["metadata"].get("labels") or {}).get("poolpilot.io/drain") for p in _llama_pods(cluster)
+        if p["metadata"]["name"] in doomed) or None)
+    replaced_after = time.monotonic() - warned
+    _wait("the doomed replicas drained", lambda: not _llama_pods_on(cluster, doomed_node), timeout=60)
+    drained_after = time.monotonic() - warned
+    cluster.remove_node(doomed_node)  # the instance terminates
+    loader.join(timeout=60)
+    if not report:
+        raise DemoFailed("the load generator did not finish")
+    load = report[0]
+    print(f"\nReplacements ordered and the doomed replicas out of routing {replaced_after:.1f} s after the warning;"
+          f"\ndrained (the preStop sleep, then vLLM finished what it held) {drained_after:.1f} s after it; then "
+          "the node went.")
+    lost = len(load.records) - load.completed
+    print(f"Requests sent: {len(load.records)}, completed: {load.completed}, lost: {lost}"
+          + (f" ({dict(load.failed)})" if lost else ""))
+    _show(f"kubectl get pods -n {NAMESPACE} -l poolpilot.io/pool=llama-8b -o wide   (NAME, NODE)",
+          "\n".join(f"{p['metadata']['name']:<40} {p['spec'].get('nodeName')}" for p in _llama_pods(cluster)))
+    _show(f"kubectl describe ipool llama-8b -n {NAMESPACE}   (new Events only)",
+          _describe(api, "llama-8b", since=seen))
+    if lost:
+        raise DemoFailed(f"{lost} requests were lost in the reclaim")
+
+
+def _llama_pods(cluster: DevCluster) -> list[Manifest]:
+    return [p for p in cluster.pods(NAMESPACE) if (p["metadata"].get("labels") or {}).get("poolpilot.io/pool")
+            == "llama-8b"]
+
+
+def _llama_pods_on(cluster: DevCluster, node: str) -> list[str]:
+    return sorted(p["metadata"]["name"] for p in _llama_pods(cluster) if p["spec"].get("nodeName") == node)
+
+
+async def _endpoints(cluster: DevCluster) -> list[tuple[str, int]]:
+    return [(e.ip, e.port) for e in await asyncio.to_thread(ready_endpoints, cluster, NAMESPACE, "llama-8b")]
+
+
 def _desired(api: _Api, name: str) -> int:
     replicas = api.get(_pools_path(name)).get("status", {}).get("replicas", {})
     desired: int = replicas.get("desired", 0)
@@ -240,18 +305,20 @@ def _desired(api: _Api, name: str) -> int:
 def run_demo() -> int:
     print("PoolPilot demo: the operator against an embedded Kubernetes API server on 127.0.0.1 (no cluster).")
     print("No GPUs or images: a stand-in Deployment controller creates pods and marks them ready at once.")
-    with FakeVLLMFleet.in_thread(0, port=free_port()) as fleet, \
+    with FakeVLLMFleet.in_thread(0, port=free_port()) as fleet, MotoServer() as moto, \
             DevCluster.in_thread(crds=[generate_crd()], namespaces=["default", NAMESPACE],
                                  # Act 3 shows what the operator does with a spec the CRD's rules would refuse.
-                                 validate_custom_resources=False) as cluster, \
-            PodReplicas(fleet, lambda: cluster.pods(NAMESPACE)):
-        return _run_against(cluster, fleet)
+                                 validate_custom_resources=False, pod_ready_delay=0.5) as cluster, \
+            PodReplicas(fleet, lambda: cluster.pods(NAMESPACE), attach=cluster.attach_container):
+        return _run_against(cluster, fleet, moto)
 
 
-def _run_against(cluster: DevCluster, fleet: FakeVLLMFleet) -> int:
-    fleet.set_all(waiting=0, running=3, kv=0.35)  # a light, steady load to start with
+def _run_against(cluster: DevCluster, fleet: FakeVLLMFleet, moto: MotoServer) -> int:
+    fleet.set_all(waiting=0, running=3, kv=0.35, tokens_per_second=20)  # a light, steady load to start with
     api = _Api(cluster.url)
-    operator = OperatorProcess(cluster.kubeconfig_path)
+    queue = interruption_queue(moto, name="poolpilot-interruptions")
+    operator = OperatorProcess(cluster.kubeconfig_path, env={
+        **moto.environment(), "POOLPILOT_SQS_QUEUE_URL": queue.url, "POOLPILOT_SQS_WAIT_SECONDS": "1"})
     print(f"Started `poolpilot run` against {cluster.url} (log: {operator.log_path.parent})")
     print("Each pod gets a fake vLLM replica at its own IP (127.244.x.y) that serves vLLM's /metrics.")
     operator.start()
@@ -259,6 +326,7 @@ def _run_against(cluster: DevCluster, fleet: FakeVLLMFleet) -> int:
     try:
         _walkthrough(api, _examples(fleet.port))
         _scale_on_load(api, fleet)
+        _spot_reclaim(api, cluster, moto)
     except DemoFailed as failure:
         print(f"\nDEMO FAILED: {failure}\n--- operator log ---\n{operator.log()[-5000:]}", file=sys.stderr)
         return 1

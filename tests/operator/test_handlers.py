@@ -85,3 +85,13 @@ def test_no_more_pools_are_evaluated_at_once_than_the_slots_allow(monkeypatch: p
     asyncio.run(asyncio.wait_for(run(), timeout=10))
     assert evaluated == {f"p{i}" for i in range(10)}
     assert most == 3
+
+
+def test_until_the_watch_brings_a_status_write_back_the_next_evaluation_starts_from_it() -> None:
+    memory = controller.handlers.PoolMemory()
+    cached = {"interruptions": [{"pod": "a", "outcome": "Draining"}]}
+    assert memory.status_after_writes("41", cached) is cached
+    written = {"interruptions": [{"pod": "a", "outcome": "Drained"}]}
+    memory.written_status = ("41", written)
+    assert memory.status_after_writes("41", cached) is written  # the cache still shows version 41
+    assert memory.status_after_writes("42", {"x": 1}) == {"x": 1}  # our write (or a later one) arrived
