@@ -14,23 +14,37 @@ EventBridge and SQS. For each doomed replica, from the notice (the taint written
 
 Both come from the store's own events (a listener on the API server's loop, the same clock as the
 notice), so polling adds nothing. Scenarios: one notice at a time (``--trials`` times, one pool), and a
-storm: one notice for each of ``--pools`` pools at once. Prints a table of median and p99 per scenario.
+storm: one notice for each of ``--pools`` pools at once.
 
-    python -m bench.notice_reaction [--trials 20] [--pools 100] [--sources taint,sqs]
+The embedded server is Python on the same two cores as the operator: in a storm its own work (a
+hundred ReplicaSets replacing, scheduling, slices, budgets, the kubelet) is what the latency measures.
+``--servers real`` runs the same against the control plane KUBECONFIG names (``make cluster``: the real
+kube-apiserver, scheduler and controllers, KWOK nodes): there the times are the operator's. Its
+EndpointSlice controller refuses loopback pod IPs, so there "unrouted" is the release itself (the same
+write takes the pod out of the Service's selector). Prints a table of median and p99 per scenario.
+
+    python -m bench.notice_reaction [--trials 20] [--pools 100] [--sources taint,sqs] [--servers embedded,real]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import pathlib
 import statistics
 import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import kubernetes
+
+from cluster.nodes import node_manifest
 from controller.api.crd import generate_crd
 from controller.kube.render import DRAIN_LABEL, POOL_LABEL
 from devkube.aws import MotoServer, interruption_queue
@@ -43,6 +57,8 @@ Manifest = dict[str, Any]
 NAMESPACE = "bench"
 TIMEOUT_SECONDS = 60.0
 GOAL_P99_SECONDS = 1.0
+TAINT = "karpenter.sh/disrupted"  # Karpenter's, v1
+DEFAULT_KUBECONFIG = ".cluster/kubeconfig"  # where `make cluster` writes it
 
 
 @dataclass
@@ -63,29 +79,33 @@ class Moments:
         with self.lock:
             return list(self.pods.values())
 
+    def on_pod(self, obj: Manifest, *, deleted: bool) -> None:
+        now = time.monotonic()
+        meta = obj["metadata"]
+        status = obj.get("status") or {}
+        ip = status.get("podIP")
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+        with self.lock:
+            if ip:
+                self.pod_ips[meta["name"]] = ip
+            if (meta.get("labels") or {}).get(DRAIN_LABEL) and meta["name"] not in self.released:
+                self.released[meta["name"]] = now
+            if deleted:
+                self.pods.pop(meta["name"], None)
+            else:
+                self.pods[meta["name"]] = {
+                    "metadata": {"namespace": meta["namespace"], "name": meta["name"],
+                                 "labels": dict(meta.get("labels") or {}),
+                                 "deletionTimestamp": meta.get("deletionTimestamp")},
+                    "spec": {"nodeName": (obj.get("spec") or {}).get("nodeName")},
+                    "status": {"podIP": ip, "ready": ready}}
+
     def on_event(self, event: WatchEvent) -> None:
         now = time.monotonic()
         kind = (event.resource.group, event.resource.plural)
         obj = event.object
         if kind == ("", "pods"):
-            meta = obj["metadata"]
-            ip = (obj.get("status") or {}).get("podIP")
-            containers = (obj.get("spec") or {}).get("containers") or [{}]
-            with self.lock:
-                if ip:
-                    self.pod_ips[meta["name"]] = ip
-                if (meta.get("labels") or {}).get(DRAIN_LABEL) and meta["name"] not in self.released:
-                    self.released[meta["name"]] = now
-                if event.type == "DELETED":
-                    self.pods.pop(meta["name"], None)
-                else:
-                    self.pods[meta["name"]] = {
-                        "metadata": {"namespace": meta["namespace"], "name": meta["name"],
-                                     "labels": dict(meta.get("labels") or {}),
-                                     "deletionTimestamp": meta.get("deletionTimestamp")},
-                        "spec": {"nodeName": (obj.get("spec") or {}).get("nodeName"),
-                                 "containers": [{"args": list(containers[0].get("args") or [])}]},
-                        "status": {"podIP": ip}}
+            self.on_pod(obj, deleted=event.type == "DELETED")
         elif kind == ("discovery.k8s.io", "endpointslices"):
             service = (obj["metadata"].get("labels") or {}).get("kubernetes.io/service-name", "")
             ready = {address for endpoint in obj.get("endpoints") or []
@@ -116,11 +136,31 @@ def pool_spec(name: str, port: int) -> dict[str, Any]:
 
 @dataclass
 class World:
-    cluster: DevCluster
+    """Where the bench sends notices and reads what the operator did: the embedded server, or a real one."""
+
     moments: Moments
-    moto: MotoServer | None
-    queue_url: str | None
     pools: list[str]
+    taint: Callable[[str], object]
+    untaint: Callable[[str], object]
+    moto: MotoServer | None = None
+    # Whether a pod in routing is seen in its Service's EndpointSlices (the embedded server), or only as
+    # Ready and selected by the Service (a real server's EndpointSlice controller refuses loopback pod IPs).
+    endpointslices: bool = True
+
+    def spot_pods(self) -> dict[str, tuple[str, str]]:
+        """pod -> (pool, node) for the spot replicas in routing."""
+        with self.moments.lock:
+            routed = {ip for ips in self.moments.routed.values() for ip in ips}
+        found = {}
+        for pod in self.moments.pod_list():
+            labels = pod["metadata"].get("labels") or {}
+            ip = (pod.get("status") or {}).get("podIP")
+            serving = (labels.get("poolpilot.io/serving") == "true" and pod["status"].get("ready")
+                       if not self.endpointslices else ip in routed)
+            if labels.get("poolpilot.io/capacity-type") == "spot" and not pod["metadata"].get(
+                    "deletionTimestamp") and serving:
+                found[pod["metadata"]["name"]] = (labels[POOL_LABEL], pod["spec"]["nodeName"])
+        return found
 
 
 @contextmanager
@@ -144,21 +184,10 @@ def world(pools: int, source: str) -> Iterator[World]:
         names = [f"pool-{i:03d}" for i in range(pools)]
         for name in names:
             cluster.create("inferencepools.poolpilot.io", pool_spec(name, free_port()))
-        _wait(lambda: len(_routed_spot_pods(cluster, moments)) == pools, "every pool's spot replica in routing")
-        yield World(cluster, moments, moto, queue_url, names)
-
-
-def _routed_spot_pods(cluster: DevCluster, moments: Moments) -> dict[str, tuple[str, str]]:
-    """pod -> (pool, node) for the spot replicas that serve and are in their Service's ready endpoints."""
-    with moments.lock:
-        routed = {ip for ips in moments.routed.values() for ip in ips}
-    found = {}
-    for pod in moments.pod_list():
-        labels = pod["metadata"].get("labels") or {}
-        if (labels.get("poolpilot.io/capacity-type") == "spot" and not pod["metadata"].get("deletionTimestamp")
-                and (pod.get("status") or {}).get("podIP") in routed):
-            found[pod["metadata"]["name"]] = (labels[POOL_LABEL], pod["spec"]["nodeName"])
-    return found
+        bench = World(moments, names, taint=lambda node: cluster.taint_node(node, TAINT, effect="NoSchedule"),
+                      untaint=lambda node: cluster.untaint_node(node, TAINT), moto=moto)
+        _wait(lambda: len(bench.spot_pods()) == pools, "every pool's spot replica in routing")
+        yield bench
 
 
 def _wait(predicate: Callable[[], bool], what: str) -> None:
@@ -169,11 +198,82 @@ def _wait(predicate: Callable[[], bool], what: str) -> None:
         time.sleep(0.05)
 
 
+@contextmanager
+def real_world(pools: int) -> Iterator[World]:
+    """The same on the real control plane (KUBECONFIG; ``make cluster`` starts one): KWOK nodes, the
+    real scheduler, ReplicaSets and Eviction API; a namespace, nodes and an operator of its own."""
+    api_client = kubernetes.config.new_client_from_config(os.environ.get("KUBECONFIG") or DEFAULT_KUBECONFIG)
+    core = kubernetes.client.CoreV1Api(api_client)
+    custom = kubernetes.client.CustomObjectsApi(api_client)
+    namespace = f"bench-{uuid.uuid4().hex[:6]}"
+    nodes = [f"{namespace}-spot-{i:04d}" for i in range(2 * pools)]
+    moments = Moments()
+    stop = threading.Event()
+    with ExitStack() as stack:
+        core.create_namespace({"metadata": {"name": namespace}})
+        stack.callback(lambda: core.delete_namespace(namespace))
+        for name in nodes:
+            core.create_node(node_manifest(name, capacity_type="spot", labels={"poolpilot.io/bench": namespace}))
+        stack.callback(lambda: [core.delete_node(name) for name in nodes])
+        watcher = threading.Thread(target=_watch_pods, args=(core, namespace, moments, stop), daemon=True)
+        watcher.start()
+        stack.callback(stop.set)
+        operator = OperatorProcess(pathlib.Path(os.environ.get("KUBECONFIG") or DEFAULT_KUBECONFIG),
+                                   namespaces=[namespace], verbose=False)
+        operator.start()
+        stack.callback(operator.stop)
+        names = [f"pool-{i:03d}" for i in range(pools)]
+        stack.callback(lambda: _delete_pools(custom, namespace, names))
+        for name in names:
+            spec = pool_spec(name, free_port())
+            spec["metadata"]["namespace"] = namespace
+            # Only the bench's own nodes: the cluster's default ones stay out of it.
+            spec["spec"]["capacity"]["spot"] = {"nodeSelector": {"poolpilot.io/bench": namespace}}
+            custom.create_namespaced_custom_object("poolpilot.io", "v1alpha1", namespace, "inferencepools", spec)
+
+        def taint(node: str, add: bool = True) -> None:
+            current = core.read_node(node).spec.taints or []
+            kept = [{"key": t.key, "value": t.value, "effect": t.effect} for t in current if t.key != TAINT]
+            wanted = kept + ([{"key": TAINT, "effect": "NoSchedule"}] if add else [])
+            core.patch_node(node, {"spec": {"taints": wanted or None}})
+
+        bench = World(moments, names, taint=taint, untaint=lambda node: taint(node, add=False),
+                      endpointslices=False)
+        _wait(lambda: len(bench.spot_pods()) == pools, "every pool's spot replica ready")
+        yield bench
+
+
+def _watch_pods(core: Any, namespace: str, moments: Moments, stop: threading.Event) -> None:
+    while not stop.is_set():
+        stream = kubernetes.watch.Watch()
+        try:
+            for event in stream.stream(core.list_namespaced_pod, namespace, timeout_seconds=30):
+                moments.on_pod(api_client_sanitize(core, event["object"]), deleted=event["type"] == "DELETED")
+                if stop.is_set():
+                    break
+        except Exception:  # a watch that ends (timeout, a blip) is started again
+            time.sleep(0.1)
+
+
+def api_client_sanitize(core: Any, obj: Any) -> Manifest:
+    sanitized: Manifest = core.api_client.sanitize_for_serialization(obj)
+    return sanitized
+
+
+def _delete_pools(custom: Any, namespace: str, names: list[str]) -> None:
+    """Pools carry the operator's finalizer: delete them while the operator still runs."""
+    for name in names:
+        with contextlib.suppress(kubernetes.client.ApiException):
+            custom.delete_namespaced_custom_object("poolpilot.io", "v1alpha1", namespace, "inferencepools", name)
+    _wait(lambda: not custom.list_namespaced_custom_object("poolpilot.io", "v1alpha1", namespace,
+                                                            "inferencepools")["items"], "the pools deleted")
+
+
 def notify(world_: World, source: str, node: str) -> float:
     """Send the notice; returns when it was sent."""
     if source == "taint":
         sent = time.monotonic()
-        world_.cluster.taint_node(node, "karpenter.sh/disrupted", effect="NoSchedule")
+        world_.taint(node)
         return sent
     assert world_.moto is not None
     events = world_.moto.client("events")
@@ -187,16 +287,20 @@ def notify(world_: World, source: str, node: str) -> float:
 
 def measure(world_: World, source: str, count: int) -> tuple[list[float], list[float]]:
     """Notices for ``count`` spot replicas at once: the seconds to release and to leave routing, each."""
-    doomed = dict(list(_routed_spot_pods(world_.cluster, world_.moments).items())[:count])
-    sent = {pod: notify(world_, source, node) for pod, (_, node) in doomed.items()}
+    doomed = dict(list(world_.spot_pods().items())[:count])
+    sent: dict[str, float] = {}
+    for pod, (_, node) in doomed.items():  # one notice per node, whatever it hosts
+        sent[pod] = next((sent[p] for p, (_, n) in doomed.items() if n == node and p in sent), None) or notify(
+            world_, source, node)
     moments = world_.moments
-    _wait(lambda: all(p in moments.released and p in moments.unrouted for p in doomed), "every doomed replica out")
+    unrouted = moments.unrouted if world_.endpointslices else moments.released
+    _wait(lambda: all(p in moments.released and p in unrouted for p in doomed), "every doomed replica out")
     # Let the drains finish and the replacements get into routing before the next round.
-    _wait(lambda: len(_routed_spot_pods(world_.cluster, moments)) >= len(world_.pools), "the replacements routed")
-    for _, node in doomed.values():
-        if source == "taint":
-            world_.cluster.untaint_node(node, "karpenter.sh/disrupted")
-    return ([moments.released[p] - sent[p] for p in doomed], [moments.unrouted[p] - sent[p] for p in doomed])
+    _wait(lambda: len(world_.spot_pods()) >= len(world_.pools), "the replacements routed")
+    if source == "taint":
+        for node in {node for _, node in doomed.values()}:
+            world_.untaint(node)
+    return ([moments.released[p] - sent[p] for p in doomed], [unrouted[p] - sent[p] for p in doomed])
 
 
 def percentile(values: list[float], fraction: float) -> float:
@@ -209,9 +313,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--trials", type=int, default=20, help="single notices, one after another")
     parser.add_argument("--pools", type=int, default=100, help="pools in the storm, one notice each")
     parser.add_argument("--sources", default="taint,sqs")
+    parser.add_argument("--servers", default="embedded,real",
+                        help="embedded: the embedded API server; real: the control plane KUBECONFIG names (taints)")
     args = parser.parse_args(argv)
     rows = []
-    for source in args.sources.split(","):
+    if "real" in args.servers.split(","):
+        with real_world(1) as single:
+            released, routed_out = [], []
+            for _ in range(args.trials):
+                r, u = measure(single, "taint", 1)
+                released += r
+                routed_out += u
+        rows.append(("one notice (taint, real)", len(released), released, routed_out))
+        with real_world(args.pools) as storm:
+            released, routed_out = measure(storm, "taint", args.pools)
+        rows.append((f"storm: {args.pools} pools (taint, real)", len(released), released, routed_out))
+    for source in args.sources.split(",") if "embedded" in args.servers.split(",") else ():
         with world(1, source) as single:
             released, unrouted = [], []
             for _ in range(args.trials):
@@ -222,11 +339,11 @@ def main(argv: list[str] | None = None) -> int:
         with world(args.pools, source) as storm:
             released, unrouted = measure(storm, source, args.pools)
         rows.append((f"storm: {args.pools} pools ({source})", len(released), released, unrouted))
-    print(f"{'scenario':<28} {'n':>4} {'replaced p50':>13} {'replaced p99':>13} {'unrouted p50':>13} "
+    print(f"{'scenario':<34} {'n':>4} {'replaced p50':>13} {'replaced p99':>13} {'unrouted p50':>13} "
           f"{'unrouted p99':>13}  goal p99 < {GOAL_P99_SECONDS:.0f} s")
     for name, n, released, unrouted in rows:
         verdict = "met" if max(percentile(released, 0.99), percentile(unrouted, 0.99)) < GOAL_P99_SECONDS else "MISSED"
-        print(f"{name:<28} {n:>4} {statistics.median(released):>12.3f}s {percentile(released, 0.99):>12.3f}s "
+        print(f"{name:<34} {n:>4} {statistics.median(released):>12.3f}s {percentile(released, 0.99):>12.3f}s "
               f"{statistics.median(unrouted):>12.3f}s {percentile(unrouted, 0.99):>12.3f}s  {verdict}")
     return 0
 
