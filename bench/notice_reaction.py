@@ -210,6 +210,7 @@ def real_world(pools: int) -> Iterator[World]:
     moments = Moments()
     stop = threading.Event()
     with ExitStack() as stack:
+        _install_crd(api_client)
         core.create_namespace({"metadata": {"name": namespace}})
         stack.callback(lambda: core.delete_namespace(namespace))
         for name in nodes:
@@ -241,6 +242,23 @@ def real_world(pools: int) -> Iterator[World]:
                       endpointslices=False)
         _wait(lambda: len(bench.spot_pods()) == pools, "every pool's spot replica ready")
         yield bench
+
+
+def _install_crd(api_client: Any) -> None:
+    extensions = kubernetes.client.ApiextensionsV1Api(api_client)
+    crd = generate_crd()
+    try:
+        current = extensions.read_custom_resource_definition(crd["metadata"]["name"])
+    except kubernetes.client.ApiException as error:
+        if error.status != 404:
+            raise
+        extensions.create_custom_resource_definition(crd)
+    else:
+        crd["metadata"]["resourceVersion"] = current.metadata.resource_version
+        extensions.replace_custom_resource_definition(crd["metadata"]["name"], crd)
+    _wait(lambda: any(c.type == "Established" and c.status == "True" for c in (
+        extensions.read_custom_resource_definition(crd["metadata"]["name"]).status.conditions or [])),
+        "the CRD established")
 
 
 def _watch_pods(core: Any, namespace: str, moments: Moments, stop: threading.Event) -> None:

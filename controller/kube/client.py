@@ -10,6 +10,7 @@ could drop fields.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import json
 from collections.abc import Callable
@@ -28,6 +29,9 @@ Manifest = dict[str, Any]
 MERGE_PATCH = "application/merge-patch+json"
 
 
+API_THREADS = 16  # blocking API calls in flight at once (evaluations run 16 at a time by default)
+
+
 class NotFound(Exception):
     """The object does not exist."""
 
@@ -35,6 +39,8 @@ class NotFound(Exception):
 def build_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
     """In-cluster credentials when running in a pod, else the kubeconfig (``KUBECONFIG`` or the given path)."""
     configuration = kubernetes.client.Configuration()
+    # As many connections as calls in flight (KubeApi's threads): a reclaim storm writes for many pools at once.
+    configuration.connection_pool_maxsize = API_THREADS
     try:
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     except kubernetes.config.ConfigException:
@@ -75,6 +81,9 @@ class KubeApi:
             "Pod": _KindApi(kubernetes.client.CoreV1Api(api_client), "namespaced_pod"),
         }
         self._core = kubernetes.client.CoreV1Api(api_client)
+        # Its own threads for the blocking client: the loop's default pool has cores + 4 (6 on two cores),
+        # and a storm of reclaims over a hundred pools queued its releases behind each other there.
+        self._threads = concurrent.futures.ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube-api")
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._api_client = api_client
 
@@ -91,7 +100,7 @@ class KubeApi:
             parsed: Manifest = json.loads(response.data)
             return parsed
 
-        return await asyncio.to_thread(blocking)
+        return await asyncio.get_running_loop().run_in_executor(self._threads, blocking)
 
     def _method(self, verb: str, kind: str) -> Callable[..., Any]:
         kind_api = self._kinds[kind]
@@ -140,4 +149,5 @@ class KubeApi:
         )
 
     def close(self) -> None:
+        self._threads.shutdown(wait=False)
         self._api_client.close()
