@@ -69,6 +69,7 @@ bench: $(DEV_STAMP) prometheus
 	$(BIN)/python -m bench.round_cost
 	$(BIN)/python -m bench.parse_cost
 	$(BIN)/python -m bench.fleet
+	$(BIN)/python -m bench.notice_reaction --servers embedded
 
 crd: $(DEMO_STAMP)
 	$(BIN)/poolpilot crd -o crds/inferencepool.yaml
