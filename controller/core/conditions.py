@@ -11,13 +11,18 @@ from datetime import UTC, datetime
 
 from controller.api.status import CONDITION_TYPES, Condition, ConditionStatus
 
-__all__ = ["find_condition", "format_time", "set_condition"]
+__all__ = ["find_condition", "format_time", "parse_time", "set_condition"]
 
 
 def format_time(moment: datetime) -> str:
     """RFC 3339 in UTC with a Z, as Kubernetes writes times (whole seconds); naive times are UTC."""
     aware = moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
     return aware.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(value: str) -> datetime:
+    """A time as ``format_time`` writes it (RFC 3339, ``Z``), back to a datetime."""
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def find_condition(conditions: Sequence[Condition], condition_type: str) -> Condition | None:

@@ -34,7 +34,7 @@ from controller.api.spec import SIGKILL_MARGIN_SECONDS, InterruptionSpec
 from controller.api.status import InterruptionRecord
 from controller.core import events
 from controller.core.capacity import CapacityType
-from controller.core.conditions import format_time
+from controller.core.conditions import format_time, parse_time
 from controller.core.notices import InterruptionNotice
 from controller.core.pool import PoolObservation
 from controller.core.replicas import DrainMark, DrainStage, ReplicaPod
@@ -155,8 +155,8 @@ def plan_drains(pods: Sequence[ReplicaPod], notices: Sequence[InterruptionNotice
     for name, record in list(records.items()):
         if name not in present and record.outcome in _IN_PROGRESS:
             records[name] = record.model_copy(update={"outcome": "Drained", "drained_time": format_time(now)})
-            pool_events.append(events.replica_drained(name, _parse(record.noticed_time), _parse(record.deadline), now,
-                                                      record.deadline_missed))
+            pool_events.append(events.replica_drained(name, parse_time(record.noticed_time),
+                                                      parse_time(record.deadline), now, record.deadline_missed))
     return DrainPlan(releases=tuple(releases), evictions=tuple(evictions), records=_bounded(records.values()),
                      events=tuple(pool_events), retry_after=retry_after)
 
@@ -227,9 +227,9 @@ def _eviction_due(record: InterruptionRecord, now: datetime) -> datetime:
     if not record.eviction_attempts or not record.last_eviction_time:
         return now
     if record.last_eviction_result and record.last_eviction_result.startswith("evicted"):
-        return _parse(record.last_eviction_time) + timedelta(seconds=EVICTION_BACKOFF_CAP_SECONDS)
+        return parse_time(record.last_eviction_time) + timedelta(seconds=EVICTION_BACKOFF_CAP_SECONDS)
     delay = min(EVICTION_BACKOFF_CAP_SECONDS, 2.0 ** (record.eviction_attempts - 1))
-    return _parse(record.last_eviction_time) + timedelta(seconds=delay)
+    return parse_time(record.last_eviction_time) + timedelta(seconds=delay)
 
 
 def _new_record(pod: ReplicaPod, notice: InterruptionNotice, capacity_type: CapacityType, outcome: str,
@@ -262,7 +262,4 @@ def _bounded(records: Iterable[InterruptionRecord]) -> tuple[InterruptionRecord,
     finished = [r.pod for r in ordered if r.outcome not in _IN_PROGRESS][-FINISHED_RECORDS_KEPT:]
     return tuple(r for r in ordered if r.outcome in _IN_PROGRESS or r.pod in finished)
 
-
-def _parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from controller.api.status import Condition, ConditionStatus, ScalingDecisionStatus, Signals
 from controller.core import events
-from controller.core.conditions import format_time
+from controller.core.conditions import format_time, parse_time
 from controller.core.signals import MetricsProblem, PoolSignals
 
 __all__ = ["Decision", "ScalingOutcome", "decision_status", "metrics_condition", "metrics_events", "refreshed_signals"]
@@ -105,13 +105,10 @@ def refreshed_signals(previous: Signals | None, outcome: ScalingOutcome, *, metr
     if _shown(fresh) == _shown(previous):
         return previous
     last = previous.observed_time
-    if last is None or now - _parse(last) >= timedelta(seconds=refresh_seconds):
+    if last is None or now - parse_time(last) >= timedelta(seconds=refresh_seconds):
         return fresh
     return previous
 
-
-def _parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
 
 
 def decision_status(previous: ScalingDecisionStatus | None, decision: Decision,

@@ -24,7 +24,7 @@ from controller.api.spec import CapacitySpec
 from controller.api.status import SpotStatus
 from controller.core import events
 from controller.core.capacity import CapacitySplit, CapacityType
-from controller.core.conditions import format_time
+from controller.core.conditions import format_time, parse_time
 from controller.core.replicas import ReplicaPod
 
 __all__ = ["SpotDecision", "decide_spot", "shift_split"]
@@ -52,17 +52,17 @@ def decide_spot(pods: Sequence[ReplicaPod], previous: SpotStatus | None, capacit
         return SpotDecision(state=state, spot_cap=1, events=(events.spot_unavailable(
             len(stuck), capacity.spot_unavailable_after_seconds),))
     if placed:
-        since = _parse(previous.unavailable_since)
+        since = parse_time(previous.unavailable_since)
         return SpotDecision(state=None, spot_cap=None, events=(events.spot_restored(
             placed[0].name, placed[0].node or "?", now - since, previous.probe_attempts),))
     if previous.probe_started_time is not None:
-        started = _parse(previous.probe_started_time)
+        started = parse_time(previous.probe_started_time)
         if now - started < window:
             return SpotDecision(state=previous, spot_cap=1)
         backoff = min(MAX_PROBE_BACKOFF, window * 2 ** (previous.probe_attempts - 1))
         state = previous.model_copy(update={"probe_started_time": None, "next_probe_time": format_time(now + backoff)})
         return SpotDecision(state=state, spot_cap=0)
-    next_probe = _parse(previous.next_probe_time) if previous.next_probe_time else now
+    next_probe = parse_time(previous.next_probe_time) if previous.next_probe_time else now
     if now < next_probe:
         return SpotDecision(state=previous, spot_cap=0)
     state = previous.model_copy(update={"probe_attempts": previous.probe_attempts + 1,
@@ -76,6 +76,3 @@ def shift_split(split: CapacitySplit, spot_cap: int | None) -> CapacitySplit:
         return split
     return CapacitySplit(spot=spot_cap, on_demand=split.on_demand + split.spot - spot_cap)
 
-
-def _parse(value: str) -> datetime:
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
