@@ -30,6 +30,9 @@ MERGE_PATCH = "application/merge-patch+json"
 
 
 API_THREADS = 16  # blocking API calls in flight at once (evaluations run 16 at a time by default)
+# A lane of its own for the writes that take a doomed replica out of routing: in a reclaim storm they
+# must not queue behind the evictions and status writes of the pools released before them.
+URGENT_API_THREADS = 8
 
 
 class NotFound(Exception):
@@ -40,7 +43,7 @@ def build_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClie
     """In-cluster credentials when running in a pod, else the kubeconfig (``KUBECONFIG`` or the given path)."""
     configuration = kubernetes.client.Configuration()
     # As many connections as calls in flight (KubeApi's threads): a reclaim storm writes for many pools at once.
-    configuration.connection_pool_maxsize = API_THREADS
+    configuration.connection_pool_maxsize = API_THREADS + URGENT_API_THREADS
     try:
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     except kubernetes.config.ConfigException:
@@ -84,10 +87,12 @@ class KubeApi:
         # Its own threads for the blocking client: the loop's default pool has cores + 4 (6 on two cores),
         # and a storm of reclaims over a hundred pools queued its releases behind each other there.
         self._threads = concurrent.futures.ThreadPoolExecutor(API_THREADS, thread_name_prefix="kube-api")
+        self._urgent_threads = concurrent.futures.ThreadPoolExecutor(URGENT_API_THREADS,
+                                                                     thread_name_prefix="kube-api-urgent")
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._api_client = api_client
 
-    async def _call(self, method: Callable[..., Any], *args: Any, **kwargs: Any) -> Manifest:
+    async def _call(self, method: Callable[..., Any], *args: Any, urgent: bool = False, **kwargs: Any) -> Manifest:
         def blocking() -> Manifest:
             try:
                 # (connect, read): a stalled server raises instead of blocking this call forever.
@@ -100,7 +105,8 @@ class KubeApi:
             parsed: Manifest = json.loads(response.data)
             return parsed
 
-        return await asyncio.get_running_loop().run_in_executor(self._threads, blocking)
+        threads = self._urgent_threads if urgent else self._threads
+        return await asyncio.get_running_loop().run_in_executor(threads, blocking)
 
     def _method(self, verb: str, kind: str) -> Callable[..., Any]:
         kind_api = self._kinds[kind]
@@ -116,8 +122,10 @@ class KubeApi:
     async def create(self, kind: str, namespace: str, body: Manifest) -> Manifest:
         return await self._call(self._method("create", kind), namespace, body)
 
-    async def patch(self, kind: str, namespace: str, name: str, patch: Manifest) -> Manifest:
-        return await self._call(self._method("patch", kind), name, namespace, patch, _content_type=MERGE_PATCH)
+    async def patch(self, kind: str, namespace: str, name: str, patch: Manifest, *, urgent: bool = False) -> Manifest:
+        """A merge patch; ``urgent`` takes the lane kept for reclaims (see URGENT_API_THREADS)."""
+        return await self._call(self._method("patch", kind), name, namespace, patch, urgent=urgent,
+                                _content_type=MERGE_PATCH)
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         with contextlib.suppress(NotFound):  # gone already: what we wanted
@@ -150,4 +158,5 @@ class KubeApi:
 
     def close(self) -> None:
         self._threads.shutdown(wait=False)
+        self._urgent_threads.shutdown(wait=False)
         self._api_client.close()

@@ -22,7 +22,7 @@ async def release_pods(api: KubeApi, pool: PoolRef, drain: DrainPlan) -> list[Ap
     for release in drain.releases:
         try:
             await api.patch("Pod", pool.namespace, release.pod, release_patch(pool, release.mark,
-                                                                              serving=release.serving))
+                                                                              serving=release.serving), urgent=True)
         except NotFound:
             continue
         except ApiException as error:
