@@ -1,0 +1,1 @@
+"""The pool's OpenAI-compatible front door: replicas first, the hosted API for what they cannot take."""
