@@ -37,6 +37,15 @@ class PoolSignals:
     kv_cache_utilization: float | None  # 0-1, averaged over the replicas (and engines) that report it
     replicas_reporting: int  # how many replicas the numbers come from
     observed_at: datetime
+    # Token throughput (vLLM's prompt and generation token counters, as rates): the cost figures' load.
+    # None until a rate can be formed (the pods source needs two scrapes of a replica).
+    prompt_tokens_per_second: float | None = None
+    generation_tokens_per_second: float | None = None
+    # The router's view of demand (fallback.route router): requests arriving per second, in flight,
+    # spilled to the API per second. None without a router. At zero replicas these are the only signals.
+    router_arrivals_per_second: float | None = None
+    router_in_flight: float | None = None
+    router_spills_per_second: float | None = None
 
     @property
     def usable(self) -> bool:
