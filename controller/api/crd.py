@@ -66,6 +66,8 @@ PRINTER_COLUMNS: list[JSONSchema] = [
      "description": "KV-cache utilization, percent."},
     {"name": "Fallback", "type": "string", "jsonPath": ".status.fallback.mode",
      "description": "Where traffic goes: Off, Overflow or Full."},
+    {"name": "$/H", "type": "number", "jsonPath": ".status.cost.hourly",
+     "description": "What the pool costs per hour now (status.cost.currency)."},
     {"name": "Status", "type": "string", "jsonPath": ".status.conditions[?(@.type==\"Ready\")].reason",
      "description": "Why the pool is or is not ready."},
     {"name": "Model", "type": "string", "jsonPath": ".spec.model.name", "priority": 1,

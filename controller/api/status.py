@@ -15,6 +15,7 @@ __all__ = [
     "CONDITION_TYPES",
     "Condition",
     "ConditionStatus",
+    "CostStatus",
     "FallbackMode",
     "FallbackStatus",
     "InferencePoolStatus",
@@ -76,6 +77,12 @@ class Signals(StatusModel):
         default=None, description="kvCacheUtilization as a whole percentage, for kubectl's KV% column."
     )
     replicas_reporting: int | None = Field(default=None, ge=0, description="How many replicas the signals come from.")
+    prompt_tokens_per_second: float | None = Field(
+        default=None, ge=0, description="Prompt tokens processed per second, summed over replicas."
+    )
+    generation_tokens_per_second: float | None = Field(
+        default=None, ge=0, description="Tokens generated per second, summed over replicas."
+    )
     source: Literal["pods", "prometheus"] | None = Field(default=None, description="Where the signals came from.")
     observed_time: str | None = Field(default=None, description="When these signals were read (RFC 3339).")
 
@@ -93,6 +100,36 @@ class FallbackStatus(StatusModel):
         default="Off", description="Off; Overflow (only what the pool cannot take); Full (all traffic)."
     )
     since: str | None = Field(default=None, description="When the mode last changed (RFC 3339).")
+
+
+class CostStatus(StatusModel):
+    """What the pool costs at its current size and load, against the hosted API (prices from spec.cost)."""
+
+    currency: str = Field(description="ISO 4217 code of every figure here.")
+    hourly: float | None = Field(
+        default=None, ge=0, description="The pool's cost per hour now: spot and on-demand replicas at their prices."
+    )
+    spot_replicas: int = Field(default=0, ge=0, description="Spot replicas the hourly cost counts.")
+    on_demand_replicas: int = Field(default=0, ge=0, description="On-demand replicas the hourly cost counts.")
+    tokens_per_second: float | None = Field(
+        default=None, ge=0, description="Prompt and generated tokens the pool processes per second now."
+    )
+    per_million_tokens: float | None = Field(
+        default=None, ge=0, description="The pool's effective cost per million tokens at the current load."
+    )
+    api_hourly: float | None = Field(
+        default=None, ge=0, description="What the hosted API would charge per hour for the same tokens."
+    )
+    api_per_million_tokens: float | None = Field(
+        default=None, ge=0, description="The API's price per million tokens, blended at the current prompt mix."
+    )
+    break_even_tokens_per_second: float | None = Field(
+        default=None, ge=0,
+        description="The load at which the API would cost what the pool costs now; below it the API is cheaper.",
+    )
+    cheaper: Literal["pool", "api"] | None = Field(
+        default=None, description="Which is cheaper for the current load."
+    )
 
 
 DrainOutcome = Literal["Replacing", "Draining", "Drained"]
@@ -142,6 +179,7 @@ class InferencePoolStatus(StatusModel):
         default=None, description="The last scaling decision that changed the replica count, with its inputs."
     )
     fallback: FallbackStatus | None = Field(default=None, description="Where traffic goes.")
+    cost: CostStatus | None = Field(default=None, description="What the pool costs now, against the hosted API.")
     spot: SpotStatus | None = Field(
         default=None, description="Set while spot capacity is missing and its share runs on on-demand."
     )

@@ -18,6 +18,7 @@ __all__ = [
     "PoolEvent",
     "apply_failed",
     "drain_deadline_missed",
+    "fallback_changed",
     "interruption_notice",
     "object_conflict",
     "object_created",
@@ -54,6 +55,9 @@ class EventReason:
     DRAIN_DEADLINE_MISSED = "DrainDeadlineMissed"
     SPOT_UNAVAILABLE = "SpotCapacityUnavailable"
     SPOT_RESTORED = "SpotCapacityRestored"
+    FALLBACK_OVERFLOW = "FallbackOverflow"
+    FALLBACK_FULL = "FallbackFull"
+    FALLBACK_RECOVERED = "FallbackRecovered"
 
 
 @dataclass(frozen=True)
@@ -178,3 +182,10 @@ def spot_restored(pod: str, node: str, unavailable_for: timedelta, probes: int) 
     return PoolEvent("Normal", EventReason.SPOT_RESTORED,
                      f"spot replica {pod} got node {node} after {minutes} min without spot capacity ({probes} "
                      "probe(s)): the spot share returns to spot")
+
+
+def fallback_changed(before: str, after: str, why: str, *, rising: bool) -> PoolEvent:
+    """A change of where traffic goes: a Warning when more goes to the API, Normal when traffic comes back."""
+    reason = {"Overflow": EventReason.FALLBACK_OVERFLOW, "Full": EventReason.FALLBACK_FULL}.get(
+        after, EventReason.FALLBACK_RECOVERED)
+    return PoolEvent("Warning" if rising else "Normal", reason, f"fallback {before} -> {after}: {why}")

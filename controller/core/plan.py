@@ -25,6 +25,7 @@ from controller.core import events
 from controller.core.capacity import CapacitySplit, CapacityType, split_replicas
 from controller.core.conditions import find_condition
 from controller.core.drain import DrainPlan, EvictionResult, plan_drains, record_evictions
+from controller.core.fallback import FallbackDecision, decide_fallback
 from controller.core.notices import InterruptionNotice
 from controller.core.pool import (
     PoolObservation,
@@ -36,7 +37,7 @@ from controller.core.pool import (
 )
 from controller.core.replicas import ReplicaPod, count_by_readiness
 from controller.core.rollout import RolloutDecision, UpgradeGate, decide_rollout
-from controller.core.scaling import ScalingInputs, ScalingState, decide_replicas
+from controller.core.scaling import ScalingDecision, ScalingInputs, ScalingState, decide_replicas
 from controller.core.scaling_report import ScalingOutcome, metrics_events
 from controller.core.signals import MetricsProblem, PoolSignals
 from controller.core.spot import SpotDecision, decide_spot, shift_split
@@ -84,6 +85,7 @@ class Plan:
     rollout: RolloutDecision = field(default_factory=lambda: RolloutDecision(frozenset(), False, False, False))
     drain: DrainPlan = field(default_factory=DrainPlan)
     spot: SpotDecision = field(default_factory=lambda: SpotDecision(state=None, spot_cap=None))
+    fallback: FallbackDecision | None = None  # where traffic goes; None on an invalid spec
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ def plan(observation: Observation, memory: ScalingState, *, now: datetime) -> Pl
         pool_events.append(events.spec_accepted(observation.generation))
 
     scaling: ScalingOutcome | None = None
+    decision: ScalingDecision | None = None
     current = observation.deployments.total_replicas
     if current is None or observation.signals is None:
         # A new pool starts at its minimum; its signals are read once its Deployments exist.
@@ -147,9 +150,11 @@ def plan(observation: Observation, memory: ScalingState, *, now: datetime) -> Pl
     spot = decide_spot(pods, previous.spot, spec.capacity, now=now)
     drain = plan_drains(pods, observation.notices, previous.interruptions, observation.deployments,
                         spec.interruption, now=now)
+    fallback = decide_fallback(spec, previous, observation.signals, decision,
+                               ready=observation.deployments.ready_total, generation=observation.generation, now=now)
     return Plan(spec=spec, split=shift_split(split_replicas(total, spec.capacity), spot.spot_cap), scaling=scaling,
-                memory=memory, events=(*pool_events, *spot.events, *drain.events), rollout=rollout, drain=drain,
-                spot=spot)
+                memory=memory, events=(*pool_events, *spot.events, *drain.events, *fallback.events),
+                rollout=rollout, drain=drain, spot=spot, fallback=fallback)
 
 
 def _starting(observation: Observation, spec: InferencePoolSpec, current: int, ready: int, now: datetime) -> int:
@@ -181,7 +186,7 @@ def conclude(observation: Observation, planned: Plan, applied: Sequence[AppliedC
         signals_refresh_seconds=reporting.signals_refresh_seconds, now=now,
         upgrade_waiting=planned.rollout.waiting, upgrade_limit=observation.upgrade_gate.limit,
         split=planned.split, interruptions=record_evictions(planned.drain.records, evictions, now=now),
-        spot=planned.spot.state,
+        spot=planned.spot.state, fallback=planned.fallback,
     )
     pool_events = list(planned.events)
     for change in applied:

@@ -15,9 +15,18 @@ from pydantic import ValidationError
 
 from controller.api.crd import POOL_NAME_RULES
 from controller.api.spec import InferencePoolSpec
-from controller.api.status import ConditionStatus, InferencePoolStatus, InterruptionRecord, ReplicaCounts, SpotStatus
+from controller.api.status import (
+    ConditionStatus,
+    InferencePoolStatus,
+    InterruptionRecord,
+    ReplicaCounts,
+    Signals,
+    SpotStatus,
+)
 from controller.core.capacity import CapacitySplit, CapacityType, split_replicas
 from controller.core.conditions import find_condition, set_condition
+from controller.core.cost import pool_cost
+from controller.core.fallback import FallbackDecision
 from controller.core.scaling import effective_min_replicas
 from controller.core.scaling_report import (
     ScalingOutcome,
@@ -185,6 +194,7 @@ def compute_status(
     split: CapacitySplit | None = None,
     interruptions: Sequence[InterruptionRecord] | None = None,
     spot: SpotStatus | None = None,
+    fallback: FallbackDecision | None = None,
 ) -> InferencePoolStatus:
     """The whole status as a value; the caller writes it only when it differs from the previous one.
 
@@ -193,6 +203,7 @@ def compute_status(
     ``scaling`` is this evaluation's reading and decision; without one (a new pool) the pool
     keeps its replicas within bounds. ``split`` is the planned one (the spec's, or shifted to on-demand
     while spot is missing, ``spot``); ``interruptions`` the drain records (None: as they were).
+    ``fallback`` brings the Saturated and FallbackActive conditions and the mode (None: as they were).
     """
     conditions = list(previous.conditions)
     updates: dict[str, object] = {}
@@ -232,6 +243,20 @@ def compute_status(
         updates["spot"] = spot_now
         conditions = set_condition(conditions, "SpotDisrupted", *_spot_disrupted(records, spot_now),
                                    generation=generation, now=now)
+        if fallback is not None:
+            for decided in fallback.conditions:  # set against the same previous ones: the same transitions
+                conditions = set_condition(conditions, decided.type, decided.status, decided.reason,
+                                           decided.message, generation=generation, now=now)
+            updates["fallback"] = fallback.status
+        # The cost follows the signals shown (refreshed at most every signals_refresh_seconds) and the
+        # replicas the Deployments ask for now: what is being paid for.
+        shown = updates.get("signals", previous.signals)
+        assert shown is None or isinstance(shown, Signals)
+        updates["cost"] = pool_cost(
+            spec.cost, spot_replicas=observation.replicas(CapacityType.SPOT),
+            on_demand_replicas=observation.replicas(CapacityType.ON_DEMAND),
+            prompt_tokens_per_second=shown.prompt_tokens_per_second if shown else None,
+            generation_tokens_per_second=shown.generation_tokens_per_second if shown else None)
     else:
         # Nothing is changed on an invalid spec: report the replicas as they are.
         as_is = CapacitySplit(spot=observation.replicas(CapacityType.SPOT),

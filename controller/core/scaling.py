@@ -14,6 +14,10 @@ Rules, in the order they apply:
    - within tolerance (|ratio - 1| <= tolerance) a signal recommends the current count. A signal above
      its band never recommends fewer than the current count, one below never more (as HPA skips a
      recount that flips direction): a level that persists while replicas start does not shrink them.
+   - router demand (a pool behind its router): at zero ready replicas, anything arriving or in flight
+     at the router recommends ``max(1, ceil(in_flight / target_queue_depth_per_replica))``: the scale
+     from zero. With replicas ready, a router that spills recommends ``ceil(ready * arrivals / served)``
+     (a spilled request never queues in vLLM, so vLLM's own signals cannot see it).
    - a missing signal (None) recommends nothing. The recommendation is the max over the signals used.
      With one signal read and the other missing, the recommendation never goes below the current count
      (``SignalMissing``): scaling down on the queue alone would be scaling down blind on the KV cache.
@@ -112,6 +116,7 @@ class ScalingSignal(StrEnum):
 
     QUEUE_DEPTH = "queueDepth"
     KV_CACHE = "kvCacheUtilization"
+    ROUTER_DEMAND = "routerDemand"  # what the router saw arrive and could not place on the pool
 
 
 @dataclass(frozen=True)
@@ -229,7 +234,35 @@ def _recommend_per_signal(
         found.append(
             _recommend(ScalingSignal.KV_CACHE, kv, target, kv / target, _ceil(ready * kv / target), spec, inputs)
         )
-    return tuple(found)
+    demand = _router_demand(spec, inputs, signals)
+    return (*found, demand) if demand else tuple(found)
+
+
+def _router_demand(spec: InferencePoolSpec, inputs: ScalingInputs,
+                   signals: PoolSignals) -> SignalRecommendation | None:
+    """Demand vLLM cannot see: a request the router spilled to the API never queued in vLLM.
+
+    At zero ready replicas, anything arriving or in flight at the router asks for
+    ``max(1, ceil(in_flight / targetQueueDepthPerReplica))`` replicas: scale from zero. With replicas
+    ready, a router that spills asks for ``ceil(ready * arrivals / served)``: the pool grows by the
+    share it could not take. Otherwise it recommends nothing, and vLLM's own signals decide.
+    """
+    if not signals.from_router:
+        return None
+    arrivals = signals.router_arrivals_per_second or 0.0
+    in_flight = signals.router_in_flight or 0.0
+    ready, current = inputs.ready_replicas, inputs.current_replicas
+    if ready == 0:
+        if arrivals <= 0 and in_flight <= 0:
+            return None
+        wanted = max(1, _ceil(in_flight / spec.scaling.target_queue_depth_per_replica))
+        return SignalRecommendation(ScalingSignal.ROUTER_DEMAND, arrivals, 0.0, None, "above", max(wanted, current))
+    served = arrivals - (signals.router_spills_per_second or 0.0)
+    if arrivals <= 0 or served >= arrivals - _EPSILON or served <= 0:
+        return None
+    ratio = arrivals / served
+    return SignalRecommendation(ScalingSignal.ROUTER_DEMAND, arrivals, served, ratio, "above",
+                                max(_ceil(ready * ratio), current))
 
 
 def _recommend(
@@ -273,7 +306,10 @@ def _read_name(signals: PoolSignals) -> str:
 def _is_idle(signals: PoolSignals) -> bool:
     """Zero load: no queue, and running or KV known to be zero, and nothing known above zero."""
     others = [v for v in (signals.running_requests, signals.kv_cache_utilization) if v is not None]
-    return signals.queue_depth == 0 and bool(others) and all(v == 0 for v in others)
+    router = [v for v in (signals.router_arrivals_per_second, signals.router_in_flight) if v is not None]
+    if signals.queue_depth is None and not others and router:  # at zero replicas only the router speaks
+        return all(v == 0 for v in router)
+    return signals.queue_depth == 0 and bool(others) and all(v == 0 for v in (*others, *router))
 
 
 # ---------------------------------------------------------------------------------------- decision
@@ -484,6 +520,14 @@ def _signals_text(inputs: ScalingInputs, per_signal: tuple[SignalRecommendation,
     if kv is not None:
         on = "" if queue is not None else f" on {replicas}"
         parts.append(f"KV cache {kv.observed:.0%}{on} vs target {kv.target:.0%}")
+    demand = by_signal.get(ScalingSignal.ROUTER_DEMAND)
+    if demand is not None:
+        arriving = f"router: {_number(round(demand.observed, 1))} requests/s arriving"
+        if demand.ratio:  # target is what the pool served
+            arriving += f", {_number(round(demand.observed - demand.target, 1))}/s of them spilled to the API"
+        parts.append(arriving if ready else f"{arriving} with {replicas}")
+    if demand is not None and not ready:
+        return "; ".join(parts)  # at zero replicas the router is the only signal there is
     if queue is None:
         parts.append("no queue signal")
     elif signals.kv_cache_utilization is None:

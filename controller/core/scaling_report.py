@@ -51,6 +51,10 @@ def metrics_condition(reading: PoolSignals | MetricsProblem, source: str) -> tup
         return "False", str(reading.kind), f"{source}: {reading.message}; holding the replica count"
     if not reading.usable:
         return "False", "NoSignals", f"{source}: neither queue depth nor KV-cache use could be read; holding"
+    if reading.replicas_reporting == 0 and reading.from_router:
+        return "True", "RouterSignalsRead", (f"no replica to read via {source}; the router reports "
+                                             f"{reading.router_arrivals_per_second or 0:g} requests/s arriving, "
+                                             f"{reading.router_in_flight or 0:g} in flight")
     plural = "" if reading.replicas_reporting == 1 else "s"
     read = f"read from {reading.replicas_reporting} replica{plural} via {source}"
     missing = "queue depth" if reading.queue_depth is None else "KV-cache use" if reading.kv_cache_utilization is None \
@@ -77,7 +81,13 @@ def _shown(signals: Signals | None) -> tuple[object, ...]:
     if signals is None:
         return ()
     queue = None if signals.queue_depth is None else round(signals.queue_depth)
-    return queue, signals.kv_cache_percent, signals.replicas_reporting, signals.source
+    return (queue, signals.kv_cache_percent, signals.replicas_reporting, signals.source,
+            _rate(signals.prompt_tokens_per_second, 2), _rate(signals.generation_tokens_per_second, 2))
+
+
+def _rate(value: float | None, digits: int = 3) -> float | None:
+    """Significant digits: a token rate is read for its size, and noise must not rewrite the status."""
+    return None if value is None else float(f"{value:.{digits}g}")
 
 
 def _as_status(reading: PoolSignals, source: str) -> Signals:
@@ -88,6 +98,8 @@ def _as_status(reading: PoolSignals, source: str) -> Signals:
         kv_cache_utilization=None if kv is None else round(kv, 4),
         kv_cache_percent=None if kv is None else round(kv * 100),
         replicas_reporting=reading.replicas_reporting,
+        prompt_tokens_per_second=_rate(reading.prompt_tokens_per_second),
+        generation_tokens_per_second=_rate(reading.generation_tokens_per_second),
         source="prometheus" if source == "prometheus" else "pods",
         observed_time=format_time(reading.observed_at),
     )

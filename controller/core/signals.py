@@ -49,7 +49,12 @@ class PoolSignals:
 
     @property
     def usable(self) -> bool:
-        return self.queue_depth is not None or self.kv_cache_utilization is not None
+        return self.queue_depth is not None or self.kv_cache_utilization is not None or self.from_router
+
+    @property
+    def from_router(self) -> bool:
+        """Whether the router reported (a pool with fallback.route router, its router scraped)."""
+        return self.router_arrivals_per_second is not None or self.router_in_flight is not None
 
 
 class MetricsProblemKind(StrEnum):

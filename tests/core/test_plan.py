@@ -147,3 +147,19 @@ def test_a_reclaim_notice_is_planned_and_the_eviction_answer_lands_in_the_status
     assert [(r.pod, r.outcome, r.eviction_attempts) for r in status.interruptions] == [("s0", "Draining", 1)]
     disrupted = find_condition(status.conditions, "SpotDisrupted")
     assert disrupted is not None and disrupted.reason == "ReplicasDraining" and "s0" in disrupted.message
+
+
+def test_the_status_carries_the_cost_of_the_replicas_asked_for_at_the_token_load_shown() -> None:
+    priced = {**SPEC, "cost": {"spotReplicaHourly": 0.32, "onDemandReplicaHourly": 0.8048,
+                               "apiInputPerMillionTokens": 0.15, "apiOutputPerMillionTokens": 0.60}}
+    signals = dataclasses.replace(load(queue=2, kv=0.5), prompt_tokens_per_second=1500.0,
+                                  generation_tokens_per_second=500.0)
+    obs = observation(priced, replicas=4, ready=4, signals=signals)
+    status = conclude(obs, plan(obs, ScalingState(seeded=True), now=T0), [], now=T0).status
+    assert status.signals is not None and status.signals.prompt_tokens_per_second == 1500
+    assert status.cost is not None
+    assert (status.cost.spot_replicas, status.cost.on_demand_replicas, status.cost.hourly) == (3, 1, 1.765)
+    assert status.cost.tokens_per_second == 2000 and status.cost.cheaper == "pool"
+    unpriced = conclude(observation(signals=signals), plan(observation(signals=signals), ScalingState(seeded=True),
+                                                           now=T0), [], now=T0).status
+    assert unpriced.cost is None

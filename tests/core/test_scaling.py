@@ -319,3 +319,53 @@ def test_noisy_level_load_does_not_flap() -> None:
     queues = [15, 17.5, 14.5, 16, 17.6, 14.4, 16.2, 15.1]
     steps: list[tuple[int, PoolSignals | MetricsProblem]] = [(i * 5, load(queue=q)) for i, q in enumerate(queues)]
     assert [d.desired for d in run_sequence(make_spec(), steps, start=4)] == [4] * len(queues)
+
+
+# ------------------------------------------------------------------------ the router's demand
+
+
+def router_reading(*, queue: float | None, kv: float | None, replicas: int, arrivals: float, in_flight: float,
+                   spills: float = 0.0) -> PoolSignals:
+    return PoolSignals(queue_depth=queue, running_requests=None if queue is None else 0.0, kv_cache_utilization=kv,
+                       replicas_reporting=replicas, observed_at=NOW, router_arrivals_per_second=arrivals,
+                       router_in_flight=in_flight, router_spills_per_second=spills)
+
+
+def decide_with(reading: PoolSignals, *, current: int, ready: int) -> ScalingDecision:
+    spec = make_spec(min_replicas=0, fallback=True)
+    inputs = ScalingInputs(signals=reading, current_replicas=current, ready_replicas=ready, starting_replicas=0)
+    return decide_replicas(spec, inputs, ScalingState(seeded=True), now=NOW)[0]
+
+
+def test_at_zero_replicas_demand_at_the_router_scales_the_pool_up_from_zero() -> None:
+    decision = decide_with(router_reading(queue=None, kv=None, replicas=0, arrivals=2.5, in_flight=10),
+                           current=0, ready=0)
+    assert (decision.desired, decision.reason) == (3, ScalingReason.SCALED_UP)  # ceil(10 in flight / 4)
+    assert decision.signals_used == (ScalingSignal.ROUTER_DEMAND,)
+    assert decision.message.startswith("router: 2.5 requests/s arriving with no ready replica: 0 -> 3")
+    one = decide_with(router_reading(queue=None, kv=None, replicas=0, arrivals=0.2, in_flight=0), current=0, ready=0)
+    assert one.desired == 1  # any arrival asks for one
+
+
+def test_at_zero_replicas_a_quiet_router_keeps_the_pool_at_zero() -> None:
+    decision = decide_with(router_reading(queue=None, kv=None, replicas=0, arrivals=0, in_flight=0),
+                           current=0, ready=0)
+    assert (decision.desired, decision.reason) == (0, ScalingReason.SCALED_TO_ZERO)
+
+
+def test_requests_the_router_spilled_count_as_demand_vllm_never_saw() -> None:
+    # vLLM's queue is within target (what it holds it serves), but half of what arrives is spilled.
+    decision = decide_with(router_reading(queue=8, kv=0.5, replicas=2, arrivals=10, in_flight=20, spills=5),
+                           current=2, ready=2)
+    assert decision.desired == 4  # ceil(2 ready x 10 arriving / 5 served)
+    assert "router: 10 requests/s arriving, 5/s of them spilled to the API" in decision.message
+
+
+def test_arrivals_at_the_router_keep_a_pool_from_counting_as_idle() -> None:
+    spec = make_spec(min_replicas=0, fallback=True, down_window=0)
+    busy = router_reading(queue=0, kv=0.0, replicas=1, arrivals=1.0, in_flight=1)
+    inputs = ScalingInputs(signals=busy, current_replicas=1, ready_replicas=1, starting_replicas=0)
+    assert decide_replicas(spec, inputs, ScalingState(seeded=True), now=NOW)[0].desired == 1
+    quiet = dataclasses.replace(busy, router_arrivals_per_second=0.0, router_in_flight=0.0)
+    inputs = dataclasses.replace(inputs, signals=quiet)
+    assert decide_replicas(spec, inputs, ScalingState(seeded=True), now=NOW)[0].desired == 0

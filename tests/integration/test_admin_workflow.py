@@ -59,10 +59,11 @@ def test_install_apply_and_read_pools_with_kubectl(bare: Backend) -> None:
     # take the pods to Ready; that takes longer than the embedded stand-in.
     output = eventually(table, both_ready, timeout=60, interval=0.5, what="both pools ReplicasReady")
     header, *rows = output.splitlines()
-    assert header.split() == ["NAME", "DESIRED", "READY", "SPOT", "ON-DEMAND", "QUEUE", "KV%", "FALLBACK",
+    assert header.split() == ["NAME", "DESIRED", "READY", "SPOT", "ON-DEMAND", "QUEUE", "KV%", "FALLBACK", "$/H",
                               "STATUS", "AGE"]
     llama = next(row.split() for row in rows if row.startswith("llama-8b"))
     assert llama[1:5] == ["2", "2", "1", "1"]  # desired, ready, spot, on-demand
+    assert "1.66" in llama  # $/H: the example's prices: one spot replica at 0.45, one on-demand at 1.21
 
     described = kubectl("describe", "ipool", "llama-8b", "-n", ns).stdout
     assert "ReplicasReady" in described

@@ -1,0 +1,155 @@
+"""Where the pool's traffic goes: ``Off`` (the pool), ``Overflow`` (what it cannot take goes to the API),
+``Full`` (everything to the API).
+
+Two steps, both pure:
+
+1. **Saturation** (the ``Saturated`` condition): can the pool take its load now?
+
+   * ``NoReadyReplicas``: nothing is ready (scaled to zero, starting, every spot replica reclaimed);
+   * ``AtMaximum`` / ``CannotGrow``: at ``replicas.max``, or the asked-for replicas are not coming
+     (``CapacityNotReady``), with the queue per ready replica or the KV cache above the fallback's
+     saturation thresholds;
+   * ``ColdStart``: replicas were ordered and are starting while the queue per ready replica is above
+     the scaler's target: the API bridges the minutes a GPU replica takes to start;
+   * ``WithinCapacity`` (False), or ``Unknown`` when the signals cannot be read.
+
+2. **The mode.** Full at once when nothing is ready; Overflow at once for a cold start, and after
+   ``saturation.forSeconds`` of saturation otherwise; from Full to Overflow as soon as a replica is ready
+   (the router still spills what the pool refuses); back to Off only after ``recoverAfterSeconds``
+   without saturation (hysteresis). Blind (no signals), the mode holds: never recover on no data.
+
+The timers are the ``Saturated`` condition's ``lastTransitionTime``, so an operator restart changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from controller.api.spec import InferencePoolSpec
+from controller.api.status import Condition, ConditionStatus, FallbackMode, FallbackStatus, InferencePoolStatus
+from controller.core import events
+from controller.core.conditions import find_condition, format_time, parse_time, set_condition
+from controller.core.scaling import ScalingDecision, ScalingReason
+from controller.core.signals import MetricsProblem, PoolSignals
+
+__all__ = ["FallbackDecision", "Saturation", "assess_saturation", "decide_fallback"]
+
+_RANK: dict[FallbackMode, int] = {"Off": 0, "Overflow": 1, "Full": 2}
+
+
+@dataclass(frozen=True)
+class Saturation:
+    """The ``Saturated`` condition's content for this evaluation."""
+
+    status: ConditionStatus
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class FallbackDecision:
+    mode: FallbackMode
+    status: FallbackStatus
+    conditions: tuple[Condition, ...]  # Saturated and FallbackActive only, set against the previous ones
+    events: tuple[events.PoolEvent, ...] = ()
+
+
+def _load_words(signals: PoolSignals, ready: int) -> str:
+    parts = []
+    if signals.queue_depth is not None:
+        parts.append(f"queue {signals.queue_depth:g} over {ready} ready replica(s) "
+                     f"({signals.queue_depth / ready:.1f} per replica)")
+    if signals.kv_cache_utilization is not None:
+        parts.append(f"KV cache {signals.kv_cache_utilization:.0%}")
+    return " and ".join(parts)
+
+
+def assess_saturation(spec: InferencePoolSpec, signals: PoolSignals | MetricsProblem | None,
+                      decision: ScalingDecision | None, ready: int) -> Saturation:
+    """Whether the pool can take its load now, with the numbers that say so."""
+    if ready == 0:
+        asked = decision.desired if decision else None
+        detail = f": {asked} asked for" if asked else ": scaled to zero" if asked == 0 else ""
+        return Saturation("True", "NoReadyReplicas", f"no replica is ready{detail}")
+    if not isinstance(signals, PoolSignals) or not signals.usable:
+        return Saturation("Unknown", "MetricsUnavailable", "the pool's load cannot be read")
+    limits = spec.fallback.saturation
+    per_replica = signals.queue_depth / ready if signals.queue_depth is not None else None
+    kv = signals.kv_cache_utilization
+    above_limits = ((per_replica is not None and per_replica > limits.queue_depth_per_replica)
+                    or (kv is not None and kv >= limits.kv_cache_utilization))
+    load = _load_words(signals, ready)
+    thresholds = (f"saturation at {limits.queue_depth_per_replica:g} waiting per replica or KV cache "
+                  f"{limits.kv_cache_utilization:.0%}")
+    # Replicas on their way and a queue over the scaler's target: the API bridges their cold start, at once
+    # (the scaler's own order counts: it has just asked for them).
+    target = spec.scaling.target_queue_depth_per_replica
+    starting = 0
+    if decision is not None and decision.reason is not ScalingReason.CAPACITY_NOT_READY:
+        starting = max(decision.desired - ready, decision.starting_replicas)
+    if starting > 0 and per_replica is not None and per_replica > target:
+        return Saturation("True", "ColdStart", f"{load}, above the target of {target:g}, while "
+                                               f"{starting} replica(s) start")
+    if above_limits and decision is not None:
+        if decision.desired >= spec.replicas.max:
+            return Saturation("True", "AtMaximum", f"{load} at replicas.max {spec.replicas.max} ({thresholds})")
+        if decision.reason is ScalingReason.CAPACITY_NOT_READY:
+            return Saturation("True", "CannotGrow", f"{load}; the replicas asked for are not becoming ready "
+                                                    f"({thresholds})")
+    return Saturation("False", "WithinCapacity", f"{load} ({thresholds})")
+
+
+def _seconds_since(condition: Condition, now: datetime) -> float:
+    return (now - parse_time(condition.last_transition_time)).total_seconds()
+
+
+def _next_mode(spec: InferencePoolSpec, current: FallbackMode, saturated: Condition,
+               now: datetime) -> tuple[FallbackMode, str]:
+    """The mode and, in words, why."""
+    held = _seconds_since(saturated, now)
+    if saturated.reason == "NoReadyReplicas":
+        return "Full", "no replica is ready: all traffic goes to the API"
+    if saturated.status == "Unknown":
+        mode: FallbackMode = "Overflow" if current == "Full" else current
+        return mode, "the pool's load cannot be read: holding"
+    if saturated.status == "True":
+        wait = spec.fallback.saturation.for_seconds
+        if saturated.reason == "ColdStart" or held >= wait or current != "Off":
+            return "Overflow", "the pool takes what it can, the API the rest"
+        return "Off", f"saturated for {held:.0f} of {wait} s before traffic spills"
+    recover = spec.fallback.recover_after_seconds
+    if current == "Off" or held >= recover:
+        return "Off", f"within capacity for {held:.0f} s" if current != "Off" else "within capacity"
+    return "Overflow", f"recovering: within capacity for {held:.0f} of {recover} s"
+
+
+def decide_fallback(spec: InferencePoolSpec, previous: InferencePoolStatus,
+                    signals: PoolSignals | MetricsProblem | None, decision: ScalingDecision | None, *,
+                    ready: int, generation: int, now: datetime) -> FallbackDecision:
+    """The Saturated and FallbackActive conditions, the mode, and an Event when it changes."""
+    saturation = assess_saturation(spec, signals, decision, ready)
+    conditions = set_condition(previous.conditions, "Saturated", saturation.status, saturation.reason,
+                               saturation.message, generation=generation, now=now)
+    saturated = find_condition(conditions, "Saturated")
+    assert saturated is not None
+    current: FallbackMode = previous.fallback.mode if previous.fallback else "Off"
+    if not spec.fallback.enabled:
+        mode: FallbackMode = "Off"
+        active: tuple[ConditionStatus, str, str] = ("False", "FallbackDisabled",
+                                                    f"fallback.enabled is false; {saturation.message}")
+    else:
+        mode, why = _next_mode(spec, current, saturated, now)
+        if mode == "Off":
+            active = ("False", "PoolServing", f"all traffic goes to the pool: {why}")
+        else:
+            active = ("True", "AllToAPI" if mode == "Full" else "Overflow", f"{why} ({saturation.message})")
+    conditions = set_condition(conditions, "FallbackActive", *active, generation=generation, now=now)
+    since = previous.fallback.since if previous.fallback and mode == current else format_time(now)
+    pool_events: tuple[events.PoolEvent, ...] = ()
+    if mode != current:
+        rising = _RANK[mode] > _RANK[current]
+        pool_events = (events.fallback_changed(current, mode, f"{active[2]}", rising=rising),)
+    decided = tuple(c for c in conditions if c.type in ("Saturated", "FallbackActive"))
+    return FallbackDecision(mode=mode, status=FallbackStatus(mode=mode, since=since), conditions=decided,
+                            events=pool_events)

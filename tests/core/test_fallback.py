@@ -1,0 +1,162 @@
+"""Where traffic goes: Off, Overflow, Full, decided inside ``plan`` from the signals and the status alone."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from controller.api.spec import InferencePoolSpec
+from controller.api.status import InferencePoolStatus
+from controller.core.capacity import CapacityType
+from controller.core.conditions import find_condition
+from controller.core.plan import Observation, conclude, plan
+from controller.core.pool import DeploymentState, PoolObservation, validate_pool
+from controller.core.scaling import ScalingState
+from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolSignals
+
+T0 = datetime(2026, 12, 3, 9, 0, 0, tzinfo=UTC)
+PROVIDER = {"baseURL": "https://api.example.com/v1", "model": "llama-3.1-8b"}
+
+
+def pool_spec(**fallback: Any) -> dict[str, Any]:
+    return {"model": {"name": "m"}, "replicas": {"min": 1, "max": 4},
+            "scaling": {"targetQueueDepthPerReplica": 4, "startupSeconds": 600},
+            "capacity": {"onDemandBase": 1, "spotPercentage": 100},
+            "fallback": {"enabled": True, "provider": PROVIDER, "recoverAfterSeconds": 120,
+                         "saturation": {"queueDepthPerReplica": 8, "kvCacheUtilization": 0.95, "forSeconds": 30},
+                         **fallback}}
+
+
+@dataclass
+class Pool:
+    """One pool evaluated over time: each step's status is the next step's previous, as on a cluster."""
+
+    raw_spec: dict[str, Any] = field(default_factory=pool_spec)
+    status: InferencePoolStatus = field(default_factory=InferencePoolStatus)
+    memory: ScalingState = field(default_factory=lambda: ScalingState(seeded=True))
+    now: datetime = T0
+    events: list[tuple[str, str, str]] = field(default_factory=list)
+
+    def step(self, seconds: float, *, replicas: int, ready: int, queue: float | None = 0.0, kv: float | None = 0.1,
+             blind: bool = False) -> str:
+        self.now += timedelta(seconds=seconds)
+        parsed = validate_pool("pool", self.raw_spec)
+        assert isinstance(parsed, InferencePoolSpec)
+        on_demand = min(1, replicas)
+        deployments = PoolObservation(deployments={
+            CapacityType.ON_DEMAND: DeploymentState(replicas=on_demand, ready=min(on_demand, ready)),
+            CapacityType.SPOT: DeploymentState(replicas=replicas - on_demand, ready=max(0, ready - on_demand)),
+        })
+        signals: PoolSignals | MetricsProblem = (
+            MetricsProblem(MetricsProblemKind.UNREACHABLE, "connection refused", self.now) if blind else
+            PoolSignals(queue_depth=queue, running_requests=ready * 4.0, kv_cache_utilization=kv,
+                        replicas_reporting=ready, observed_at=self.now))
+        observation = Observation(generation=1, spec=parsed, previous=self.status, deployments=deployments,
+                                  signals=signals)
+        planned = plan(observation, self.memory, now=self.now)
+        self.memory = planned.memory
+        self.status = conclude(observation, planned, [], now=self.now).status
+        self.events += [(e.type, e.reason, e.message) for e in planned.events if e.reason.startswith("Fallback")]
+        assert self.status.fallback is not None
+        return self.status.fallback.mode
+
+    def condition(self, kind: str) -> tuple[str, str]:
+        found = find_condition(self.status.conditions, kind)
+        assert found is not None
+        return found.status, found.reason
+
+
+def test_saturation_at_max_spills_after_for_seconds_and_says_so() -> None:
+    pool = Pool()
+    assert pool.step(0, replicas=4, ready=4, queue=10) == "Off"  # 2.5 per replica: not saturated
+    assert pool.condition("Saturated") == ("False", "WithinCapacity")
+    assert pool.step(10, replicas=4, ready=4, queue=40) == "Off"  # 10 per replica > 8, at max: the clock starts
+    assert pool.condition("Saturated") == ("True", "AtMaximum")
+    assert pool.step(20, replicas=4, ready=4, queue=40) == "Off"  # 20 of 30 s
+    assert pool.condition("FallbackActive") == ("False", "PoolServing")
+    assert pool.step(10, replicas=4, ready=4, queue=40) == "Overflow"  # 30 s
+    assert pool.condition("FallbackActive") == ("True", "Overflow")
+    assert pool.status.fallback is not None and pool.status.fallback.since == "2026-12-03T09:00:40Z"
+    [(kind, reason, message)] = pool.events
+    assert (kind, reason) == ("Warning", "FallbackOverflow")
+    assert "Off -> Overflow" in message and "queue 40 over 4 ready replica(s) (10.0 per replica)" in message
+
+
+def test_a_full_kv_cache_at_max_saturates_as_the_queue_does() -> None:
+    pool = Pool(raw_spec=pool_spec(saturation={"forSeconds": 0}))
+    assert pool.step(0, replicas=4, ready=4, queue=0, kv=0.96) == "Overflow"
+    assert pool.condition("Saturated") == ("True", "AtMaximum")
+
+
+def test_below_max_the_scaler_grows_the_pool_and_the_api_bridges_the_cold_start() -> None:
+    pool = Pool()
+    assert pool.step(0, replicas=2, ready=2, queue=40) == "Overflow"  # the scaler orders 2 more at once
+    assert pool.condition("Saturated") == ("True", "ColdStart")
+    assert pool.step(60, replicas=4, ready=2, queue=40) == "Overflow"
+    assert pool.step(240, replicas=4, ready=4, queue=8) == "Overflow"  # up; 2 per replica: recovering
+    assert pool.condition("Saturated") == ("False", "WithinCapacity")
+    assert pool.step(120, replicas=4, ready=4, queue=8) == "Off"
+
+
+def test_traffic_comes_back_only_after_recover_after_seconds_within_capacity() -> None:
+    pool = Pool(raw_spec=pool_spec(saturation={"forSeconds": 0}))
+    assert pool.step(0, replicas=4, ready=4, queue=40) == "Overflow"
+    assert pool.step(10, replicas=4, ready=4, queue=4) == "Overflow"  # calm, the hysteresis window starts
+    assert pool.condition("FallbackActive") == ("True", "Overflow")
+    assert pool.step(100, replicas=4, ready=4, queue=40) == "Overflow"  # saturated again: window reset
+    assert pool.step(10, replicas=4, ready=4, queue=4) == "Overflow"
+    assert pool.step(119, replicas=4, ready=4, queue=4) == "Overflow"
+    assert pool.step(1, replicas=4, ready=4, queue=4) == "Off"
+    assert [reason for _, reason, _ in pool.events] == ["FallbackOverflow", "FallbackRecovered"]
+    assert pool.events[-1][0] == "Normal"
+
+
+def test_no_ready_replica_sends_everything_to_the_api_at_once_and_a_ready_one_takes_back_what_it_can() -> None:
+    pool = Pool()
+    assert pool.step(0, replicas=2, ready=2) == "Off"
+    assert pool.step(5, replicas=2, ready=0, queue=None, kv=None) == "Full"  # every replica reclaimed
+    assert pool.condition("Saturated") == ("True", "NoReadyReplicas")
+    assert pool.condition("FallbackActive") == ("True", "AllToAPI")
+    assert pool.step(60, replicas=2, ready=1, queue=1) == "Overflow"  # a replacement is ready
+    assert pool.step(119, replicas=2, ready=2, queue=1) == "Overflow"
+    assert pool.step(1, replicas=2, ready=2, queue=1) == "Off"
+    assert [(kind, reason) for kind, reason, _ in pool.events] == [
+        ("Warning", "FallbackFull"), ("Normal", "FallbackOverflow"), ("Normal", "FallbackRecovered")]
+
+
+def test_a_cold_start_is_bridged_at_once_while_the_ordered_replicas_start() -> None:
+    pool = Pool()
+    assert pool.step(0, replicas=1, ready=1, queue=2) == "Off"
+    # The scaler ordered a third replica; it takes minutes to load the model, and the queue is over target.
+    assert pool.step(10, replicas=3, ready=1, queue=12) == "Overflow"
+    assert pool.condition("Saturated") == ("True", "ColdStart")
+
+
+def test_the_mode_comes_from_the_status_so_a_restart_changes_nothing() -> None:
+    pool = Pool(raw_spec=pool_spec(saturation={"forSeconds": 0}))
+    pool.step(0, replicas=4, ready=4, queue=40)
+    pool.step(10, replicas=4, ready=4, queue=4)
+    restarted = Pool(raw_spec=pool.raw_spec, status=pool.status, memory=ScalingState(), now=pool.now)
+    assert restarted.step(60, replicas=4, ready=4, queue=4) == "Overflow"  # 60 of 120 s
+    assert restarted.step(60, replicas=4, ready=4, queue=4) == "Off"  # the window counted across the restart
+    assert restarted.events[0][1] == "FallbackRecovered"
+
+
+def test_blind_the_mode_holds() -> None:
+    pool = Pool(raw_spec=pool_spec(saturation={"forSeconds": 0}))
+    assert pool.step(0, replicas=4, ready=4, queue=40) == "Overflow"
+    for _ in range(10):
+        assert pool.step(60, replicas=4, ready=4, blind=True) == "Overflow"  # never recover on no data
+    assert pool.condition("Saturated") == ("Unknown", "MetricsUnavailable")
+    calm = Pool()
+    assert calm.step(0, replicas=4, ready=4, blind=True) == "Off"
+
+
+def test_without_fallback_enabled_the_mode_stays_off_and_saturation_is_still_reported() -> None:
+    pool = Pool(raw_spec=pool_spec(enabled=False, saturation={"forSeconds": 0}))
+    assert pool.step(0, replicas=4, ready=4, queue=40) == "Off"
+    assert pool.step(30, replicas=4, ready=0, queue=None, kv=None) == "Off"
+    assert pool.condition("Saturated") == ("True", "NoReadyReplicas")
+    assert pool.condition("FallbackActive") == ("False", "FallbackDisabled")
+    assert pool.events == []
