@@ -13,6 +13,9 @@ import pytest
 
 from controller.api.crd import generate_crd
 from devkube.cluster import DevCluster
+from devkube.fakevllm import FakeVLLMFleet
+from devkube.localrun import OperatorProcess, free_port
+from devkube.wiring import PodReplicas
 from tests.support.backends import BACKENDS, Backend, open_backend
 from tests.support.scenarios import ScenarioEnv
 
@@ -47,3 +50,25 @@ def cluster(backend: Backend) -> DevCluster:
 def env(backend: Backend) -> ScenarioEnv:
     return ScenarioEnv(kube=backend.kube, operator=backend.operator(), namespace=backend.namespace,
                        replicas_become_ready=backend.replicas_become_ready)
+
+
+# Fake vLLM replicas serving at the pool pods' own IPs (``PodReplicas`` plays the kubelet), and the
+# operator: the scaling and fallback suites share them (the spot suite has its own, on nodes).
+@pytest.fixture
+def fleet() -> Iterator[FakeVLLMFleet]:
+    with FakeVLLMFleet.in_thread(0, port=free_port()) as running:
+        running.set_all(waiting=0, running=2, kv=0.5)
+        yield running
+
+
+@pytest.fixture
+def replicas(backend: Backend, fleet: FakeVLLMFleet) -> Iterator[PodReplicas]:
+    if not backend.pods_serve_on_loopback:
+        pytest.skip("needs pods with loopback IPs (the embedded server, or KWOK's nodes of `make cluster`)")
+    with PodReplicas(fleet, backend.pods) as wiring:
+        yield wiring
+
+
+@pytest.fixture
+def operator(backend: Backend, replicas: PodReplicas) -> OperatorProcess:
+    return backend.operator()

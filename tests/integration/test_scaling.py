@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
 from typing import Any
 
-import pytest
-
 from devkube.fakevllm import FakeVLLMFleet, KVMetric
-from devkube.localrun import OperatorProcess, free_port
+from devkube.localrun import OperatorProcess
 from devkube.prometheus import PrometheusServer
 from devkube.wiring import PodReplicas, PodTargetSync
 from tests.support.backends import Backend
@@ -30,26 +27,6 @@ MAX_REPLICAS = 5
 
 def set_load(fleet: FakeVLLMFleet, *, waiting: float, running: float | None = None, kv: float | None = None) -> None:
     fleet.set_all(waiting=waiting, running=running, kv=kv)
-
-
-@pytest.fixture
-def fleet() -> Iterator[FakeVLLMFleet]:
-    with FakeVLLMFleet.in_thread(0, port=free_port()) as running:
-        set_load(running, waiting=0, running=2, kv=0.5)
-        yield running
-
-
-@pytest.fixture
-def replicas(backend: Backend, fleet: FakeVLLMFleet) -> Iterator[PodReplicas]:
-    if not backend.pods_serve_on_loopback:
-        pytest.skip("needs pods with loopback IPs (the embedded server, or KWOK's nodes of `make cluster`)")
-    with PodReplicas(fleet, backend.pods) as wiring:
-        yield wiring
-
-
-@pytest.fixture
-def operator(backend: Backend, replicas: PodReplicas) -> OperatorProcess:
-    return backend.operator()
 
 
 SCALE_DOWN_WINDOW_SECONDS = 6
