@@ -37,7 +37,8 @@ __all__ = ["Runtime"]
 OWNED = {MANAGED_BY_LABEL: MANAGER}
 # The kinds the operator watches that others have too: watched with OWNED as a server-side selector.
 OWNED_RESOURCES = (("apps", "v1", "deployments"), ("v1", "services"), ("policy", "v1", "poddisruptionbudgets"),
-                   ("v1", "pods"))
+                   ("v1", "pods"), ("v1", "serviceaccounts"), ("rbac.authorization.k8s.io", "v1", "roles"),
+                   ("rbac.authorization.k8s.io", "v1", "rolebindings"))
 PoolKey = tuple[str, str]  # (namespace, pool name)
 
 # After a failed evaluation, retry after 1, 2, 4, ... seconds, at most this long: quick after a blip,
@@ -203,6 +204,22 @@ def owned_pdbs(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_:
     return _index_entry(body, namespace, labels)
 
 
+# The bundled router's identity and grants (fallback.route: router).
+@kopf.index("v1", "serviceaccounts", labels=OWNED)
+def owned_service_accounts(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> Any:
+    return _index_entry(body, namespace, labels)
+
+
+@kopf.index("rbac.authorization.k8s.io", "v1", "roles", labels=OWNED)
+def owned_roles(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> Any:
+    return _index_entry(body, namespace, labels)
+
+
+@kopf.index("rbac.authorization.k8s.io", "v1", "rolebindings", labels=OWNED)
+def owned_role_bindings(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> Any:
+    return _index_entry(body, namespace, labels)
+
+
 def _pod_is_ready(status: Mapping[str, Any]) -> bool:
     conditions = status.get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
@@ -259,6 +276,9 @@ async def wake_on_node_notice(body: kopf.Body, name: str | None, memo: kopf.Memo
 @kopf.on.event("apps", "v1", "deployments", labels=OWNED)
 @kopf.on.event("v1", "services", labels=OWNED)
 @kopf.on.event("policy", "v1", "poddisruptionbudgets", labels=OWNED)
+@kopf.on.event("v1", "serviceaccounts", labels=OWNED)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "roles", labels=OWNED)
+@kopf.on.event("rbac.authorization.k8s.io", "v1", "rolebindings", labels=OWNED)
 async def wake_on_owned_change(namespace: str | None, labels: kopf.Labels, memo: kopf.Memo, body: kopf.Body,
                                resource: kopf.Resource, **_: Any) -> None:
     # Async on purpose: Kopf runs sync handlers in worker threads, and asyncio.Event is not thread-safe
@@ -300,13 +320,14 @@ class _PoolCopy:
 
 def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], memory: PoolMemory, copied: _PoolCopy,
               notices_for_node: Callable[[kopf.Index[str, Any], str], tuple[InterruptionNotice, ...]],
-              ) -> PoolSnapshot:
+              router_image: str) -> PoolSnapshot:
     meta = body.get("metadata", {})
     key: PoolKey = (meta["namespace"], meta["name"])
     raw_spec, raw_status = copied.of(body)
     raw_status = memory.status_after_writes(meta.get("resourceVersion"), raw_status)
     by_kind = {"Deployment": indexes["owned_deployments"], "Service": indexes["owned_services"],
-               "PodDisruptionBudget": indexes["owned_pdbs"]}
+               "PodDisruptionBudget": indexes["owned_pdbs"], "ServiceAccount": indexes["owned_service_accounts"],
+               "Role": indexes["owned_roles"], "RoleBinding": indexes["owned_role_bindings"]}
     return PoolSnapshot(
         ref=PoolRef(name=meta["name"], namespace=meta["namespace"], uid=meta.get("uid", "")),
         generation=int(meta.get("generation") or 0),
@@ -320,6 +341,7 @@ def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], memory: PoolMemory, c
         scaling_state=memory.scaling_state,
         verified=memory.verified,
         parsed=memory.parsed,
+        router_image=router_image,
     )
 
 
@@ -340,8 +362,9 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
     runtime = _runtime(memo)
     key: PoolKey = (body.metadata.namespace or "", body.metadata.name or "")
     wakeup = runtime.wakeup_for(key)
-    indexes = {name: kwargs[name] for name in ("owned_deployments", "owned_services", "owned_pdbs", "ready_pod_ips",
-                                               "replica_pods", "node_notices")}
+    indexes = {name: kwargs[name] for name in ("owned_deployments", "owned_services", "owned_pdbs",
+                                               "owned_service_accounts", "owned_roles", "owned_role_bindings",
+                                               "ready_pod_ips", "replica_pods", "node_notices")}
     runtime.pods_index, runtime.instances_index = kwargs["replica_pods"], kwargs.get("node_instances")
     reporting = Reporting(signals_refresh_seconds=runtime.settings.signals_refresh_seconds)
     failures = 0
@@ -354,7 +377,8 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
             try:
                 async with runtime.evaluation_slots:
                     snapshot_version = body.get("metadata", {}).get("resourceVersion")
-                    snapshot = _snapshot(body, indexes, memory, copied, runtime.notices_for_node)
+                    snapshot = _snapshot(body, indexes, memory, copied, runtime.notices_for_node,
+                                         runtime.settings.router_image)
                     memory.evaluated_generation = snapshot.generation
                     result = await reconcile_pool(runtime.api, runtime.reader, snapshot, now=datetime.now(UTC),
                                                   reporting=reporting, upgrades=runtime.upgrades)

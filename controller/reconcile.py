@@ -36,6 +36,7 @@ from controller.kube.drain import delete_retired, evict_pods, release_pods
 from controller.kube.observe import observe_deployments, observe_pods
 from controller.kube.render import (
     CAPACITY_TYPE_LABEL,
+    DEFAULT_ROUTER_IMAGE,
     TEMPLATE_GENERATION_ANNOTATION,
     OwnedObject,
     PoolRef,
@@ -97,6 +98,7 @@ class PoolSnapshot:
     # and the spec as parsed and rendered for its generation.
     verified: VerifiedObjects = field(default_factory=VerifiedObjects)
     parsed: ParsedSpec = field(default_factory=ParsedSpec)
+    router_image: str = DEFAULT_ROUTER_IMAGE  # the operator's setting (fallback.route: router)
 
 
 @dataclass(frozen=True)
@@ -190,17 +192,19 @@ async def apply(api: KubeApi, pool: PoolSnapshot, planned: Plan) -> tuple[list[A
     if planned.spec is None or planned.split is None:
         return [], []
     changes = await release_pods(api, pool.ref, planned.drain)
-    owned = [_as_planned(o, pool, planned) for o in render_owned_objects(pool.ref, planned.spec, planned.split)]
+    owned = [_as_planned(o, pool, planned) for o in render_owned_objects(pool.ref, planned.spec, planned.split,
+                                                                            router_image=pool.router_image)]
     changes += await apply_owned_objects(api, pool.ref.namespace, pool.ref.uid, owned, pool.cached, pool.verified)
-    await delete_retired(api, pool.ref, pool.cached)
+    await delete_retired(api, pool.ref, pool.cached, planned.spec)
     return changes, await evict_pods(api, pool.ref.namespace, planned.drain)
 
 
 def _as_planned(owned: OwnedObject, pool: PoolSnapshot, planned: Plan) -> OwnedObject:
     """A Deployment rolls for this generation, or keeps the template it was last applied with (held)."""
-    if owned.kind != "Deployment":
-        return owned
-    capacity_type = CapacityType(owned.manifest["metadata"]["labels"][CAPACITY_TYPE_LABEL])
+    labels = owned.manifest["metadata"]["labels"]
+    if owned.kind != "Deployment" or CAPACITY_TYPE_LABEL not in labels:
+        return owned  # the router's Deployment is no replica template: not gated by the rollout
+    capacity_type = CapacityType(labels[CAPACITY_TYPE_LABEL])
     previous = last_applied(pool.cached(owned.kind, owned.name) or {})
     if capacity_type in planned.rollout.hold and previous is not None:
         recorded = previous.get("metadata", {}).get("annotations", {}).get(TEMPLATE_GENERATION_ANNOTATION)

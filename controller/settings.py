@@ -8,6 +8,7 @@ import re
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
+from controller.kube.render import DEFAULT_ROUTER_IMAGE
 from controller.sources.metrics.urls import normalized_prometheus_url
 
 __all__ = ["InvalidSettings", "OperatorSettings", "load_operator_settings"]
@@ -98,6 +99,12 @@ class OperatorSettings(BaseSettings):
     )
     sqs_region: str | None = Field(default=None, description="The queue's region; unset: AWS_REGION.")
     sqs_wait_seconds: int = Field(default=20, ge=0, le=20, description="SQS long-poll wait (WaitTimeSeconds).")
+    router_image: str = Field(
+        default=DEFAULT_ROUTER_IMAGE, min_length=1,
+        description="The image of the bundled router's pods (fallback.route: router): the operator's own image "
+                    "at its own version by default, since the router is its `poolpilot router` command. Set it "
+                    "when the operator's image comes from a mirror (kustomize's `images:` does not reach it).",
+    )
 
     @field_validator("prometheus_url")
     @classmethod

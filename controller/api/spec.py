@@ -440,7 +440,16 @@ class SaturationSpec(Spec):
 
 
 class HTTPRouteRef(Spec):
-    name: str = Field(min_length=1, description="Name of the HTTPRoute whose backend weights PoolPilot sets.")
+    name: str = Field(
+        min_length=1,
+        description=(
+            "Name of the HTTPRoute (gateway.networking.k8s.io/v1) whose backend weights PoolPilot sets. In every "
+            "rule with a backendRef to the pool's Service (the pool's name, in its namespace), each other "
+            "backendRef of that rule is the fallback, e.g. an ExternalName Service for the hosted API. Only "
+            "those weights are written (Off: pool 100%; Overflow: pool 50%, fallbacks 50% shared evenly; Full: "
+            "fallbacks 100%); other rules and fields are left as they are."
+        ),
+    )
     namespace: str | None = Field(default=None, description="Namespace of the HTTPRoute; defaults to the pool's.")
 
 
@@ -473,7 +482,9 @@ class FallbackSpec(Spec):
         description="Data plane: PoolPilot's bundled router, or the weights of a Gateway API HTTPRoute.",
     )
     http_route: HTTPRouteRef | None = Field(
-        default=None, alias="httpRoute", description="The HTTPRoute to steer, when route is httpRoute."
+        default=None, alias="httpRoute",
+        description="The HTTPRoute to steer, when route is httpRoute: its rules name the pool's Service and the "
+                    "fallback backend side by side.",
     )
 
 

@@ -27,6 +27,7 @@ __all__ = ["EvictionBlocked", "KubeApi", "NotFound", "build_api_client"]
 Manifest = dict[str, Any]
 
 MERGE_PATCH = "application/merge-patch+json"
+JSON_PATCH = "application/json-patch+json"
 
 
 API_THREADS = 16  # blocking API calls in flight at once (evaluations run 16 at a time by default)
@@ -82,6 +83,10 @@ class KubeApi:
             "PodDisruptionBudget": _KindApi(kubernetes.client.PolicyV1Api(api_client),
                                             "namespaced_pod_disruption_budget"),
             "Pod": _KindApi(kubernetes.client.CoreV1Api(api_client), "namespaced_pod"),
+            # The bundled router's identity and grants (controller/kube/render.py, render_router_objects).
+            "ServiceAccount": _KindApi(kubernetes.client.CoreV1Api(api_client), "namespaced_service_account"),
+            "Role": _KindApi(kubernetes.client.RbacAuthorizationV1Api(api_client), "namespaced_role"),
+            "RoleBinding": _KindApi(kubernetes.client.RbacAuthorizationV1Api(api_client), "namespaced_role_binding"),
         }
         self._core = kubernetes.client.CoreV1Api(api_client)
         # Its own threads for the blocking client: the loop's default pool has cores + 4 (6 on two cores),
@@ -148,6 +153,19 @@ class KubeApi:
             if error.status == 429:
                 raise EvictionBlocked(_status_message(error)) from error
             raise
+
+    async def read_custom(self, group: str, version: str, plural: str, namespace: str, name: str) -> Manifest | None:
+        """A custom resource (an HTTPRoute), or None when it, or its kind, does not exist."""
+        try:
+            return await self._call(self._custom.get_namespaced_custom_object, group, version, namespace, plural, name)
+        except NotFound:
+            return None
+
+    async def json_patch_custom(self, group: str, version: str, plural: str, namespace: str, name: str,
+                                operations: list[Manifest]) -> Manifest:
+        """An RFC 6902 JSON patch: it can address list items, and its ``test`` operations make it conditional."""
+        return await self._call(self._custom.patch_namespaced_custom_object, group, version, namespace, plural,
+                                name, operations, _content_type=JSON_PATCH)
 
     async def patch_pool_status(self, namespace: str, name: str, status: Manifest) -> Manifest:
         return await self._call(

@@ -7,6 +7,7 @@ from typing import Any
 
 from kubernetes.client.exceptions import ApiException
 
+from controller.api.spec import InferencePoolSpec
 from controller.core.drain import DrainPlan, EvictionResult
 from controller.core.plan import AppliedChange
 from controller.kube.apply import REFUSED_STATUSES, CachedLookup, owned_by, server_message
@@ -49,9 +50,11 @@ async def evict_pods(api: KubeApi, namespace: str, drain: DrainPlan) -> list[Evi
     return results
 
 
-async def delete_retired(api: KubeApi, pool: PoolRef, cached: CachedLookup) -> None:
-    """What an older operator version made for the pool and this one does not, when it is ours."""
-    for kind, name in retired_objects(pool):
+async def delete_retired(api: KubeApi, pool: PoolRef, cached: CachedLookup,
+                         spec: InferencePoolSpec | None = None) -> None:
+    """What the pool no longer has (an older operator version's objects; the router's, once the spec
+    routes without it), when it is ours."""
+    for kind, name in retired_objects(pool, spec):
         live: Mapping[str, Any] | None = cached(kind, name)
         if live is not None and owned_by(live, pool.uid):
             await api.delete(kind, pool.namespace, name)

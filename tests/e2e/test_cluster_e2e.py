@@ -61,7 +61,13 @@ def test_the_operator_works_under_its_own_least_privilege_rbac(
     pool = create_and_settle(env, "qwen")
     assert (condition(pool, "SpecValid") or {}).get("status") == "True"
     eventually(lambda: [e["reason"] for e in backend.kube.events_for(backend.namespace, "qwen")],
-               lambda reasons: reasons.count("Created") == 5, what="five Created events posted under its RBAC")
+               lambda reasons: reasons.count("Created") == 6, what="six Created events posted under its RBAC")
+    # The bundled router's Role: the API server lets the operator grant only what it holds itself.
+    create_and_settle(env, "routed", {"model": {"name": "m"}, "fallback": {
+        "enabled": True, "provider": {"baseURL": "http://api.invalid/v1", "model": "m"}}})
+    for kind in ("ServiceAccount", "Role", "RoleBinding", "Deployment"):
+        eventually(lambda kind=kind: backend.kube.get(kind, backend.namespace, "routed-router"),  # type: ignore[misc]
+                   lambda found: found is not None, what=f"the router's {kind} created under the operator's RBAC")
     backend.kube.patch_pool(backend.namespace, "qwen", {"spec": {"replicas": {"min": 4}}})
     eventually(lambda: backend.kube.get("Deployment", backend.namespace, "qwen-spot"),
                lambda d: d is not None and d["spec"]["replicas"] == 3, what="a patch under its RBAC")

@@ -71,7 +71,9 @@ def test_install_apply_and_read_pools_with_kubectl(bare: Backend) -> None:
 
     deployments = kubectl("get", "deployments", "-n", ns, "-l", "poolpilot.io/pool=llama-8b",
                           "-o", "name").stdout.split()
-    assert sorted(deployments) == ["deployment.apps/llama-8b-on-demand", "deployment.apps/llama-8b-spot"]
+    # The example spills to a hosted API through the bundled router (fallback.route defaults to router).
+    assert sorted(deployments) == ["deployment.apps/llama-8b-on-demand", "deployment.apps/llama-8b-router",
+                                   "deployment.apps/llama-8b-spot"]
     assert kubectl("get", "poolpilot", "-n", ns, "-o", "name").stdout.split() == [
         "inferencepool.poolpilot.io/llama-8b", "inferencepool.poolpilot.io/qwen-small"]
     # The replicas run where the capacity type says: the spot one on a spot node.

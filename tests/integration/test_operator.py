@@ -31,7 +31,8 @@ def test_creating_a_pool_creates_its_objects(env: ScenarioEnv, cluster: DevClust
     scenarios.creating_a_pool_creates_its_objects(env)
     writes = summary(operator_writes(cluster, start))
     for kind, name in (("deployments", "qwen-on-demand"), ("deployments", "qwen-spot"), ("services", "qwen"),
-                       ("poddisruptionbudgets", "qwen-on-demand"), ("poddisruptionbudgets", "qwen-spot")):
+                       ("services", "qwen-replicas"), ("poddisruptionbudgets", "qwen-on-demand"),
+                       ("poddisruptionbudgets", "qwen-spot")):
         assert writes.count(("POST", kind, name)) == 1, writes
     assert not [w for w in writes if w[0] in ("PUT", "DELETE")], writes
 

@@ -7,9 +7,20 @@ from typing import Any
 
 import pytest
 
+from controller.api.spec import InferencePoolSpec
+from controller.core.capacity import CapacitySplit
 from controller.kube.apply import VerifiedObjects, apply_owned_objects
 from controller.kube.client import KubeApi, build_api_client
-from controller.kube.render import OwnedObject
+from controller.kube.drain import delete_retired
+from controller.kube.render import (
+    COMPONENT_LABEL,
+    POOL_LABEL,
+    ROUTER_LABEL,
+    SERVING_LABEL,
+    OwnedObject,
+    PoolRef,
+    render_owned_objects,
+)
 from devkube import DevCluster
 
 NS = "team-a"
@@ -83,3 +94,77 @@ def test_an_object_edited_behind_a_stale_cache_is_still_compared(cluster: DevClu
     changes = apply(cluster, deployment(2), verified, edited)
     assert [c.action for c in changes] == ["updated"]
     assert live(cluster)["spec"]["replicas"] == 2
+
+
+# ------------------------------------------------------------------ the router, switched on and off
+
+ROUTER_PLURALS = {"Deployment": "deployments", "Service": "services", "PodDisruptionBudget": "poddisruptionbudgets",
+                  "ServiceAccount": "serviceaccounts", "Role": "roles", "RoleBinding": "rolebindings"}
+ROUTER_OBJECTS = [("ServiceAccount", "llama-router"), ("Role", "llama-router"), ("RoleBinding", "llama-router"),
+                  ("Deployment", "llama-router")]
+
+
+def pool_spec(route: str | None) -> InferencePoolSpec:
+    fallback: dict[str, Any] = {"enabled": route is not None, "route": route or "router",
+                                "provider": {"baseURL": "http://api:8000/v1", "model": "m",
+                                             "apiKeySecretRef": {"name": "provider"}}}
+    if route == "httpRoute":
+        fallback["httpRoute"] = {"name": "llama"}
+    return InferencePoolSpec.model_validate({"model": {"name": "m"}, "fallback": fallback})
+
+
+def converge(cluster: DevCluster, spec: InferencePoolSpec) -> list[Any]:
+    """One apply step as reconcile runs it: the owned objects, then what the pool no longer has."""
+    pool = PoolRef("llama", NS, OWNER_UID)
+
+    def cached(kind: str, name: str) -> dict[str, Any] | None:
+        return cluster.get(ROUTER_PLURALS[kind], NS, name)
+
+    async def run() -> list[Any]:
+        api = KubeApi(build_api_client(str(cluster.kubeconfig_path)))
+        try:
+            objects = render_owned_objects(pool, spec, CapacitySplit(spot=1, on_demand=1))
+            changes = await apply_owned_objects(api, NS, OWNER_UID, objects, cached)
+            await delete_retired(api, pool, cached, spec)
+            return changes
+        finally:
+            api.close()
+
+    return asyncio.run(run())
+
+
+def existing(cluster: DevCluster, objects: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    return [(kind, name) for kind, name in objects if cluster.get(ROUTER_PLURALS[kind], NS, name) is not None]
+
+
+def front_door_selector(cluster: DevCluster) -> dict[str, str]:
+    service = cluster.get("services", NS, "llama")
+    assert service is not None
+    selector: dict[str, str] = service["spec"]["selector"]
+    return selector
+
+
+def test_switching_the_router_on_and_off_creates_and_deletes_its_objects(cluster: DevCluster) -> None:
+    created = converge(cluster, pool_spec("router"))
+    assert {(c.kind, c.name) for c in created if c.action == "created"} >= set(ROUTER_OBJECTS)
+    assert not [c for c in created if c.action in ("failed", "conflict")]
+    assert existing(cluster, ROUTER_OBJECTS) == ROUTER_OBJECTS
+    assert front_door_selector(cluster) == {COMPONENT_LABEL: "router", ROUTER_LABEL: "llama"}
+    mark = cluster.mark()
+    assert converge(cluster, pool_spec("router")) == []  # steady: nothing written
+    assert cluster.writes(mark) == []
+
+    for route in ("httpRoute", None):  # off: the route is the HTTPRoute's, or no fallback at all
+        converge(cluster, pool_spec(route))
+        assert existing(cluster, ROUTER_OBJECTS) == []
+        assert front_door_selector(cluster) == {POOL_LABEL: "llama", SERVING_LABEL: "true"}
+        assert cluster.get("services", NS, "llama-replicas") is not None
+        converge(cluster, pool_spec("router"))
+        assert existing(cluster, ROUTER_OBJECTS) == ROUTER_OBJECTS
+
+
+def test_a_router_object_of_somebody_else_is_never_deleted(cluster: DevCluster) -> None:
+    cluster.create("roles", {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "Role",
+                             "metadata": {"name": "llama-router", "namespace": NS}, "rules": []})
+    converge(cluster, pool_spec(None))
+    assert existing(cluster, [("Role", "llama-router")]) == [("Role", "llama-router")]

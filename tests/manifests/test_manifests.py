@@ -161,12 +161,17 @@ Grants = dict[tuple[str, str], set[str]]
 # more or less than this, so a new permission is a decision made in two places.
 EXPECTED_GRANTS: dict[str, Grants] = {
     "poolpilot": {
-        ("poolpilot.io", "inferencepools"): {"list", "watch", "patch"},
+        ("poolpilot.io", "inferencepools"): {"get", "list", "watch", "patch"},
         ("poolpilot.io", "inferencepools/status"): {"patch"},
         ("poolpilot.io", "inferencepools/finalizers"): {"update"},
-        ("apps", "deployments"): {"get", "list", "watch", "create", "patch"},
+        ("apps", "deployments"): {"get", "list", "watch", "create", "patch", "delete"},
         ("", "services"): {"get", "list", "watch", "create", "patch"},
         ("policy", "poddisruptionbudgets"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("", "serviceaccounts"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("rbac.authorization.k8s.io", "roles"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("rbac.authorization.k8s.io", "rolebindings"): {"get", "list", "watch", "create", "patch", "delete"},
+        ("discovery.k8s.io", "endpointslices"): {"list", "watch"},
+        ("gateway.networking.k8s.io", "httproutes"): {"get", "patch"},
         ("", "pods"): {"get", "list", "watch", "patch"},
         ("", "pods/eviction"): {"create"},
         ("", "nodes"): {"get", "list", "watch"},
@@ -373,6 +378,11 @@ def test_operator_command_env_and_image() -> None:
     settings = {f"POOLPILOT_{name.upper()}" for name in OperatorSettings.model_fields}
     unknown = {name for name in env if name.startswith("POOLPILOT_")} - settings
     assert not unknown, f"{unknown} set no operator setting (controller/settings.py)"
+
+
+def test_the_router_runs_the_operators_own_image_by_default() -> None:
+    """`poolpilot router` is the same package: a pool's router pods run what the operator runs."""
+    assert OperatorSettings().router_image == operator_container()["image"]
 
 
 # -------------------------------------------------------------------------------- kustomization

@@ -31,6 +31,7 @@ class TestKube:
         self.core = kubernetes.client.CoreV1Api(self.api_client)
         self.apps = kubernetes.client.AppsV1Api(self.api_client)
         self.policy = kubernetes.client.PolicyV1Api(self.api_client)
+        self.rbac = kubernetes.client.RbacAuthorizationV1Api(self.api_client)
 
     def close(self) -> None:
         self.api_client.close()
@@ -72,6 +73,10 @@ class TestKube:
             "Service": lambda: self.core.read_namespaced_service(name, namespace, _preload_content=False),
             "PodDisruptionBudget": lambda: self.policy.read_namespaced_pod_disruption_budget(
                 name, namespace, _preload_content=False),
+            "ServiceAccount": lambda: self.core.read_namespaced_service_account(name, namespace,
+                                                                                 _preload_content=False),
+            "Role": lambda: self.rbac.read_namespaced_role(name, namespace, _preload_content=False),
+            "RoleBinding": lambda: self.rbac.read_namespaced_role_binding(name, namespace, _preload_content=False),
         }
         return self._read(readers[kind])
 

@@ -44,7 +44,7 @@ POOL_SPEC: Manifest = {
     "capacity": {"provider": "eks", "onDemandBase": 1, "spotPercentage": 100},
 }
 
-OWNED = (("Deployment", "{}-on-demand"), ("Deployment", "{}-spot"), ("Service", "{}"),
+OWNED = (("Deployment", "{}-on-demand"), ("Deployment", "{}-spot"), ("Service", "{}"), ("Service", "{}-replicas"),
          ("PodDisruptionBudget", "{}-on-demand"), ("PodDisruptionBudget", "{}-spot"))
 
 
@@ -136,7 +136,8 @@ def creating_a_pool_creates_its_objects(env: ScenarioEnv) -> None:
         ready = condition(pool, "Ready") or {}
         assert ready.get("reason") == "ReplicasReady" and status["replicas"]["ready"] == 3
     created = eventually(lambda: [e["message"] for e in env.kube.events_for(ns, "qwen") if e["reason"] == "Created"],
-                         lambda messages: len(messages) == 5, what="five Created events")
+                         lambda messages: len(messages) == 6, what="six Created events")
+    assert "Created Service qwen-replicas" in created  # headless: what the router discovers replicas by
     assert "Created Deployment qwen-spot (2 replicas)" in created
 
 
@@ -156,7 +157,8 @@ def changing_the_spec_patches_only_what_changed(env: ScenarioEnv) -> None:
     eventually(lambda: env.kube.get_pool(env.namespace, "qwen"), is_current, what="status of generation 2")
     wait_for_quiet()
     after = owned_versions(env, "qwen")
-    for unchanged in ("Service qwen", "PodDisruptionBudget qwen-spot", "PodDisruptionBudget qwen-on-demand"):
+    for unchanged in ("Service qwen", "Service qwen-replicas", "PodDisruptionBudget qwen-spot",
+                      "PodDisruptionBudget qwen-on-demand"):
         assert after[unchanged] == before[unchanged], f"{unchanged} was written though nothing of it changed"
     eventually(lambda: [e["message"] for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "Updated"],
                lambda updated: any("qwen-spot" in m and "spec.replicas" in m for m in updated),
@@ -170,7 +172,7 @@ def restarting_the_operator_writes_nothing(env: ScenarioEnv) -> None:
     env.operator.restart()
     wait_for_quiet()
     assert owned_versions(env, "qwen") == before
-    assert len([e for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "Created"]) == 5
+    assert len([e for e in env.kube.events_for(env.namespace, "qwen") if e["reason"] == "Created"]) == 6
 
 
 def deleting_the_pool_removes_its_objects(env: ScenarioEnv) -> None:
