@@ -33,6 +33,7 @@ from controller.kube.apply import CachedLookup, VerifiedObjects, apply_owned_obj
 from controller.kube.client import KubeApi, NotFound
 from controller.kube.diff import last_applied, replacing_patch
 from controller.kube.drain import delete_retired, evict_pods, release_pods
+from controller.kube.httproute import set_route_weights
 from controller.kube.observe import observe_deployments, observe_pods
 from controller.kube.render import (
     CAPACITY_TYPE_LABEL,
@@ -195,6 +196,10 @@ async def apply(api: KubeApi, pool: PoolSnapshot, planned: Plan) -> tuple[list[A
     owned = [_as_planned(o, pool, planned) for o in render_owned_objects(pool.ref, planned.spec, planned.split,
                                                                             router_image=pool.router_image)]
     changes += await apply_owned_objects(api, pool.ref.namespace, pool.ref.uid, owned, pool.cached, pool.verified)
+    if planned.spec.fallback.route == "httpRoute" and planned.fallback is not None:
+        # The Gateway's weights follow the mode before the status says it (the router reads the status).
+        routed = await set_route_weights(api, pool.ref, planned.spec, planned.fallback.mode)
+        changes += [routed] if routed is not None else []
     await delete_retired(api, pool.ref, pool.cached, planned.spec)
     return changes, await evict_pods(api, pool.ref.namespace, planned.drain)
 
