@@ -19,6 +19,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from yarl import URL
 
 from controller.api.status import FallbackMode
 from controller.router.metrics import BackendMetrics, RejectReason, RouterMetrics
@@ -35,6 +36,7 @@ RETRY_AFTER_SECONDS = "1"
 _USAGE_KEY = b'"usage":'
 _STREAM_TAIL_BYTES = 8192  # the usage chunk comes last, just before [DONE]
 _JSON = "application/json"
+_MAX_CACHED_URLS = 4096
 _decoder = json.JSONDecoder()
 
 
@@ -59,6 +61,7 @@ class _Router:
         self.holder = holder
         self.metrics = RouterMetrics()
         self.load = PoolLoad()
+        self.urls: dict[str, URL] = {}  # parsed once: replica + path -> URL
         self.session: aiohttp.ClientSession | None = None
         self.pool_timeout = aiohttp.ClientTimeout(total=None, sock_connect=settings.pool_connect_seconds,
                                                   sock_read=settings.upstream_idle_seconds)
@@ -152,7 +155,7 @@ class _Router:
         metrics.in_flight.inc()
         try:
             try:
-                upstream = await self.session.post(replica + request.path, data=body, headers=headers,
+                upstream = await self.session.post(self._url(replica + request.path), data=body, headers=headers,
                                                    timeout=self.pool_timeout)
             except (aiohttp.ClientConnectorError, aiohttp.ConnectionTimeoutError) as e:
                 metrics.error.inc()
@@ -174,13 +177,21 @@ class _Router:
             metrics.in_flight.dec()
             self.load.finished(replica)
 
+    def _url(self, text: str) -> URL:
+        url = self.urls.get(text)
+        if url is None:
+            if len(self.urls) >= _MAX_CACHED_URLS:  # replicas come and go: forget the old ones now and then
+                self.urls.clear()
+            url = self.urls[text] = URL(text)
+        return url
+
     async def _to_api(self, request: web.Request, document: dict[str, Any], arrived: float) -> web.StreamResponse:
         metrics = self.metrics.api
         settings = self.settings
         assert self.session is not None and settings.provider_url is not None
         document["model"] = settings.provider_model
         body = json.dumps(document, separators=(",", ":")).encode()
-        url = settings.provider_url + request.path[len("/v1"):]
+        url = self._url(settings.provider_url + request.path[len("/v1"):])
         metrics.in_flight.inc()
         try:
             try:
