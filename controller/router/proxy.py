@@ -4,8 +4,9 @@ or to the hosted API, and streams the answer back as it comes.
 Only ``/v1/chat/completions``, ``/v1/completions`` and ``/v1/models`` are served, and only to the view's
 replicas and the configured provider: no path, header or Host of the client chooses another upstream.
 The pool gets the client's body byte for byte; the API gets it with ``model`` renamed, the router's key as
-the bearer token and none of the client's credentials. Run it with ``server.make_runner``: a client that
-goes away cancels its handler, and with it the upstream request.
+the bearer token and none of the client's credentials. Of the upstream's headers only the content type and
+Retry-After come back, with ``X-PoolPilot-Backend: pool|api`` saying who answered. Run it with
+``server.make_runner``: a client that goes away cancels its handler, and with it the upstream request.
 """
 
 from __future__ import annotations
