@@ -24,12 +24,12 @@ def test_every_flag(key_file: pathlib.Path) -> None:
     settings = parse_router_command_line([
         *BASE, "--port", "9000", "--provider-url", "https://api.example.com/v1/", "--provider-model", "gpt-4o-mini",
         "--api-key-file", str(key_file), "--max-in-flight-per-replica", "8", "--max-body-bytes", "1024",
-        "--kubeconfig", "/tmp/kc",
+        "--kubeconfig", "kubeconf",
     ])
     assert (settings.namespace, settings.pool, settings.served_model, settings.port) == ("team-a", "chat", "qwen", 9000)
     assert settings.provider_url == "https://api.example.com/v1" and settings.provider_model == "gpt-4o-mini"
     assert settings.api_key == KEY  # the trailing newline is gone
-    assert (settings.max_in_flight_per_replica, settings.max_body_bytes, settings.kubeconfig) == (8, 1024, "/tmp/kc")
+    assert (settings.max_in_flight_per_replica, settings.max_body_bytes, settings.kubeconfig) == (8, 1024, "kubeconf")
     assert KEY not in repr(settings) and KEY not in str(settings)
 
 
