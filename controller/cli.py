@@ -1,5 +1,5 @@
-"""The ``poolpilot`` command: ``run`` the operator, print the ``crd``, show one replica's ``signals``, or
-``explain-notice``: what PoolPilot makes of one interruption notice."""
+"""The ``poolpilot`` command: ``run`` the operator, a pool's ``router``, print the ``crd``, show one replica's
+``signals``, or ``explain-notice``: what PoolPilot makes of one interruption notice."""
 
 from __future__ import annotations
 
@@ -9,6 +9,12 @@ import logging
 import pathlib
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from controller.router.settings import add_router_arguments
+
+if TYPE_CHECKING:
+    from controller.router.settings import RouterSettings
 
 __all__ = ["main"]
 
@@ -38,6 +44,36 @@ def _run(args: argparse.Namespace) -> int:
         liveness_endpoint=args.liveness or settings.liveness_url(),
     )
     return 0
+
+
+def _router(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from controller.router.settings import InvalidRouterSettings, settings_from_arguments
+
+    try:
+        settings = settings_from_arguments(args)
+    except InvalidRouterSettings as e:
+        print(f"poolpilot router: {e}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return asyncio.run(_serve_router(settings))
+
+
+async def _serve_router(settings: RouterSettings) -> int:
+    from controller.kube.client import build_api_client
+    from controller.router.discovery import discover  # type: ignore[import-not-found,unused-ignore]
+    from controller.router.proxy import build_app
+    from controller.router.server import serve
+    from controller.router.view import ViewHolder
+
+    holder = ViewHolder()
+    api_client = build_api_client(settings.kubeconfig)
+    try:
+        return await serve(build_app(settings, holder), settings.port,
+                           discover(settings.namespace, settings.pool, holder, api_client=api_client))
+    finally:
+        api_client.close()
 
 
 def _crd(args: argparse.Namespace) -> int:
@@ -107,6 +143,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "or every address of the pod's IP family (POOLPILOT_POD_IP) on port 8080")
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
     run.set_defaults(handler=_run)
+
+    router = commands.add_parser(
+        "router", help="a pool's OpenAI-compatible front door: its replicas first, the hosted API for the rest")
+    add_router_arguments(router)
+    router.set_defaults(handler=_router)
 
     crd = commands.add_parser("crd", help="print the InferencePool CRD generated from the API models")
     crd.add_argument("--output", "-o", default="-", help="file to write; - for stdout")

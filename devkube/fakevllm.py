@@ -368,14 +368,7 @@ class FakeVLLMReplica:
             return
         if sock is None:
             sock = _bind(self.host, self.port)
-        app = web.Application()
-        app.router.add_get("/metrics", self._metrics)
-        app.router.add_get("/health", self._health)
-        app.router.add_get("/live", self._live)
-        app.router.add_get("/v1/models", self._models)
-        app.router.add_post("/v1/completions", self._generate)
-        app.router.add_post("/v1/chat/completions", self._generate)
-        runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+        runner = web.AppRunner(self._application(), access_log=None, shutdown_timeout=1.0)
         await runner.setup()
         self._closing = asyncio.Event()
         self._loop = asyncio.get_running_loop()
@@ -387,6 +380,17 @@ class FakeVLLMReplica:
             await runner.cleanup()
             raise
         self._runner = runner
+
+    def _application(self) -> web.Application:
+        """The server's routes (a subclass adds middlewares: the fake provider's key check and failures)."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/health", self._health)
+        app.router.add_get("/live", self._live)
+        app.router.add_get("/v1/models", self._models)
+        app.router.add_post("/v1/completions", self._generate)
+        app.router.add_post("/v1/chat/completions", self._generate)
+        return app
 
     async def stop(self) -> None:
         """Stop at once (``terminate(0)``): in-flight completions are cut, hanging requests released,
