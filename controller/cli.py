@@ -62,7 +62,7 @@ def _router(args: argparse.Namespace) -> int:
 
 async def _serve_router(settings: RouterSettings) -> int:
     from controller.kube.client import build_api_client
-    from controller.router.discovery import discover  # type: ignore[import-not-found,unused-ignore]
+    from controller.router.discovery import discover
     from controller.router.proxy import build_app
     from controller.router.server import serve
     from controller.router.view import ViewHolder
