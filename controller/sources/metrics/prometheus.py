@@ -266,9 +266,10 @@ class PrometheusSource:
         demand = self._router_demand(key, rows)
         replica_times = [t for t in rows.replica_times.get(key, ()) if math.isfinite(t)]
         if all(values[name] is None for name in ("queue", "running", "kv")) and not replica_times:
-            if any(figure is not None for figure in demand.values()):  # no replicas, but the router sees demand
+            if any(figure is not None for figure in demand):  # no replicas, but the router sees demand
                 return PoolSignals(queue_depth=None, running_requests=None, kv_cache_utilization=None,
-                                   replicas_reporting=0, observed_at=now, **demand)
+                                   replicas_reporting=0, observed_at=now, router_arrivals_per_second=demand[0],
+                                   router_in_flight=demand[1], router_spills_per_second=demand[2])
             return MetricsProblem(MetricsProblemKind.NO_SAMPLES,
                                   f"Prometheus has no vLLM samples for pool {key[1]!r} in namespace {key[0]!r} "
                                   f"(series labels {self.namespace_label}, {self.pool_label})", now)
@@ -290,22 +291,24 @@ class PrometheusSource:
         return PoolSignals(queue_depth=values["queue"], running_requests=values["running"],
                            kv_cache_utilization=values["kv"], replicas_reporting=len(fresh), observed_at=now,
                            prompt_tokens_per_second=values["prompt_rate"],
-                           generation_tokens_per_second=values["generation_rate"], **demand)
+                           generation_tokens_per_second=values["generation_rate"],
+                           router_arrivals_per_second=demand[0], router_in_flight=demand[1],
+                           router_spills_per_second=demand[2])
 
-    def _router_demand(self, key: PoolKey, rows: _IndexedRows) -> dict[str, float | None]:
-        """The router's figures as PoolSignals' fields; one Prometheus returned bad is None (and logged)."""
-        demand: dict[str, float | None] = {}
-        for name, field_name, what in (
-                ("router_arrivals", "router_arrivals_per_second", f"rate of {ROUTER_METRICS.REQUESTS}"),
-                ("router_in_flight", "router_in_flight", ROUTER_METRICS.IN_FLIGHT),
-                ("router_spills", "router_spills_per_second", f"rate of {ROUTER_METRICS.SPILLS}")):
+    def _router_demand(self, key: PoolKey, rows: _IndexedRows) -> tuple[float | None, float | None, float | None]:
+        """Arrivals/s, in flight, spills/s; a figure Prometheus returned bad is None (and logged)."""
+        figures = []
+        for name, what in (("router_arrivals", f"rate of {ROUTER_METRICS.REQUESTS}"),
+                           ("router_in_flight", ROUTER_METRICS.IN_FLIGHT),
+                           ("router_spills", f"rate of {ROUTER_METRICS.SPILLS}")):
             value = rows.values[name].get(key)
             if value is not None and invalid_signals(queue=None, running=None, kv=None, counts={what: value}):
                 logger.warning("pool %s/%s: Prometheus returned %s for the router's %s; left out",
                                key[0], key[1], value, what)
                 value = None
-            demand[field_name] = value
-        return demand
+            figures.append(value)
+        arrivals, in_flight, spills = figures
+        return arrivals, in_flight, spills
 
     def _index(self, rows: Mapping[str, list[dict[str, Any]]]) -> _IndexedRows:
         """Rows by pool, once per round (not a scan per pool)."""
