@@ -154,12 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
     crd.set_defaults(handler=_crd)
 
     signals = commands.add_parser(
-        "signals", help="what PoolPilot reads from one replica: queue depth, running requests, KV-cache use")
+        "signals", help="what PoolPilot reads from one replica: queue depth, running requests, KV-cache use, "
+                        "token counters")
     signals.add_argument("source", help="a replica's metrics URL (http://10.1.2.3:8000/metrics), a file, "
                                         "or - for stdin")
     signals.add_argument("--json", action="store_true",
-                         help='print {"queueDepth": ..., "runningRequests": ..., "kvCacheUtilization": ...}, '
-                              "null for what the text lacks")
+                         help='print {"queueDepth": ..., "runningRequests": ..., "kvCacheUtilization": ..., '
+                              '"promptTokensTotal": ..., "generationTokensTotal": ...}, null for what the text lacks')
     signals.add_argument("--timeout", type=_positive_seconds, default=5.0, help="seconds, for a URL (5)")
     signals.set_defaults(handler=_signals)
 

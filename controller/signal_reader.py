@@ -88,11 +88,14 @@ class SignalReader:
         return PrometheusSource(url, timeout_seconds=timeout_seconds, namespaces=self._settings.namespaces)
 
     async def read(self, key: PoolKey, spec: InferencePoolSpec, endpoints: tuple[str, ...], *,
-                   now: datetime) -> Reading:
+                   now: datetime, router_addresses: tuple[str, ...] = ()) -> Reading:
+        """``endpoints``: the ready replicas' base URLs; ``router_addresses``: the ready router pods' (the
+        pods source scrapes both; Prometheus finds both by the pool's labels)."""
         metrics = spec.metrics
+        target = PoolTarget(key=key, endpoints=endpoints, router_addresses=router_addresses)
         if metrics.source == "pods":
             source = await self._pods_source(metrics.timeout_seconds)
-            results = await source.read([PoolTarget(key=key, endpoints=endpoints)], now=now)
+            results = await source.read([target], now=now)
             return results[key]
         url = metrics.prometheus.url or self._settings.prometheus_url
         if not url:
@@ -102,8 +105,7 @@ class SignalReader:
         refusal = self._refusal(url)
         if refusal:
             return MetricsProblem(MetricsProblemKind.URL_NOT_ALLOWED, refusal, now)
-        return await self._read_prometheus(normalized_prometheus_url(url), metrics.timeout_seconds,
-                                           PoolTarget(key=key, endpoints=endpoints), now=now)
+        return await self._read_prometheus(normalized_prometheus_url(url), metrics.timeout_seconds, target, now=now)
 
     def _refusal(self, url: str) -> str | None:
         """Why the operator will not query ``url`` (a pool's), or None if it may."""
@@ -150,7 +152,9 @@ class SignalReader:
             rounds.finished_at = None
 
     def forget(self, key: PoolKey) -> None:
-        """A pool is gone: stop asking Prometheus about it."""
+        """A pool is gone: stop asking Prometheus about it, drop its counters' samples."""
+        for pods in self._pods_by_timeout.values():
+            pods.forget(key)
         for rounds in self._rounds.values():
             rounds.pools.pop(key, None)
             rounds.results.pop(key, None)

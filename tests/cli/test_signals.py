@@ -65,7 +65,8 @@ def body_of(**state: Any) -> str:
 
 def test_a_replica_over_http_gives_what_the_pods_source_computes(fleet: FakeVLLMFleet) -> None:
     replica = fleet.replicas[0]
-    replica.set(engines=2, waiting=[3, 4], running=[1, 5], kv=[0.2, 0.6], kv_metric=KVMetric.BOTH, kv_legacy=0.99)
+    replica.set(engines=2, waiting=[3, 4], running=[1, 5], kv=[0.2, 0.6], kv_metric=KVMetric.BOTH, kv_legacy=0.99,
+                prompt_tokens=901, generation_tokens=77)
     answer = as_json(f"{replica.url}/metrics")
 
     async def pods_source() -> PoolSignals:
@@ -79,30 +80,41 @@ def test_a_replica_over_http_gives_what_the_pods_source_computes(fleet: FakeVLLM
 
     seen = asyncio.run(pods_source())
     assert answer == {"queueDepth": seen.queue_depth, "runningRequests": seen.running_requests,
-                      "kvCacheUtilization": seen.kv_cache_utilization}
+                      "kvCacheUtilization": seen.kv_cache_utilization,
+                      "promptTokensTotal": 901.0, "generationTokensTotal": 77.0}  # totals: the source rates them
     assert answer["queueDepth"] == 7 and answer["runningRequests"] == 6
     assert answer["kvCacheUtilization"] == pytest.approx(0.4)  # the current name, not the legacy 0.99
 
 
 def test_the_text_output_names_the_metrics(fleet: FakeVLLMFleet) -> None:
-    fleet.replicas[0].set(waiting=12, running=37, kv=0.83, kv_metric=KVMetric.LEGACY)
+    fleet.replicas[0].set(waiting=12, running=37, kv=0.83, kv_metric=KVMetric.LEGACY, prompt_tokens=5000,
+                          generation_tokens=640)
     result = signals(f"{fleet.replicas[0].url}/metrics")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert lines[0].split()[:3] == ["queue", "depth", "12"] and "vllm:num_requests_waiting" in lines[0]
     assert lines[1].split()[:3] == ["running", "requests", "37"]
     assert "0.83" in lines[2] and "83%" in lines[2] and "vllm:gpu_cache_usage_perc" in lines[2]
+    assert lines[3].split()[:3] == ["prompt", "tokens", "5000"] and "vllm:prompt_tokens_total" in lines[3]
+    assert lines[4].split()[:3] == ["generation", "tokens", "640"] and "vllm:generation_tokens_total" in lines[4]
 
 
 def test_a_whole_vllm_body_in_a_file(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "metrics.txt"
     path.write_text(vllm_body(70))  # waiting 7, running 12, KV 0.63 over four engines, and the histograms
-    assert as_json(str(path)) == {"queueDepth": 7.0, "runningRequests": 12.0, "kvCacheUtilization": 0.63}
+    assert as_json(str(path)) == {"queueDepth": 7.0, "runningRequests": 12.0, "kvCacheUtilization": 0.63,
+                                  "promptTokensTotal": 0.0, "generationTokensTotal": 0.0}
 
 
 def test_stdin_and_null_for_what_the_text_lacks() -> None:
     text = body_of(waiting=2, running=1, kv_metric=KVMetric.NONE)
-    assert as_json("-", stdin=text) == {"queueDepth": 2.0, "runningRequests": 1.0, "kvCacheUtilization": None}
+    assert as_json("-", stdin=text) == {"queueDepth": 2.0, "runningRequests": 1.0, "kvCacheUtilization": None,
+                                        "promptTokensTotal": 0.0, "generationTokensTotal": 0.0}
+    no_counters = 'vllm:num_requests_waiting{engine="0"} 4\n'  # a build or exporter without the token counters
+    assert as_json("-", stdin=no_counters) == {"queueDepth": 4.0, "runningRequests": None, "kvCacheUtilization": None,
+                                               "promptTokensTotal": None, "generationTokensTotal": None}
+    lines = signals("-", stdin=no_counters).stdout.splitlines()
+    assert lines[3].split()[:3] == ["prompt", "tokens", "-"] and "not reported (vllm:prompt_tokens_total)" in lines[3]
 
 
 def test_text_that_is_not_an_exposition_is_one_line_naming_it(tmp_path: pathlib.Path) -> None:

@@ -8,22 +8,28 @@ binary is required: without it these tests fail, with the reason, rather than sk
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 import socket
+import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, make_server
 
 import pytest
 from aiohttp import web
+from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
 from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolKey, PoolSignals
 from controller.sources.metrics.base import MetricsSource, PoolTarget, SourceResults
-from controller.sources.metrics.prometheus import PrometheusSource
-from devkube.fakevllm import FakeVLLMFleet, FakeVLLMReplica, KVMetric
+from controller.sources.metrics.prometheus import PrometheusQueries, PrometheusSource, build_queries
+from devkube.fakevllm import CONTENT_TYPE, FakeVLLMFleet, FakeVLLMReplica, KVMetric
 from devkube.prometheus import PrometheusNotInstalled, PrometheusServer, ScrapeTarget
+from tests.support.router_metrics import FakeRouterMetrics
 
 __all__: list[str] = []
 
@@ -32,6 +38,12 @@ MANY = [(TEAM_A, f"pool-{i:02d}") for i in range(20)]
 MIXED = (TEAM_A, "mixed")  # two replicas: one data parallel on the current KV name, one on the legacy name
 ZERO = (TEAM_B, "idle")
 GONE = (TEAM_B, "gone")  # its target is removed by the last test
+RATES = (TEAM_A, "rates")  # two replicas whose token counters grow at known rates
+GAUGES_ONLY = (TEAM_B, "gauges-only")  # a replica that exposes no token counters
+ROUTED = (TEAM_B, "routed")  # no vLLM replica, a router (labelled poolpilot_io_router) that sees demand
+# Per second, what RATES' replicas count: (prompt, generation) each. The second has two engines.
+RATES_PER_REPLICA = [(100.0, 20.0), (50.0, 10.0)]
+TICK_SECONDS = 0.02
 Reading = PoolSignals | MetricsProblem
 
 
@@ -47,10 +59,62 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _gauges_only_replica() -> Iterator[str]:
+    """A replica exposing vLLM's queue gauge only (a build without the token counters): its address."""
+    registry = CollectorRegistry()
+    Gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", ["model_name", "engine"],
+          registry=registry).labels("m", "0").set(2)
+    def classic(environ: dict[str, Any], start_response: Any) -> list[bytes]:
+        # The text format, as vLLM serves it (prometheus_client's OpenMetrics would turn ':' into '_' here).
+        start_response("200 OK", [("Content-Type", CONTENT_TYPE)])
+        return [generate_latest(registry)]
+
+    server = make_server("127.0.0.1", 0, classic, handler_class=_QuietHandler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"127.0.0.1:{server.server_port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+@contextlib.contextmanager
+def _counting(replicas: Sequence[FakeVLLMReplica]) -> Iterator[None]:
+    """Drive the replicas' token counters at RATES_PER_REPLICA from the wall clock (every TICK_SECONDS)."""
+    stop = threading.Event()
+    started = time.time()
+
+    def tick() -> None:
+        while not stop.wait(TICK_SECONDS):
+            elapsed = time.time() - started
+            for replica, (prompt, generation) in zip(replicas, RATES_PER_REPLICA, strict=True):
+                replica.set(prompt_tokens=10_000 + prompt * elapsed, generation_tokens=10_000 + generation * elapsed)
+
+    thread = threading.Thread(target=tick, name="token-counters", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    layout = [*[(key, 1) for key in MANY], (MIXED, 2), (ZERO, 1), (GONE, 1)]
-    with FakeVLLMFleet.in_thread(sum(count for _, count in layout)) as fleet:
+    layout = [*[(key, 1) for key in MANY], (MIXED, 2), (ZERO, 1), (GONE, 1), (RATES, 2)]
+    with contextlib.ExitStack() as stack:
+        fleet = stack.enter_context(FakeVLLMFleet.in_thread(sum(count for _, count in layout)))
+        routed = stack.enter_context(FakeRouterMetrics.in_thread())
+        mixed_router = stack.enter_context(FakeRouterMetrics.in_thread())
+        gauges_only = stack.enter_context(_gauges_only_replica())
         try:
             prom = PrometheusServer(scrape_interval_seconds=1)
             prom.start()
@@ -65,13 +129,31 @@ def cluster() -> Iterator[Cluster]:
             replicas[MIXED][1].set(waiting=1, running=1, kv=0.8, kv_metric=KVMetric.LEGACY)
             replicas[ZERO][0].set(waiting=0, running=0, kv=0.0)
             replicas[GONE][0].set(waiting=5, kv=0.5)
+            replicas[RATES][1].set(engines=2)
+            stack.enter_context(_counting(replicas[RATES]))
+            # The router at zero replicas: 3 + 1 answered and 0.5 spilled per second, 5 in flight.
+            routed.grow("poolpilot_router_requests", {"backend": "pool", "outcome": "ok"}, 3.0)
+            routed.grow("poolpilot_router_requests", {"backend": "api", "outcome": "ok"}, 1.0)
+            routed.grow("poolpilot_router_spills", {"reason": "no_replicas"}, 0.5)
+            routed.in_flight.labels("pool").set(3)
+            routed.in_flight.labels("api").set(2)
+            # MIXED's router: 2 answered per second, never a spill (so no spills series), 1 in flight.
+            mixed_router.grow("poolpilot_router_requests", {"backend": "pool", "outcome": "ok"}, 2.0)
+            mixed_router.in_flight.labels("pool").set(1)
             targets = [
                 ScrapeTarget(replica.address, {"namespace": key[0], "poolpilot_io_pool": key[1], "pod": replica.name})
                 for key, members in replicas.items() for replica in members
             ]
+            targets += [
+                ScrapeTarget(gauges_only, {"namespace": GAUGES_ONLY[0], "poolpilot_io_pool": GAUGES_ONLY[1]}),
+                # The router's pods carry poolpilot.io/router, relabelled so; a series with the pool label keeps it.
+                ScrapeTarget(routed.address, {"namespace": ROUTED[0], "poolpilot_io_router": ROUTED[1]}),
+                ScrapeTarget(mixed_router.address, {"namespace": MIXED[0], "poolpilot_io_pool": MIXED[1]}),
+            ]
             prom.set_targets(targets)
-            series = sum(replica.state.engines for replica in fleet.replicas)  # one per engine
+            series = sum(replica.state.engines for replica in fleet.replicas) + 1  # one per engine, and gauges-only
             prom.wait_for_samples("vllm:num_requests_waiting", timeout=20, min_series=series)
+            prom.wait_for_samples("poolpilot_router_in_flight", timeout=20, min_series=3)
             yield Cluster(prom, fleet, replicas, targets)
         finally:
             prom.stop()
@@ -137,8 +219,8 @@ async def test_queries_per_round_do_not_grow_with_pools(cluster: Cluster, source
         await asyncio.sleep(0.2)  # the query log is written after the answer
         counts[len(pools)] = (cluster.prom.api_query_count() - api_before,
                               len(cluster.prom.queries_logged()) - log_before, source.last_round.requests)
-    assert counts == {1: (4, 4, 4), 20: (4, 4, 4)}
-    assert set(cluster.prom.queries_logged()[-4:]) == set(source.queries.all().values())
+    assert counts == {1: (9, 9, 9), 20: (9, 9, 9)}
+    assert set(cluster.prom.queries_logged()[-9:]) == set(source.queries.all().values())
 
 
 async def test_zero_is_a_value_and_no_series_is_no_samples(source: PrometheusSource) -> None:
@@ -183,6 +265,104 @@ async def test_old_samples_are_stale(source: PrometheusSource) -> None:
     assert "allowed: 60 s" in _message(results[ZERO])
 
 
+# --- token rates and the router ------------------------------------------------------------
+
+def _near(value: float | None, expected: float) -> bool:
+    """Within 10%: the counters are driven from the wall clock in ticks, and scraped at Prometheus' times."""
+    return value is not None and value == pytest.approx(expected, rel=0.1)
+
+
+def demand_of(signals: PoolSignals) -> tuple[float | None, float | None, float | None]:
+    return signals.router_arrivals_per_second, signals.router_in_flight, signals.router_spills_per_second
+
+
+async def test_token_rates_and_router_demand_per_pool(cluster: Cluster) -> None:
+    source = PrometheusSource(cluster.prom.url, timeout_seconds=2.0, rate_window_seconds=5)
+    keys = [RATES, GAUGES_ONLY, ROUTED, MIXED, ZERO]
+    prompt = sum(rates[0] for rates in RATES_PER_REPLICA)
+    generation = sum(rates[1] for rates in RATES_PER_REPLICA)
+
+    def settled(results: SourceResults) -> bool:
+        rates, routed, mixed = (results[key] for key in (RATES, ROUTED, MIXED))
+        return (isinstance(rates, PoolSignals) and _near(rates.prompt_tokens_per_second, prompt)
+                and isinstance(routed, PoolSignals) and _near(routed.router_arrivals_per_second, 4.0)
+                and isinstance(mixed, PoolSignals) and _near(mixed.router_arrivals_per_second, 2.0))
+
+    try:
+        assert "[5s]" in source.queries.prompt_rate
+        results = await _read_until(source, keys, settled, timeout=15.0, interval=0.25)
+    finally:
+        await source.close()
+    rates = _signals(results[RATES])
+    assert _near(rates.generation_tokens_per_second, generation)
+    assert rates.replicas_reporting == 2 and demand_of(rates) == (None, None, None)  # no router
+    gauges_only = _signals(results[GAUGES_ONLY])
+    assert gauges_only.queue_depth == 2.0
+    assert (gauges_only.prompt_tokens_per_second, gauges_only.generation_tokens_per_second) == (None, None)
+    zero = _signals(results[ZERO])  # counters that do not move: a rate of 0, not None
+    assert (zero.prompt_tokens_per_second, zero.generation_tokens_per_second) == (0.0, 0.0)
+    routed = _signals(results[ROUTED])  # no replicas: the router's figures are the reading, not NoSamples
+    assert (routed.queue_depth, routed.running_requests, routed.kv_cache_utilization) == (None, None, None)
+    assert routed.replicas_reporting == 0 and not routed.usable
+    assert (routed.prompt_tokens_per_second, routed.generation_tokens_per_second) == (None, None)
+    assert routed.router_in_flight == 5.0 and _near(routed.router_spills_per_second, 0.5)
+    mixed = _signals(results[MIXED])
+    assert mixed.queue_depth == 8.0  # as ever
+    assert mixed.router_in_flight == 1.0 and mixed.router_spills_per_second == 0.0  # no spill series: 0
+
+
+def test_the_rate_window_is_whole_milliseconds_and_at_least_a_second() -> None:
+    def queries(window: float) -> PrometheusQueries:
+        return build_queries(pool_label="poolpilot_io_pool", namespace_label="namespace", rate_window_seconds=window)
+
+    assert "[1500ms]" in queries(1.5).router_arrivals and "[120s]" in queries(120).prompt_rate
+    for bad in (0.5, math.nan, math.inf):
+        with pytest.raises(ValueError, match="rate_window_seconds"):
+            queries(bad)
+
+
+async def test_bad_router_values_are_left_out_and_a_nan_token_rate_is_invalid() -> None:
+    """A stand-in Prometheus answering each query by what it asks for (the real one never returns these)."""
+    def row(value: str) -> list[dict[str, Any]]:
+        return [{"metric": {"namespace": ZERO[0], "poolpilot_io_pool": ZERO[1]}, "value": [time.time(), value]}]
+
+    answers = {"nan-tokens": {"vllm:prompt_tokens_total": "NaN"}, "bad-router": {"poolpilot_router_in_flight": "-1"}}
+    mode = ["bad-router"]
+
+    async def handler(request: web.Request) -> web.Response:
+        query = (await request.post()).get("query") or request.query.get("query", "")
+        assert isinstance(query, str)
+        result: list[dict[str, Any]] = []
+        if query.startswith("max by"):  # the freshness query
+            result = [{"metric": {**row("0")[0]["metric"], "instance": "a"}, "value": [time.time(), str(time.time())]}]
+        elif "vllm:num_requests_waiting" in query:
+            result = row("1")
+        else:
+            for metric, value in answers[mode[0]].items():
+                if metric in query:
+                    result = row(value)
+        return web.json_response({"status": "success", "data": {"resultType": "vector", "result": result}})
+
+    app = web.Application()
+    app.router.add_route("*", "/api/v1/query", handler)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    try:
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        source = PrometheusSource(f"http://127.0.0.1:{runner.addresses[0][1]}", timeout_seconds=2.0)
+        try:
+            signals = _signals((await source.read(_targets([ZERO]), now=_now()))[ZERO])
+            assert signals.queue_depth == 1.0 and signals.router_in_flight is None
+            mode[0] = "nan-tokens"
+            invalid = (await source.read(_targets([ZERO]), now=_now()))[ZERO]
+        finally:
+            await source.close()
+    finally:
+        await runner.cleanup()
+    assert _kind(invalid) is MetricsProblemKind.INVALID
+    assert "prompt tokens per second" in _message(invalid)
+
+
 # --- failures -----------------------------------------------------------------------------
 
 async def test_prometheus_stopped_is_unreachable_quickly() -> None:
@@ -197,7 +377,7 @@ async def test_prometheus_stopped_is_unreachable_quickly() -> None:
         assert time.monotonic() - started < 1.0
         assert {_kind(reading) for reading in results.values()} == {MetricsProblemKind.UNREACHABLE}
         assert "Connection refused" in _message(results[ZERO])
-        assert source.last_round.failed_requests == 4
+        assert source.last_round.failed_requests == 9
         prom.resume()  # and back: the next round answers again
         assert _kind((await source.read(_targets([ZERO]), now=_now()))[ZERO]) is MetricsProblemKind.NO_SAMPLES
     finally:

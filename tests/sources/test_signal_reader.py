@@ -11,17 +11,18 @@ import json
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
 from aiohttp import web
 
 from controller.api.spec import InferencePoolSpec
-from controller.core.signals import MetricsProblem, MetricsProblemKind
+from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolSignals
 from controller.settings import OperatorSettings
 from controller.signal_reader import MAX_PODS_SOURCES, SignalReader
 from controller.sources.metrics.urls import normalized_prometheus_url
+from tests.support.router_metrics import FakeRouterMetrics
 
 __all__: list[str] = []
 
@@ -115,7 +116,7 @@ async def test_the_operators_own_url_and_the_allowed_ones_are_queried(prometheus
         finally:
             await reader.close()
         assert problem.kind is MetricsProblemKind.NO_SAMPLES, problem  # it asked, and the answer was empty
-        assert hits["/api/v1/query"] == 4
+        assert hits["/api/v1/query"] == 9
         assert reader.tracked_prometheus_urls == (url,)
 
 
@@ -202,5 +203,24 @@ async def test_one_http_session_per_timeout_and_no_more_than_the_cap() -> None:
             await reader.read(POOL, spec, (), now=NOW)
             assert len(reader.pods_source_timeouts) <= MAX_PODS_SOURCES
         assert reader.pods_source_timeouts == tuple(t / 10 for t in range(33, 41))
+    finally:
+        await reader.close()
+
+
+async def test_the_router_addresses_reach_the_pods_source_and_forget_drops_its_samples() -> None:
+    spec = InferencePoolSpec.model_validate({"model": {"name": "m"}, "replicas": {"min": 0, "max": 2},
+                                             "metrics": {"source": "pods", "timeoutSeconds": 1}})
+    reader = SignalReader(OperatorSettings())
+    try:
+        async with FakeRouterMetrics() as router:
+            router.requests.labels("api", "ok").inc(10)
+            await reader.read(POOL, spec, (), now=NOW, router_addresses=(router.url,))
+            router.requests.labels("api", "ok").inc(30)
+            reading = await reader.read(POOL, spec, (), now=NOW + timedelta(seconds=10), router_addresses=(router.url,))
+            assert isinstance(reading, PoolSignals) and reading.router_arrivals_per_second == 3.0
+            reader.forget(POOL)
+            router.requests.labels("api", "ok").inc(30)
+            again = await reader.read(POOL, spec, (), now=NOW + timedelta(seconds=20), router_addresses=(router.url,))
+            assert isinstance(again, PoolSignals) and again.router_arrivals_per_second is None  # a first sample again
     finally:
         await reader.close()

@@ -10,7 +10,7 @@ broken pool or an unreachable Prometheus is a condition on the pool, not a crash
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -29,6 +29,9 @@ class PoolTarget:
     key: PoolKey
     # Base URLs of the pool's READY replicas, e.g. "http://10.1.2.3:8000" (used by the pods source).
     endpoints: tuple[str, ...] = ()
+    # Base URLs of the pool's ready router pods, e.g. "http://10.1.2.9:8080" (pods source; empty without a
+    # router). The router is scraped like a replica: its arrivals, in-flight requests and spills are demand.
+    router_addresses: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -55,17 +58,20 @@ class MetricsSource(Protocol):
     async def close(self) -> None: ...
 
 
-def invalid_signals(*, queue: float | None, running: float | None, kv: float | None) -> list[str]:
+def invalid_signals(*, queue: float | None, running: float | None, kv: float | None,
+                    counts: Mapping[str, float | None] | None = None) -> list[str]:
     """What is wrong with a set of signals, in words (empty if nothing): the rules both sources apply.
 
     Counts must be finite and >= 0; KV use is a fraction in 0-1 (vLLM's ``_perc`` is not percent).
+    ``counts`` are more of them (token counters, their rates), by what they are called in a message.
     ``None`` (not reported) is not invalid.
     """
     problems = []
-    for what, value, fraction in (("queue depth (vllm:num_requests_waiting)", queue, False),
-                                  ("running requests (vllm:num_requests_running)", running, False),
-                                  ("KV-cache utilization (vllm:kv_cache_usage_perc / vllm:gpu_cache_usage_perc)", kv,
-                                   True)):
+    checked = [("queue depth (vllm:num_requests_waiting)", queue, False),
+               ("running requests (vllm:num_requests_running)", running, False),
+               ("KV-cache utilization (vllm:kv_cache_usage_perc / vllm:gpu_cache_usage_perc)", kv, True)]
+    checked += [(what, value, False) for what, value in (counts or {}).items()]
+    for what, value, fraction in checked:
         if value is None:
             continue
         if not math.isfinite(value) or value < 0:

@@ -20,6 +20,17 @@ port only: a replica must not point the operator at another host.
 A replica that fails (refused, timeout, HTTP error, a body that is not vLLM metrics,
 NaN or out-of-range values) is skipped, logged and counted; ``replicas_reporting`` says
 how many answered. Only when all of a pool's replicas fail is the pool a problem.
+
+Token rates (``vllm:prompt_tokens_total``, ``vllm:generation_tokens_total``) need two scrapes of a
+replica: the source remembers each replica's last sample (:mod:`.counters`), and a pool's rate is the
+sum over the replicas that have one, None until one has.
+
+The pool's router pods (``PoolTarget.router_addresses``) are scraped in the same round. Their figures
+(``poolpilot_router_*``, summed over the router pods) are the pool's demand: arrivals per second (the
+rate of ``poolpilot_router_requests_total``, which counts a request when it is answered: under a steady
+load the same as arrivals, a request's duration late), requests in flight, spills per second. A router
+that fails is logged and its figures are None: never the pool's problem. At zero ready replicas a
+router that answers is the pool's reading (vLLM's figures None), not ``NoReadyReplicas``.
 """
 
 from __future__ import annotations
@@ -31,18 +42,21 @@ import re
 import time
 import urllib.parse
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.core.signals import VLLM_METRICS, MetricsProblem, MetricsProblemKind, PoolSignals
+from controller.core.signals import VLLM_METRICS, MetricsProblem, MetricsProblemKind, PoolKey, PoolSignals
 from controller.sources.metrics.base import PoolTarget, ReadStats, SourceResults, invalid_signals
+from controller.sources.metrics.counters import CounterMemory, CounterSample, summed_rates
+from controller.sources.metrics.names import ROUTER_METRICS, VLLM_COUNTERS
 
 __all__ = ["HTTPStatusError", "InvalidExposition", "PodsSource", "RedirectRefused", "ReplicaFailure",
-           "ReplicaReading", "fetch_metrics_text", "parse_vllm_metrics", "signal_lines"]
+           "ReplicaReading", "RouterReading", "fetch_metrics_text", "parse_router_metrics", "parse_vllm_metrics",
+           "signal_lines"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,12 +68,38 @@ _ACCEPT = "text/plain;version=0.0.4;q=1.0, */*;q=0.1"  # the classic text format
 
 @dataclass(frozen=True)
 class ReplicaReading:
-    """One replica's signals, summed (queue, running) or averaged (KV) over its engines."""
+    """One replica's signals, summed (queue, running, token counters) or averaged (KV) over its engines."""
 
     waiting: float | None
     running: float | None
     kv: float | None
     kv_metric: str | None = None  # the KV-cache gauge ``kv`` comes from
+    prompt_tokens: float | None = None  # vllm:prompt_tokens_total: a counter, a rate needs two readings
+    generation_tokens: float | None = None  # vllm:generation_tokens_total
+    counters_created: float | None = None  # the counters' earliest _created: later after a restart
+
+    def counter_sample(self, at: datetime) -> CounterSample:
+        return CounterSample(at, (self.prompt_tokens, self.generation_tokens), self.counters_created)
+
+
+@dataclass(frozen=True)
+class RouterReading:
+    """One router pod's figures, summed over their labels (backend, outcome, reason).
+
+    A family the router declares without a series yet (prometheus_client writes HELP and TYPE for a
+    labelled metric before its first use) is 0: no request, no spill so far. One it does not declare is None.
+    """
+
+    requests: float | None  # poolpilot_router_requests_total: answered requests, a counter
+    in_flight: float | None  # poolpilot_router_in_flight
+    spills: float | None  # poolpilot_router_spills_total, a counter
+    counters_created: float | None = None
+
+    def counter_sample(self, at: datetime) -> CounterSample:
+        return CounterSample(at, (self.requests, self.spills), self.counters_created)
+
+
+Reading = ReplicaReading | RouterReading
 
 
 @dataclass(frozen=True)
@@ -90,7 +130,10 @@ def _not_the_format(lines: Iterable[tuple[int, str]]) -> InvalidExposition:
     return InvalidExposition("the body is not the Prometheus text format")
 
 
-_SIGNAL_NAMES = (VLLM_METRICS.WAITING, VLLM_METRICS.RUNNING, VLLM_METRICS.KV_CACHE, VLLM_METRICS.KV_CACHE_LEGACY)
+_GAUGE_NAMES = (VLLM_METRICS.WAITING, VLLM_METRICS.RUNNING, VLLM_METRICS.KV_CACHE, VLLM_METRICS.KV_CACHE_LEGACY)
+_COUNTER_NAMES = (VLLM_COUNTERS.PROMPT_TOKENS, VLLM_COUNTERS.GENERATION_TOKENS)
+_CREATED_NAMES = (VLLM_COUNTERS.PROMPT_TOKENS_CREATED, VLLM_COUNTERS.GENERATION_TOKENS_CREATED)
+_SIGNAL_NAMES = (*_GAUGE_NAMES, *_COUNTER_NAMES, *_CREATED_NAMES)
 # A sample or HELP/TYPE line of exactly one of those names (the name ends at `{` or a blank, so
 # `vllm:num_requests_waiting_by_reason` is not `vllm:num_requests_waiting`).
 _SIGNAL_LINE = re.compile(
@@ -119,16 +162,19 @@ def parse_vllm_metrics(text: str) -> ReplicaReading:
     """vLLM's signals from one ``/metrics`` body; :class:`InvalidExposition` if it is not usable."""
     totals: dict[str, float] = {}
     kv: dict[str, list[float]] = {VLLM_METRICS.KV_CACHE: [], VLLM_METRICS.KV_CACHE_LEGACY: []}
+    created: list[float] = []
     try:
         for family in text_string_to_metric_families(signal_lines(text)):
             for sample in family.samples:
-                if sample.name in (VLLM_METRICS.WAITING, VLLM_METRICS.RUNNING):
+                if sample.name in (VLLM_METRICS.WAITING, VLLM_METRICS.RUNNING, *_COUNTER_NAMES):
                     totals[sample.name] = totals.get(sample.name, 0.0) + float(sample.value)
                 elif sample.name in kv:
                     kv[sample.name].append(float(sample.value))
+                elif sample.name in _CREATED_NAMES and math.isfinite(sample.value):
+                    created.append(float(sample.value))
     except Exception as e:  # the parser raises ValueError mostly, but any failure means "not the format"
         raise _not_the_format(_numbered_signal_lines(text)) from e
-    if not totals and not any(kv.values()):
+    if VLLM_METRICS.WAITING not in totals and VLLM_METRICS.RUNNING not in totals and not any(kv.values()):
         _refuse_what_is_not_an_exposition(text)
     kv_metric = next((name for name in (VLLM_METRICS.KV_CACHE, VLLM_METRICS.KV_CACHE_LEGACY) if kv[name]), None)
     engines_kv = kv[kv_metric] if kv_metric else []
@@ -137,10 +183,57 @@ def parse_vllm_metrics(text: str) -> ReplicaReading:
         running=totals.get(VLLM_METRICS.RUNNING),
         kv=sum(engines_kv) / len(engines_kv) if engines_kv else None,
         kv_metric=kv_metric,
+        prompt_tokens=totals.get(VLLM_COUNTERS.PROMPT_TOKENS),
+        generation_tokens=totals.get(VLLM_COUNTERS.GENERATION_TOKENS),
+        counters_created=min(created) if created else None,
     )
     if reading.waiting is None and reading.running is None and reading.kv is None:
         raise InvalidExposition("the body has none of vLLM's load metrics (is this a vLLM server?)")
-    problems = invalid_signals(queue=reading.waiting, running=reading.running, kv=reading.kv)
+    problems = invalid_signals(queue=reading.waiting, running=reading.running, kv=reading.kv, counts={
+        f"prompt tokens ({VLLM_COUNTERS.PROMPT_TOKENS})": reading.prompt_tokens,
+        f"generation tokens ({VLLM_COUNTERS.GENERATION_TOKENS})": reading.generation_tokens})
+    if problems:
+        raise InvalidExposition("; ".join(problems))
+    return reading
+
+
+# The router's families as the parser names them: a counter's family drops ``_total`` (with a TYPE line).
+_ROUTER_FAMILIES = {
+    "poolpilot_router_requests": ROUTER_METRICS.REQUESTS, ROUTER_METRICS.REQUESTS: ROUTER_METRICS.REQUESTS,
+    ROUTER_METRICS.IN_FLIGHT: ROUTER_METRICS.IN_FLIGHT,
+    "poolpilot_router_spills": ROUTER_METRICS.SPILLS, ROUTER_METRICS.SPILLS: ROUTER_METRICS.SPILLS,
+}
+_ROUTER_CREATED = (ROUTER_METRICS.REQUESTS_CREATED, ROUTER_METRICS.SPILLS_CREATED)
+
+
+def parse_router_metrics(text: str) -> RouterReading:
+    """The router's demand figures from its ``/metrics`` body (small: parsed whole); :class:`InvalidExposition`
+    if it is not the router's."""
+    totals: dict[str, float] = {}
+    created: list[float] = []
+    try:
+        for family in text_string_to_metric_families(text):
+            metric = _ROUTER_FAMILIES.get(family.name)
+            if metric is not None:
+                totals.setdefault(metric, 0.0)
+            for sample in family.samples:
+                if sample.name == metric:
+                    totals[metric] += float(sample.value)
+                elif sample.name in _ROUTER_CREATED and math.isfinite(sample.value):
+                    created.append(float(sample.value))
+    except Exception as e:  # the parser raises ValueError mostly, but any failure means "not the format"
+        raise _not_the_format(enumerate(text.split("\n"), start=1)) from e
+    if not totals:
+        raise InvalidExposition("the body has none of the router's metrics (poolpilot_router_requests_total, "
+                                "poolpilot_router_in_flight, poolpilot_router_spills_total)")
+    reading = RouterReading(requests=totals.get(ROUTER_METRICS.REQUESTS),
+                            in_flight=totals.get(ROUTER_METRICS.IN_FLIGHT),
+                            spills=totals.get(ROUTER_METRICS.SPILLS),
+                            counters_created=min(created) if created else None)
+    problems = invalid_signals(queue=None, running=None, kv=None, counts={
+        f"requests ({ROUTER_METRICS.REQUESTS})": reading.requests,
+        f"requests in flight ({ROUTER_METRICS.IN_FLIGHT})": reading.in_flight,
+        f"spills ({ROUTER_METRICS.SPILLS})": reading.spills})
     if problems:
         raise InvalidExposition("; ".join(problems))
     return reading
@@ -161,7 +254,8 @@ class PodsSource:
     """A :class:`~controller.sources.metrics.base.MetricsSource` that scrapes the replicas themselves.
 
     The session and the concurrency bound are created on the first ``read`` and belong to
-    that event loop (the operator's).
+    that event loop (the operator's). The counters' last samples are kept per pool, for its
+    replicas and router pods listed in the latest read of it; ``forget`` drops a pool's.
     """
 
     def __init__(self, *, timeout_seconds: float, max_concurrency: int = 32,
@@ -179,6 +273,8 @@ class PodsSource:
         self._semaphore: asyncio.Semaphore | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_round = ReadStats()
+        self.replica_counters = CounterMemory()  # vLLM's token counters, per replica URL
+        self.router_counters = CounterMemory()  # the router's requests and spills, per router pod URL
 
     @property
     def last_round(self) -> ReadStats:
@@ -192,17 +288,26 @@ class PodsSource:
         if session is not None:
             await session.close()
 
+    def forget(self, key: PoolKey) -> None:
+        """A pool is gone (or reads elsewhere now): drop its counters' samples."""
+        self.replica_counters.forget(key)
+        self.router_counters.forget(key)
+
     async def read(self, pools: Sequence[PoolTarget], *, now: datetime) -> SourceResults:
         started = time.monotonic()
         session, semaphore = self._bind_loop()
         # One scrape per distinct endpoint, even if (wrongly) listed under two pools.
-        urls = sorted({endpoint for pool in pools for endpoint in pool.endpoints})
-        outcomes = dict(zip(urls, await asyncio.gather(*(self._scrape(session, semaphore, url) for url in urls)),
-                            strict=True))
-        results: SourceResults = {pool.key: self._aggregate(pool, outcomes, now) for pool in pools}
+        replica_urls = sorted({endpoint for pool in pools for endpoint in pool.endpoints})
+        router_urls = sorted({address for pool in pools for address in pool.router_addresses})
+        scrapes = [*(self._scrape(session, semaphore, url, parse_vllm_metrics) for url in replica_urls),
+                   *(self._scrape(session, semaphore, url, parse_router_metrics) for url in router_urls)]
+        answers = await asyncio.gather(*scrapes)
+        replicas = dict(zip(replica_urls, answers[:len(replica_urls)], strict=True))
+        routers = dict(zip(router_urls, answers[len(replica_urls):], strict=True))
+        results: SourceResults = {pool.key: self._aggregate(pool, replicas, routers, now) for pool in pools}
         self._last_round = ReadStats(
-            pools=len(pools), requests=len(urls),
-            failed_requests=sum(isinstance(outcome, ReplicaFailure) for outcome in outcomes.values()),
+            pools=len(pools), requests=len(answers),
+            failed_requests=sum(isinstance(answer, ReplicaFailure) for answer in answers),
             problems=sum(isinstance(result, MetricsProblem) for result in results.values()),
             seconds=time.monotonic() - started,
         )
@@ -220,14 +325,14 @@ class PodsSource:
             self._session = self._session_factory()
         return self._session, self._semaphore
 
-    async def _scrape(self, session: aiohttp.ClientSession, semaphore: asyncio.Semaphore,
-                      endpoint: str) -> ReplicaReading | ReplicaFailure:
+    async def _scrape(self, session: aiohttp.ClientSession, semaphore: asyncio.Semaphore, endpoint: str,
+                      parse: Callable[[str], Reading]) -> Reading | ReplicaFailure:
         url = endpoint.rstrip("/") + "/metrics"
         try:
             async with semaphore:
                 text = await fetch_metrics_text(session, url, timeout_seconds=self.timeout_seconds,
                                                 max_body_bytes=self.max_body_bytes)
-            return parse_vllm_metrics(text)
+            return parse(text)
         except TimeoutError:
             failure = ReplicaFailure(MetricsProblemKind.TIMEOUT, f"{url}: no answer within {self.timeout_seconds:g} s")
         except InvalidExposition as e:
@@ -239,16 +344,26 @@ class PodsSource:
         except Exception as e:  # never let one replica break the round; but say it loudly, it is a bug or worse
             logger.exception("scraping %s failed unexpectedly", url)
             failure = ReplicaFailure(MetricsProblemKind.UNREACHABLE, f"{url}: {type(e).__name__}: {e}")
-        logger.info("replica skipped: %s", failure.message)
+        logger.info("%s skipped: %s", "router" if parse is parse_router_metrics else "replica", failure.message)
         return failure
 
-    def _aggregate(self, pool: PoolTarget, outcomes: dict[str, ReplicaReading | ReplicaFailure],
-                   now: datetime) -> PoolSignals | MetricsProblem:
+    def _aggregate(self, pool: PoolTarget, replicas: Mapping[str, Reading | ReplicaFailure],
+                   routers: Mapping[str, Reading | ReplicaFailure], now: datetime) -> PoolSignals | MetricsProblem:
+        demand = self._router_demand(pool, routers, now)
         if not pool.endpoints:
-            return MetricsProblem(MetricsProblemKind.NO_READY_REPLICAS, "the pool has no ready replicas to scrape", now)
-        mine = [outcomes[endpoint] for endpoint in dict.fromkeys(pool.endpoints)]
-        readings = [outcome for outcome in mine if isinstance(outcome, ReplicaReading)]
-        failures = [outcome for outcome in mine if isinstance(outcome, ReplicaFailure)]
+            self.replica_counters.forget(pool.key)
+            if demand is not None:  # scaled to zero, but the router sees the demand: that is the reading
+                return PoolSignals(queue_depth=None, running_requests=None, kv_cache_utilization=None,
+                                   replicas_reporting=0, observed_at=now, router_arrivals_per_second=demand[0],
+                                   router_in_flight=demand[1], router_spills_per_second=demand[2])
+            router_words = " (and its router did not answer)" if pool.router_addresses else ""
+            return MetricsProblem(MetricsProblemKind.NO_READY_REPLICAS,
+                                  f"the pool has no ready replicas to scrape{router_words}", now)
+        mine = {endpoint: replicas[endpoint] for endpoint in dict.fromkeys(pool.endpoints)}
+        readings = {url: outcome for url, outcome in mine.items() if isinstance(outcome, ReplicaReading)}
+        failures = [outcome for outcome in mine.values() if isinstance(outcome, ReplicaFailure)]
+        rates = self.replica_counters.advance(
+            pool.key, pool.endpoints, {url: reading.counter_sample(now) for url, reading in readings.items()})
         if not readings:
             kinds = Counter(failure.kind for failure in failures)
             kind = next(iter(kinds)) if len(kinds) == 1 else MetricsProblemKind.UNREACHABLE
@@ -258,16 +373,39 @@ class PodsSource:
             return MetricsProblem(kind, message, now)
         if failures:
             logger.warning("pool %s/%s: %d of %d replicas skipped", pool.key[0], pool.key[1], len(failures), len(mine))
-        waiting = [r.waiting for r in readings if r.waiting is not None]
-        running = [r.running for r in readings if r.running is not None]
-        kv = [r.kv for r in readings if r.kv is not None]
+        waiting = [r.waiting for r in readings.values() if r.waiting is not None]
+        running = [r.running for r in readings.values() if r.running is not None]
+        kv = [r.kv for r in readings.values() if r.kv is not None]
+        prompt_rate, generation_rate = summed_rates(rates.values(), 2)
+        arrivals, in_flight, spills = demand if demand is not None else (None, None, None)
         return PoolSignals(
             queue_depth=math.fsum(waiting) if waiting else None,
             running_requests=math.fsum(running) if running else None,
             kv_cache_utilization=math.fsum(kv) / len(kv) if kv else None,
             replicas_reporting=len(readings),
             observed_at=now,
+            prompt_tokens_per_second=prompt_rate,
+            generation_tokens_per_second=generation_rate,
+            router_arrivals_per_second=arrivals,
+            router_in_flight=in_flight,
+            router_spills_per_second=spills,
         )
+
+    def _router_demand(self, pool: PoolTarget, routers: Mapping[str, Reading | ReplicaFailure],
+                       now: datetime) -> tuple[float | None, float | None, float | None] | None:
+        """Arrivals/s, in flight, spills/s over the pool's router pods that answered; None if none did."""
+        mine = {address: routers[address] for address in dict.fromkeys(pool.router_addresses)}
+        readings = {url: outcome for url, outcome in mine.items() if isinstance(outcome, RouterReading)}
+        rates = self.router_counters.advance(
+            pool.key, pool.router_addresses, {url: reading.counter_sample(now) for url, reading in readings.items()})
+        if len(readings) < len(mine):
+            logger.warning("pool %s/%s: %d of %d router pods did not answer", pool.key[0], pool.key[1],
+                           len(mine) - len(readings), len(mine))
+        if not readings:
+            return None
+        in_flight = [reading.in_flight for reading in readings.values() if reading.in_flight is not None]
+        arrivals, spills = summed_rates(rates.values(), 2)
+        return arrivals, math.fsum(in_flight) if in_flight else None, spills
 
 
 class HTTPStatusError(Exception):

@@ -1,4 +1,4 @@
-"""Pool signals from Prometheus: four PromQL queries per round, however many pools there are.
+"""Pool signals from Prometheus: nine PromQL queries per round, however many pools there are.
 
 Why this shape:
 
@@ -19,8 +19,21 @@ Why this shape:
   intervals; after a lost scrape pipeline, for up to the 5-minute lookback), and how
   many replicas report: ``replicas_reporting`` counts the fresh ones, while the sums
   may still include a just-removed replica's last values for those few seconds.
+- Token rates are ``rate()`` of ``vllm:prompt_tokens_total`` and ``vllm:generation_tokens_total`` over
+  ``rate_window_seconds`` (per series, so a restarted replica's reset is handled by Prometheus), summed
+  per pool. A counter needs two samples in the window: until then, no row, and the rate is None.
+- The router's demand comes from its own series, ``poolpilot_router_*``: arrivals are the rate of
+  ``requests_total`` (answered requests: under a steady load the arrival rate, a request's duration
+  late), in flight is the gauge's sum, spills the rate of ``spills_total``, each summed per pool. The
+  router's pods carry ``poolpilot.io/router: POOL`` rather than the pool label (which marks vLLM
+  replicas), so its series are mapped onto the pool label with ``label_replace`` from ``router_label``;
+  a series that already has the pool label keeps it. A router that has not spilled yet has no
+  ``spills_total`` series (prometheus_client creates a labelled series at first use): its spills are 0
+  while its requests are known, None otherwise. Bad router values make that figure None (logged),
+  never the pool a problem; at zero replicas, router figures are the pool's reading (vLLM's None),
+  not ``NoSamples``.
 - The client (``prometheus-api-client``) is synchronous: each query runs in a thread,
-  all four concurrently, under one deadline. Retries are off: the next round is the retry.
+  all of them concurrently, under one deadline. Retries are off: the next round is the retry.
 - Failures become a ``MetricsProblem`` for every pool (unreachable, timeout) or for
   one pool (no samples, stale, invalid values); ``read`` does not raise for them.
 """
@@ -44,13 +57,15 @@ from urllib3.util.retry import Retry
 
 from controller.core.signals import VLLM_METRICS, MetricsProblem, MetricsProblemKind, PoolKey, PoolSignals
 from controller.sources.metrics.base import PoolTarget, ReadStats, SourceResults, invalid_signals
-from controller.sources.metrics.promql import Matcher, aggregate, selector, validate_label_name
+from controller.sources.metrics.names import ROUTER_METRICS, VLLM_COUNTERS
+from controller.sources.metrics.promql import Matcher, aggregate, quote, selector, validate_label_name
 
 __all__ = ["PrometheusQueries", "PrometheusSource", "build_queries"]
 
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_SAMPLE_AGE_SECONDS = 60.0
+DEFAULT_RATE_WINDOW_SECONDS = 60.0  # rate()'s range: at least two scrapes of the usual 15-30 s interval
 _INSTANCE = "instance"  # set by Prometheus on every scraped series (host:port of the target)
 
 
@@ -62,28 +77,59 @@ class PrometheusQueries:
     running: str
     kv: str
     freshness: str
+    prompt_rate: str
+    generation_rate: str
+    router_arrivals: str
+    router_in_flight: str
+    router_spills: str
 
     def all(self) -> dict[str, str]:
-        return {"queue": self.queue, "running": self.running, "kv": self.kv, "freshness": self.freshness}
+        return {name: getattr(self, name) for name in _QUERY_NAMES}
 
 
-def build_queries(*, pool_label: str, namespace_label: str, namespaces: Sequence[str] = ()) -> PrometheusQueries:
-    """The four queries: per (namespace, pool) queue, running, KV, and per replica the newest sample time."""
-    matchers = [Matcher(pool_label, "!=", "")]
-    if namespaces:
-        matchers.append(Matcher.one_of(namespace_label, namespaces))
+_VALUE_QUERIES = ("queue", "running", "kv", "prompt_rate", "generation_rate")  # one row per pool
+_ROUTER_QUERIES = ("router_arrivals", "router_in_flight", "router_spills")  # one row per pool
+_QUERY_NAMES = (*_VALUE_QUERIES[:3], "freshness", *_VALUE_QUERIES[3:], *_ROUTER_QUERIES)
+
+
+def build_queries(*, pool_label: str, namespace_label: str, namespaces: Sequence[str] = (),
+                  router_label: str = "poolpilot_io_router",
+                  rate_window_seconds: float = DEFAULT_RATE_WINDOW_SECONDS) -> PrometheusQueries:
+    """Per (namespace, pool): queue, running, KV, the token rates and the router's three figures; and per
+    replica the newest sample time."""
+    validate_label_name(router_label)
+    if not (math.isfinite(rate_window_seconds) and rate_window_seconds >= 1):
+        raise ValueError("rate_window_seconds must be at least 1")  # and then a whole number of milliseconds
+    in_namespaces = [Matcher.one_of(namespace_label, namespaces)] if namespaces else []
+    matchers = [Matcher(pool_label, "!=", ""), *in_namespaces]
     by_pool = [namespace_label, pool_label]
     by_replica = [*by_pool, _INSTANCE]
+    milliseconds = round(rate_window_seconds * 1000)  # PromQL durations are integers with a unit
+    window = f"[{milliseconds // 1000}s]" if milliseconds % 1000 == 0 else f"[{milliseconds}ms]"
 
     def series(metric: str) -> str:
         return selector(metric, matchers)
 
+    def router_series(expression: str) -> str:
+        """The router's series, labelled with the pool they serve (from ``router_label``, if set)."""
+        return f"label_replace({expression}, {quote(pool_label)}, \"$1\", {quote(router_label)}, \"(.+)\")"
+
+    def router_rate(metric: str) -> str:
+        return aggregate("sum", by_pool, router_series(f"rate({selector(metric, in_namespaces)}{window})"))
+
     kv_per_series = f"{series(VLLM_METRICS.KV_CACHE)} or {series(VLLM_METRICS.KV_CACHE_LEGACY)}"
+    arrivals = router_rate(ROUTER_METRICS.REQUESTS)
     return PrometheusQueries(
         queue=aggregate("sum", by_pool, series(VLLM_METRICS.WAITING)),
         running=aggregate("sum", by_pool, series(VLLM_METRICS.RUNNING)),
         kv=aggregate("avg", by_pool, aggregate("avg", by_replica, kv_per_series)),
         freshness=aggregate("max", by_replica, f"timestamp({series(VLLM_METRICS.WAITING)})"),
+        prompt_rate=aggregate("sum", by_pool, f"rate({series(VLLM_COUNTERS.PROMPT_TOKENS)}{window})"),
+        generation_rate=aggregate("sum", by_pool, f"rate({series(VLLM_COUNTERS.GENERATION_TOKENS)}{window})"),
+        router_arrivals=arrivals,
+        router_in_flight=aggregate("sum", by_pool, router_series(selector(ROUTER_METRICS.IN_FLIGHT, in_namespaces))),
+        # No spills series before the first spill: 0 for the pools whose router reports requests.
+        router_spills=f"{router_rate(ROUTER_METRICS.SPILLS)} or (0 * {arrivals})",
     )
 
 
@@ -123,8 +169,9 @@ class PrometheusSource:
     """A :class:`~controller.sources.metrics.base.MetricsSource` reading one Prometheus."""
 
     def __init__(self, url: str, *, timeout_seconds: float, pool_label: str = "poolpilot_io_pool",
-                 namespace_label: str = "namespace",
+                 namespace_label: str = "namespace", router_label: str = "poolpilot_io_router",
                  max_sample_age_seconds: float = DEFAULT_MAX_SAMPLE_AGE_SECONDS,
+                 rate_window_seconds: float = DEFAULT_RATE_WINDOW_SECONDS,
                  namespaces: Sequence[str] = ()) -> None:
         if timeout_seconds <= 0:
             raise ValueError("timeout_seconds must be positive")
@@ -136,7 +183,8 @@ class PrometheusSource:
         self.pool_label = validate_label_name(pool_label)
         self.namespace_label = validate_label_name(namespace_label)
         self.queries = build_queries(pool_label=pool_label, namespace_label=namespace_label,
-                                     namespaces=tuple(namespaces))
+                                     namespaces=tuple(namespaces), router_label=router_label,
+                                     rate_window_seconds=rate_window_seconds)
         self._client = _Client(self.url, timeout_seconds)
         self._last_round = ReadStats()
 
@@ -214,13 +262,20 @@ class PrometheusSource:
     # --- mapping rows to pools ------------------------------------------------------------
 
     def _pool_result(self, key: PoolKey, rows: _IndexedRows, now: datetime) -> PoolSignals | MetricsProblem:
-        values = {name: rows.values[name].get(key) for name in ("queue", "running", "kv")}
+        values = {name: rows.values[name].get(key) for name in _VALUE_QUERIES}
+        demand = self._router_demand(key, rows)
         replica_times = [t for t in rows.replica_times.get(key, ()) if math.isfinite(t)]
-        if all(value is None for value in values.values()) and not replica_times:
+        if all(values[name] is None for name in ("queue", "running", "kv")) and not replica_times:
+            if any(figure is not None for figure in demand):  # no replicas, but the router sees demand
+                return PoolSignals(queue_depth=None, running_requests=None, kv_cache_utilization=None,
+                                   replicas_reporting=0, observed_at=now, router_arrivals_per_second=demand[0],
+                                   router_in_flight=demand[1], router_spills_per_second=demand[2])
             return MetricsProblem(MetricsProblemKind.NO_SAMPLES,
                                   f"Prometheus has no vLLM samples for pool {key[1]!r} in namespace {key[0]!r} "
                                   f"(series labels {self.namespace_label}, {self.pool_label})", now)
-        invalid = invalid_signals(queue=values["queue"], running=values["running"], kv=values["kv"])
+        invalid = invalid_signals(queue=values["queue"], running=values["running"], kv=values["kv"], counts={
+            f"prompt tokens per second (rate of {VLLM_COUNTERS.PROMPT_TOKENS})": values["prompt_rate"],
+            f"generation tokens per second (rate of {VLLM_COUNTERS.GENERATION_TOKENS})": values["generation_rate"]})
         if invalid:
             message = "Prometheus returned invalid values: " + "; ".join(invalid)
             logger.warning("pool %s/%s: %s", key[0], key[1], message)
@@ -234,12 +289,31 @@ class PrometheusSource:
                                   f"(allowed: {self.max_sample_age_seconds:g} s): its replicas are no longer "
                                   f"scraped", now)
         return PoolSignals(queue_depth=values["queue"], running_requests=values["running"],
-                           kv_cache_utilization=values["kv"], replicas_reporting=len(fresh), observed_at=now)
+                           kv_cache_utilization=values["kv"], replicas_reporting=len(fresh), observed_at=now,
+                           prompt_tokens_per_second=values["prompt_rate"],
+                           generation_tokens_per_second=values["generation_rate"],
+                           router_arrivals_per_second=demand[0], router_in_flight=demand[1],
+                           router_spills_per_second=demand[2])
+
+    def _router_demand(self, key: PoolKey, rows: _IndexedRows) -> tuple[float | None, float | None, float | None]:
+        """Arrivals/s, in flight, spills/s; a figure Prometheus returned bad is None (and logged)."""
+        figures = []
+        for name, what in (("router_arrivals", f"rate of {ROUTER_METRICS.REQUESTS}"),
+                           ("router_in_flight", ROUTER_METRICS.IN_FLIGHT),
+                           ("router_spills", f"rate of {ROUTER_METRICS.SPILLS}")):
+            value = rows.values[name].get(key)
+            if value is not None and invalid_signals(queue=None, running=None, kv=None, counts={what: value}):
+                logger.warning("pool %s/%s: Prometheus returned %s for the router's %s; left out",
+                               key[0], key[1], value, what)
+                value = None
+            figures.append(value)
+        arrivals, in_flight, spills = figures
+        return arrivals, in_flight, spills
 
     def _index(self, rows: Mapping[str, list[dict[str, Any]]]) -> _IndexedRows:
         """Rows by pool, once per round (not a scan per pool)."""
         indexed = _IndexedRows()
-        for name in ("queue", "running", "kv"):
+        for name in (*_VALUE_QUERIES, *_ROUTER_QUERIES):
             by_key = indexed.values[name] = {}
             for row in rows[name]:
                 key = self._key_of(row)

@@ -4,6 +4,7 @@ The text comes from a replica's metrics URL (fetched as the pods source fetches 
 header, redirect rule, size bound), a file, or stdin, and goes through the pods source's own
 :func:`~controller.sources.metrics.pods.parse_vllm_metrics`: what this prints is what the operator
 sees, summed over ``engine``, KV from ``vllm:kv_cache_usage_perc`` or else ``vllm:gpu_cache_usage_perc``.
+The token counters are shown as totals: the operator's rates need two scrapes, this is one.
 Every failure is :class:`SignalsUnavailable`, one line; unlike a pool's status, which never quotes a
 replica, it shows the offending line, for the engineer at the terminal.
 """
@@ -19,6 +20,7 @@ from typing import TextIO
 import aiohttp
 
 from controller.core.signals import VLLM_METRICS
+from controller.sources.metrics.names import VLLM_COUNTERS
 from controller.sources.metrics.pods import (
     HTTPStatusError,
     InvalidExposition,
@@ -48,11 +50,12 @@ def read_replica(source: str, *, timeout_seconds: float, stdin: TextIO | None = 
 
 
 def reading_as_json(reading: ReplicaReading) -> dict[str, float | None]:
-    return {"queueDepth": reading.waiting, "runningRequests": reading.running, "kvCacheUtilization": reading.kv}
+    return {"queueDepth": reading.waiting, "runningRequests": reading.running, "kvCacheUtilization": reading.kv,
+            "promptTokensTotal": reading.prompt_tokens, "generationTokensTotal": reading.generation_tokens}
 
 
 def describe_reading(reading: ReplicaReading) -> str:
-    """Three lines: each signal, its value (or that the text lacks it) and where it comes from."""
+    """Five lines: each signal, its value (or that the text lacks it) and where it comes from."""
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:g}"
 
@@ -63,12 +66,16 @@ def describe_reading(reading: ReplicaReading) -> str:
         ("queue depth", number(reading.waiting), _summed(VLLM_METRICS.WAITING, reading.waiting)),
         ("running requests", number(reading.running), _summed(VLLM_METRICS.RUNNING, reading.running)),
         ("KV-cache utilization", kv, kv_source),
+        ("prompt tokens", number(reading.prompt_tokens), _summed(VLLM_COUNTERS.PROMPT_TOKENS, reading.prompt_tokens)),
+        ("generation tokens", number(reading.generation_tokens),
+         _summed(VLLM_COUNTERS.GENERATION_TOKENS, reading.generation_tokens)),
     ]
     return "\n".join(f"{name:<22}{value:<14}{where}" for name, value, where in rows)
 
 
 def _summed(metric: str, value: float | None) -> str:
-    return f"{metric}, summed over engines" if value is not None else f"not reported ({metric})"
+    counter = " (a total: the operator rates it over two scrapes)" if metric.endswith("_total") else ""
+    return f"{metric}, summed over engines{counter}" if value is not None else f"not reported ({metric})"
 
 
 def _load(source: str, *, timeout_seconds: float, stdin: TextIO) -> str:

@@ -1,0 +1,34 @@
+"""Exact names of the counters the sources turn into rates, and of the router's metrics.
+
+vLLM's gauges are in :class:`controller.core.signals.VLLM_METRICS`. Counters are exposed by
+prometheus_client with a ``_total`` suffix and, unless disabled, a ``_created`` gauge per series (the
+time the series was created: a restarted process has later ones), see
+reference/llm-serving-control-planes.md section 1.2. The router's names are the fixed contract of
+``poolpilot router``'s ``/metrics``.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ROUTER_METRICS", "ROUTER_METRICS_PORT", "VLLM_COUNTERS"]
+
+
+class VLLM_COUNTERS:  # a namespace of constants, named as the metrics are
+    """vLLM's token counters (labels model_name and engine; summed over engine)."""
+
+    PROMPT_TOKENS = "vllm:prompt_tokens_total"  # "Number of prefill tokens processed."
+    GENERATION_TOKENS = "vllm:generation_tokens_total"  # "Number of generation tokens processed."
+    PROMPT_TOKENS_CREATED = "vllm:prompt_tokens_created"
+    GENERATION_TOKENS_CREATED = "vllm:generation_tokens_created"
+
+
+class ROUTER_METRICS:
+    """``poolpilot router``'s series the pool's demand comes from."""
+
+    REQUESTS = "poolpilot_router_requests_total"  # {backend="pool"|"api", outcome="ok"|"error"}, counter
+    IN_FLIGHT = "poolpilot_router_in_flight"  # {backend}, gauge
+    SPILLS = "poolpilot_router_spills_total"  # {reason}, counter
+    REQUESTS_CREATED = "poolpilot_router_requests_created"
+    SPILLS_CREATED = "poolpilot_router_spills_created"
+
+
+ROUTER_METRICS_PORT = 8080  # `poolpilot router --port`'s default, where its /metrics is
