@@ -24,7 +24,15 @@ from controller.core.scaling import ScalingState
 from controller.kube.apply import VerifiedObjects
 from controller.kube.client import KubeApi, build_api_client
 from controller.kube.observe import trimmed_pod
-from controller.kube.render import MANAGED_BY_LABEL, MANAGER, POOL_LABEL, SERVING_LABEL, PoolRef
+from controller.kube.render import (
+    COMPONENT_LABEL,
+    MANAGED_BY_LABEL,
+    MANAGER,
+    POOL_LABEL,
+    ROUTER_LABEL,
+    SERVING_LABEL,
+    PoolRef,
+)
 from controller.notice_feed import NoticeFeed
 from controller.reconcile import ParsedSpec, PoolSnapshot, Reporting, UpgradeSlots, reconcile_pool
 from controller.settings import OperatorSettings
@@ -237,6 +245,17 @@ def ready_pod_ips(namespace: str | None, labels: kopf.Labels, status: kopf.Statu
     return {(namespace, pool): ip}
 
 
+@kopf.index("v1", "pods", labels={COMPONENT_LABEL: "router"})
+def ready_router_ips(namespace: str | None, labels: kopf.Labels, status: kopf.Status, meta: kopf.Meta,
+                     **_: Any) -> Any:
+    """The pool's ready router pods (fallback.route: router): the pods source scrapes the demand they see."""
+    pool = labels.get(ROUTER_LABEL)
+    ip = status.get("podIP")
+    if not pool or namespace is None or not ip or meta.get("deletionTimestamp") or not _pod_is_ready(status):
+        return {}
+    return {(namespace, pool): ip}
+
+
 @kopf.index("v1", "pods", labels=OWNED)
 def replica_pods(body: kopf.Body, namespace: str | None, labels: kopf.Labels, **_: Any) -> Any:
     """The pool's replica pods, only the fields the evaluation reads (controller/kube/observe.py)."""
@@ -336,6 +355,7 @@ def _snapshot(body: kopf.Body, indexes: Mapping[str, Any], memory: PoolMemory, c
         deployments=list(indexes["owned_deployments"].get(key, [])),
         cached=lambda kind, name: _first(by_kind[kind], key, name),
         ready_pod_ips=tuple(sorted(indexes["ready_pod_ips"].get(key, []))),
+        ready_router_ips=tuple(sorted(indexes["ready_router_ips"].get(key, []))),
         pods=tuple(indexes["replica_pods"].get(key, [])),
         notices_for_node=functools.partial(notices_for_node, indexes["node_notices"]),
         scaling_state=memory.scaling_state,
@@ -364,7 +384,7 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
     wakeup = runtime.wakeup_for(key)
     indexes = {name: kwargs[name] for name in ("owned_deployments", "owned_services", "owned_pdbs",
                                                "owned_service_accounts", "owned_roles", "owned_role_bindings",
-                                               "ready_pod_ips", "replica_pods", "node_notices")}
+                                               "ready_pod_ips", "ready_router_ips", "replica_pods", "node_notices")}
     runtime.pods_index, runtime.instances_index = kwargs["replica_pods"], kwargs.get("node_instances")
     reporting = Reporting(signals_refresh_seconds=runtime.settings.signals_refresh_seconds)
     failures = 0

@@ -38,11 +38,13 @@ from controller.kube.observe import observe_deployments, observe_pods
 from controller.kube.render import (
     CAPACITY_TYPE_LABEL,
     DEFAULT_ROUTER_IMAGE,
+    ROUTER_PORT,
     TEMPLATE_GENERATION_ANNOTATION,
     OwnedObject,
     PoolRef,
     render_owned_objects,
     rendered_template_fingerprints,
+    router_enabled,
     with_template_generation,
 )
 from controller.signal_reader import SignalReader
@@ -91,6 +93,7 @@ class PoolSnapshot:
     deployments: Iterable[Mapping[str, Any]]
     cached: CachedLookup
     ready_pod_ips: tuple[str, ...] = ()  # where the pods source scrapes
+    ready_router_ips: tuple[str, ...] = ()  # the pool's ready router pods, scraped for the demand they see
     pods: tuple[Mapping[str, Any], ...] = ()  # the replica pods (trimmed)
     # The reclaim notices for one node: its taints, and what the SQS queue said about its instance.
     notices_for_node: Callable[[str], tuple[InterruptionNotice, ...]] = lambda node: ()
@@ -159,7 +162,9 @@ async def observe(reader: SignalReader, pool: PoolSnapshot, *, now: datetime) ->
     pods = observe_pods(pool.pods)
     notices = _notices_for(pods, spec, pool.notices_for_node)
     endpoints = _endpoints(pool.ready_pod_ips, spec.model.port)
-    signals = await reader.read((pool.ref.namespace, pool.ref.name), spec, endpoints, now=now)
+    routers = _endpoints(pool.ready_router_ips, ROUTER_PORT) if router_enabled(spec) else ()
+    signals = await reader.read((pool.ref.namespace, pool.ref.name), spec, endpoints, now=now,
+                                router_addresses=routers)
     return Observation(generation=pool.generation, spec=spec, previous=previous, deployments=deployments,
                        source=spec.metrics.source, signals=signals, rendered_templates=rendered, pods=pods,
                        notices=notices)

@@ -71,8 +71,8 @@ def test_no_more_pools_are_evaluated_at_once_than_the_slots_allow(monkeypatch: p
         memo = kopf.Memo(runtime=runtime)
         empty: dict[str, Any] = {name: {} for name in ("owned_deployments", "owned_services", "owned_pdbs",
                                                        "owned_service_accounts", "owned_roles",
-                                                       "owned_role_bindings", "ready_pod_ips", "replica_pods",
-                                                       "node_notices")}
+                                                       "owned_role_bindings", "ready_pod_ips", "ready_router_ips",
+                                                       "replica_pods", "node_notices")}
         daemon: Any = controller.handlers.evaluate_pool_continuously
         raw: list[Any] = [{"metadata": {"name": f"p{i}", "namespace": "llm", "uid": f"u{i}", "resourceVersion": "1",
                                         "generation": 1}, "spec": {}} for i in range(10)]
