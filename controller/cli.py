@@ -71,7 +71,8 @@ async def _serve_router(settings: RouterSettings) -> int:
     api_client = build_api_client(settings.kubeconfig)
     try:
         return await serve(build_app(settings, holder), settings.port,
-                           discover(settings.namespace, settings.pool, holder, api_client=api_client))
+                           discover(settings.namespace, settings.pool, holder, api_client=api_client),
+                           host=settings.host)
     finally:
         api_client.close()
 

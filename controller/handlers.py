@@ -245,7 +245,7 @@ def ready_pod_ips(namespace: str | None, labels: kopf.Labels, status: kopf.Statu
     return {(namespace, pool): ip}
 
 
-@kopf.index("v1", "pods", labels={COMPONENT_LABEL: "router"})
+@kopf.index("v1", "pods", labels={**OWNED, COMPONENT_LABEL: "router"})
 def ready_router_ips(namespace: str | None, labels: kopf.Labels, status: kopf.Status, meta: kopf.Meta,
                      **_: Any) -> Any:
     """The pool's ready router pods (fallback.route: router): the pods source scrapes the demand they see."""

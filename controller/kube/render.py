@@ -410,8 +410,10 @@ def _router_args(pool: PoolRef, spec: InferencePoolSpec) -> list[str]:
 
 def render_router_deployment(pool: PoolRef, spec: InferencePoolSpec, image: str = DEFAULT_ROUTER_IMAGE) -> Manifest:
     selector = _router_selector(pool)
+    # Managed by us (the operator's pod watch selects on it, and scrapes the router's demand), but without
+    # the pool label: a router pod is no replica to scale, scrape as vLLM or drain.
     pod_labels = {"app.kubernetes.io/name": "poolpilot-router", "app.kubernetes.io/instance": pool.name,
-                  "app.kubernetes.io/component": "router", **selector}
+                  "app.kubernetes.io/component": "router", MANAGED_BY_LABEL: MANAGER, **selector}
     mounts: list[Manifest] = [{"name": "tmp", "mountPath": "/tmp"}]
     volumes: list[Manifest] = [{"name": "tmp", "emptyDir": {"sizeLimit": "16Mi"}}]
     provider = spec.fallback.provider

@@ -25,9 +25,10 @@ def make_runner(app: web.Application) -> web.AppRunner:
     return web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=SHUTDOWN_SECONDS)
 
 
-async def serve(app: web.Application, port: int, background: Coroutine[Any, Any, None]) -> int:
-    """Serve ``app`` on every address at ``port`` until SIGTERM/SIGINT, or until ``background`` (discovery)
-    ends; 0 for a signal, 1 if the background task failed or returned."""
+async def serve(app: web.Application, port: int, background: Coroutine[Any, Any, None], *,
+                host: str | None = None) -> int:
+    """Serve ``app`` at ``host`` (None: every address) and ``port`` until SIGTERM/SIGINT, or until
+    ``background`` (discovery) ends; 0 for a signal, 1 if it cannot listen or the background task ended."""
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in _SIGNALS:
@@ -35,8 +36,12 @@ async def serve(app: web.Application, port: int, background: Coroutine[Any, Any,
     runner = make_runner(app)
     try:
         await runner.setup()
-        await web.TCPSite(runner, host=None, port=port).start()
-        log.info("router serving on port %d", port)
+        try:
+            await web.TCPSite(runner, host=host, port=port).start()
+        except OSError as error:  # taken, or an address this machine does not have
+            log.error("cannot serve on %s port %d: %s", host or "every address", port, error.strerror or error)
+            return 1
+        log.info("router serving on %s port %d", host or "every address", port)
         return await _until_stopped(asyncio.create_task(background, name="discovery"), stopping)
     finally:
         background.close()  # if it never ran (no-op once awaited)

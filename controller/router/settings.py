@@ -1,6 +1,6 @@
 """The router's settings, from its fixed command line (the operator renders exactly these flags).
 
-    poolpilot router --namespace NS --pool NAME [--port 8080] --served-model MODEL
+    poolpilot router --namespace NS --pool NAME [--host ADDRESS] [--port 8080] --served-model MODEL
                      [--provider-url URL --provider-model MODEL] [--api-key-file PATH]
                      [--max-in-flight-per-replica 32] [--max-body-bytes 4194304] [--kubeconfig PATH]
 
@@ -32,6 +32,7 @@ class RouterSettings:
     pool: str
     served_model: str
     port: int = 8080
+    host: str | None = None  # every address, as in a pod
     provider_url: str | None = None  # ends in /v1: request paths join after it
     provider_model: str | None = None
     api_key: str | None = field(default=None, repr=False)
@@ -67,7 +68,9 @@ def _port(text: str) -> int:
 def add_router_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--namespace", required=True, help="the pool's namespace")
     parser.add_argument("--pool", required=True, help="the InferencePool's name")
-    parser.add_argument("--port", type=_port, default=8080, help="port to serve on, every address (8080)")
+    parser.add_argument("--host", default=None,
+                        help="address to serve on (default: every address, as a pod does; one pod IP off-cluster)")
+    parser.add_argument("--port", type=_port, default=8080, help="port to serve on (8080)")
     parser.add_argument("--served-model", required=True,
                         help="the model name clients send (the pool's served model name); others get a 404")
     parser.add_argument("--provider-url", default=None, help="the hosted OpenAI-compatible API's base URL (.../v1)")
@@ -94,7 +97,7 @@ def settings_from_arguments(args: argparse.Namespace) -> RouterSettings:
     provider_url = None if args.provider_url is None else _provider_url(args.provider_url)
     api_key = None if args.api_key_file is None else _read_key(args.api_key_file)
     return RouterSettings(
-        namespace=args.namespace, pool=args.pool, served_model=args.served_model, port=args.port,
+        namespace=args.namespace, pool=args.pool, served_model=args.served_model, port=args.port, host=args.host,
         provider_url=provider_url, provider_model=args.provider_model, api_key=api_key,
         max_in_flight_per_replica=args.max_in_flight_per_replica, max_body_bytes=args.max_body_bytes,
         kubeconfig=args.kubeconfig,

@@ -60,7 +60,8 @@ async def test_exits_1_when_discovery_ends(failure: Exception | None, caplog: py
     assert "discovery stopped" in caplog.text and ("watch failed" in caplog.text) == (failure is not None)
 
 
-async def test_a_port_in_use_is_raised_and_discovery_never_starts() -> None:
+async def test_a_port_in_use_is_one_clear_log_line_and_exit_1_and_discovery_never_starts(
+        caplog: pytest.LogCaptureFixture) -> None:
     started: list[bool] = []
 
     async def discovery() -> None:
@@ -69,6 +70,7 @@ async def test_a_port_in_use_is_raised_and_discovery_never_starts() -> None:
     with socket.socket() as taken:
         taken.bind(("0.0.0.0", 0))
         taken.listen()
-        with pytest.raises(OSError):
-            await serve(build_app(SETTINGS, ViewHolder()), taken.getsockname()[1], discovery())
+        port = taken.getsockname()[1]
+        assert await serve(build_app(SETTINGS, ViewHolder()), port, discovery()) == 1
     assert started == []
+    assert f"cannot serve on every address port {port}" in caplog.text and "Traceback" not in caplog.text
