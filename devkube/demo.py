@@ -10,6 +10,7 @@ changes a spec, and breaks one, to show what the operator does with each.
 from __future__ import annotations
 
 import asyncio
+import base64
 import functools
 import json
 import pathlib
@@ -21,16 +22,20 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 
 from controller.api.crd import generate_crd
 from controller.api.spec import API_GROUP, API_VERSION, PLURAL
 from devkube.aws import MotoServer, interruption_queue
 from devkube.cluster import DevCluster
 from devkube.endpointslices import ready_endpoints
+from devkube.fakeprovider import FakeProvider
 from devkube.fakevllm import FakeVLLMFleet
 from devkube.loadgen import LoadReport, run_load
 from devkube.localrun import OperatorProcess, free_port
+from devkube.loopthread import in_thread
 from devkube.nodes import NodeSpec, instance_id
+from devkube.routerpods import RouterPods
 from devkube.wiring import PodReplicas
 
 __all__ = ["run_demo"]
@@ -41,6 +46,13 @@ EXAMPLES = ("minimal-pool.yaml", "spot-fallback-pool.yaml")
 # One fake vLLM replica per pod the demo can reach (llama-8b may grow to 8, qwen-small to 3).
 WAIT_SECONDS = 30.0
 TABLE_ACCEPT = "application/json;as=Table;v=v1;g=meta.k8s.io"
+DEMO_API_KEY = "sk-demo-not-a-real-key"  # the fake provider's; the example's Secret holds it
+# The demo's shorter fallback timers (the example's are 30 s and 120 s), and a small vLLM batch so that a
+# burst can exceed what the pool takes: the router's budget is --max-num-seqs + queueDepthPerReplica.
+DEMO_FOR_SECONDS, DEMO_RECOVER_AFTER_SECONDS = 5, 10
+DEMO_MAX_NUM_SEQS = 4
+SUSTAINED_RATE, SUSTAINED_REQUESTS = 60, 480  # act 6: 8 s of load
+HOSTED_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo"  # what the example's provider calls the model
 
 
 class DemoFailed(Exception):
@@ -51,13 +63,28 @@ def _repo_root() -> pathlib.Path:
     return pathlib.Path(__file__).resolve().parent.parent
 
 
-def _examples(port: int) -> list[Manifest]:
-    """The example pools, pointed at the port the demo's fake vLLM replicas listen on."""
+def _examples(port: int, provider_url: str) -> list[Manifest]:
+    """The example pools, pointed at the port the demo's fake vLLM replicas listen on, and llama-8b's
+    fallback at the demo's fake hosted API (with the demo's shorter timers)."""
     directory = _repo_root() / "manifests" / "examples"
     pools = [yaml.safe_load((directory / name).read_text()) for name in EXAMPLES]
     for pool in pools:
-        pool["spec"]["model"]["port"] = port
+        spec = pool["spec"]
+        spec["model"]["port"] = port
+        if spec.get("fallback", {}).get("enabled"):
+            spec["fallback"]["provider"]["baseURL"] = provider_url
+            spec["fallback"]["saturation"]["forSeconds"] = DEMO_FOR_SECONDS
+            spec["fallback"]["recoverAfterSeconds"] = DEMO_RECOVER_AFTER_SECONDS
+            spec["model"]["args"] = [*spec["model"].get("args", []), f"--max-num-seqs={DEMO_MAX_NUM_SEQS}"]
     return pools
+
+
+def _api_key_secret(pools: Sequence[Manifest]) -> Manifest:
+    """The Secret the example's apiKeySecretRef names, holding the fake provider's key."""
+    ref = next(p["spec"]["fallback"]["provider"]["apiKeySecretRef"] for p in pools
+               if p["spec"].get("fallback", {}).get("enabled"))
+    return {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": ref["name"], "namespace": NAMESPACE},
+            "data": {ref.get("key", "api-key"): base64.b64encode(DEMO_API_KEY.encode()).decode()}}
 
 
 class _Api:
@@ -136,7 +163,7 @@ def _events(api: _Api, name: str) -> list[Manifest]:
     return sorted(items, key=lambda e: str(e.get("eventTime") or e.get("lastTimestamp") or ""))
 
 
-def _describe(api: _Api, name: str, since: int = 0) -> str:
+def _describe(api: _Api, name: str, since: int = 0, reason_prefix: str = "") -> str:
     pool = api.get(_pools_path(name))
     lines = [f"Name: {name}    Namespace: {NAMESPACE}    Generation: {pool['metadata'].get('generation')}",
              "Conditions:"]
@@ -145,6 +172,8 @@ def _describe(api: _Api, name: str, since: int = 0) -> str:
                      f"{condition['message']}")
     lines.append("Events:")
     for event in _events(api, name)[since:]:
+        if not event["reason"].startswith(reason_prefix):
+            continue
         lines.append(f"  {event['type']:<8} {event['reason']:<13} {event['message']}")
     return "\n".join(lines)
 
@@ -243,13 +272,14 @@ def _spot_reclaim(api: _Api, cluster: DevCluster, moto: MotoServer) -> None:
     cluster.add_node(NodeSpec("gpu-spot-c", capacity_type="spot", zone="us-east-1c"))  # where replacements go
     print(f"Node {doomed_node} (instance {instance_id(doomed_node)}) runs {len(doomed)} llama-8b replicas: "
           f"{', '.join(doomed)}.")
-    print("While clients stream completions from the pool's endpoints (picked from its EndpointSlices, as "
-          "kube-proxy does),\nEventBridge delivers the 2-minute warning for that instance to PoolPilot's SQS "
-          "queue (moto's server, reached with boto3).")
+    print("While clients stream completions through the pool's front door (the Service llama-8b: its routers, "
+          "which pick\nreplicas from the EndpointSlices of llama-8b-replicas), EventBridge delivers the 2-minute "
+          "warning for that\ninstance to PoolPilot's SQS queue (moto's server, reached with boto3).")
     seen = len(_events(api, "llama-8b"))
     report: list[LoadReport] = []
     loader = threading.Thread(target=lambda: report.append(asyncio.run(run_load(
-        functools.partial(_endpoints, cluster), requests=120, rate=6, max_tokens=40))), daemon=True)
+        functools.partial(_endpoints, cluster), requests=120, rate=6, max_tokens=40, model=_served_name(api)))),
+        daemon=True)
     loader.start()
     time.sleep(2.0)  # requests in flight everywhere, the doomed replicas too
     warned = time.monotonic()
@@ -282,6 +312,100 @@ def _spot_reclaim(api: _Api, cluster: DevCluster, moto: MotoServer) -> None:
         raise DemoFailed(f"{lost} requests were lost in the reclaim")
 
 
+def _overflow_and_back(api: _Api, cluster: DevCluster, fleet: FakeVLLMFleet, provider: FakeProvider) -> None:
+    _section("6. More load than llama-8b takes at its maximum: the excess goes to the hosted API, then comes back")
+    print(f"The routers spill to the hosted API (a fake one here, {provider.base_url}) only what the pool cannot "
+          "take,\nwith the key from the Secret mounted into them alone. The demo shortens the example's timers "
+          f"(saturation.forSeconds {DEMO_FOR_SECONDS} s, recoverAfterSeconds {DEMO_RECOVER_AFTER_SECONDS} s).")
+    # The load of act 4 never went: 12 waiting per replica, above the saturation threshold of 8, at max.
+    _wait("llama-8b at its maximum", lambda: _desired(api, "llama-8b") == 8)
+    _wait("the Overflow mode", lambda: _mode(api, "llama-8b") == "Overflow", timeout=60)
+    print("Since act 4 each replica reports 12 waiting (saturation.queueDepthPerReplica 8) at replicas.max 8: "
+          "the pool is\nsaturated, so FALLBACK is Overflow (after saturation.forSeconds, or at once to bridge a "
+          "cold start).")
+    before = _router_counts(cluster)
+    fleet.set_all(tokens_per_second=10)  # 20 tokens: 2 s a request, so that about 120 are in flight
+    reports: list[LoadReport] = []
+    loader = threading.Thread(target=lambda: reports.append(asyncio.run(run_load(
+        functools.partial(_endpoints, cluster), requests=SUSTAINED_REQUESTS, rate=SUSTAINED_RATE, max_tokens=20,
+        model=_served_name(api)))), daemon=True)
+    loader.start()
+    time.sleep(SUSTAINED_REQUESTS / SUSTAINED_RATE - 2)  # the load's last seconds: the cost at this load
+    pool = api.get(_pools_path("llama-8b"))
+    loader.join(timeout=60)
+    fleet.set_all(tokens_per_second=20)
+    if not reports:
+        raise DemoFailed("the load generator did not finish")
+    burst = reports[0]
+    served = {backend: count - before.get(backend, 0) for backend, count in _router_counts(cluster).items()}
+    budget = DEMO_MAX_NUM_SEQS + 8  # --max-num-seqs + saturation.queueDepthPerReplica, per ready replica
+    print(f"{SUSTAINED_RATE} streaming requests/s for {SUSTAINED_REQUESTS // SUSTAINED_RATE} s through the front "
+          f"door, about 120 in flight: {served.get('pool', 0):.0f} served by the pool (at most {budget} in flight "
+          f"per ready replica), {served.get('api', 0):.0f} by the API; completed {burst.completed}, "
+          f"lost {len(burst.records) - burst.completed}.")
+    fleet.set_all(waiting=1, running=2, kv=0.4)
+    calmed = time.monotonic()
+    _wait("traffic back on the pool", lambda: _mode(api, "llama-8b") == "Off", timeout=60)
+    print(f"Load back under the thresholds: Off again {time.monotonic() - calmed:.0f} s later (the hysteresis).\n")
+    _show(f"kubectl get ipool -n {NAMESPACE}", _format_table(api.table(_pools_path())))
+    _show(f"kubectl describe ipool llama-8b -n {NAMESPACE}   (the Fallback Events since act 1)",
+          _describe(api, "llama-8b", reason_prefix="Fallback"))
+    _show(f"kubectl get ipool llama-8b -n {NAMESPACE} -o jsonpath='{{.status.cost}}'   (in words, under that load)",
+          _cost_words(pool["spec"].get("cost", {}), pool["status"].get("cost", {})))
+    if burst.completed != len(burst.records):
+        raise DemoFailed(f"{len(burst.records) - burst.completed} requests were lost in the overflow")
+    if not served.get("api"):
+        raise DemoFailed("no request went to the API while the pool was saturated")
+
+
+def _served_name(api: _Api) -> str:
+    """The model name llama-8b's clients send (what vLLM's --served-model-name and the router answer to)."""
+    model = api.get(_pools_path("llama-8b"))["spec"]["model"]
+    name: str = model.get("servedModelName") or model["name"]
+    return name
+
+
+def _mode(api: _Api, name: str) -> str | None:
+    mode: str | None = api.get(_pools_path(name)).get("status", {}).get("fallback", {}).get("mode")
+    return mode
+
+
+def _router_counts(cluster: DevCluster) -> dict[str, float]:
+    """Requests answered per backend, summed over the routers' own /metrics."""
+    counts: dict[str, float] = {}
+    for pod in cluster.pods(NAMESPACE):
+        if (pod["metadata"].get("labels") or {}).get("poolpilot.io/component") != "router":
+            continue
+        with urllib.request.urlopen(f"http://{pod['status']['podIP']}:8080/metrics", timeout=5) as response:
+            text = response.read().decode()
+        for family in text_string_to_metric_families(text):
+            for sample in family.samples:
+                if sample.name == "poolpilot_router_requests_total":
+                    backend = sample.labels["backend"]
+                    counts[backend] = counts.get(backend, 0) + sample.value
+    return counts
+
+
+def _cost_words(prices: Mapping[str, Any], cost: Mapping[str, Any]) -> str:
+    if not cost:
+        return "(no cost figures yet)"
+
+    def money(value: Any) -> str:
+        return "?" if value is None else f"{cost.get('currency', '')} {value:,.2f}"
+
+    lines = [f"the pool now: {money(cost.get('hourly'))}/hour ({cost.get('spotReplicas')} spot x "
+             f"{money(prices.get('spotReplicaHourly'))} + {cost.get('onDemandReplicas')} on-demand x "
+             f"{money(prices.get('onDemandReplicaHourly'))})"]
+    if cost.get("tokensPerSecond"):
+        lines.append(f"at {cost['tokensPerSecond']:,.0f} tokens/s that is {money(cost.get('perMillionTokens'))} per "
+                     f"million tokens; the API would charge {money(cost.get('apiHourly'))}/hour for the same "
+                     f"tokens ({money(cost.get('apiPerMillionTokens'))} per million)")
+    if cost.get("breakEvenTokensPerSecond") is not None:
+        lines.append(f"break-even at {cost['breakEvenTokensPerSecond']:,.0f} tokens/s: below it the API is cheaper"
+                     + (f"; cheaper at this load: the {cost['cheaper']}" if cost.get("cheaper") else ""))
+    return "\n".join(lines)
+
+
 def _llama_pods(cluster: DevCluster) -> list[Manifest]:
     return [p for p in cluster.pods(NAMESPACE) if (p["metadata"].get("labels") or {}).get("poolpilot.io/pool")
             == "llama-8b"]
@@ -306,27 +430,34 @@ def run_demo() -> int:
     print("PoolPilot demo: the operator against an embedded Kubernetes API server on 127.0.0.1 (no cluster).")
     print("No GPUs or images: a stand-in Deployment controller creates pods and marks them ready at once.")
     with FakeVLLMFleet.in_thread(0, port=free_port()) as fleet, MotoServer() as moto, \
+            in_thread(FakeProvider(api_key=DEMO_API_KEY, model_name=HOSTED_MODEL), name="provider") as provider, \
             DevCluster.in_thread(crds=[generate_crd()], namespaces=["default", NAMESPACE],
                                  # Act 3 shows what the operator does with a spec the CRD's rules would refuse.
                                  validate_custom_resources=False, pod_ready_delay=0.5) as cluster, \
-            PodReplicas(fleet, lambda: cluster.pods(NAMESPACE), attach=cluster.attach_container):
-        return _run_against(cluster, fleet, moto)
+            PodReplicas(fleet, lambda: cluster.pods(NAMESPACE), attach=cluster.attach_container), \
+            RouterPods(lambda: cluster.pods(NAMESPACE), lambda ns, name: cluster.get("secrets", ns, name),
+                       cluster.kubeconfig_path):
+        return _run_against(cluster, fleet, moto, provider)
 
 
-def _run_against(cluster: DevCluster, fleet: FakeVLLMFleet, moto: MotoServer) -> int:
+def _run_against(cluster: DevCluster, fleet: FakeVLLMFleet, moto: MotoServer, provider: FakeProvider) -> int:
     fleet.set_all(waiting=0, running=3, kv=0.35, tokens_per_second=20)  # a light, steady load to start with
     api = _Api(cluster.url)
     queue = interruption_queue(moto, name="poolpilot-interruptions")
     operator = OperatorProcess(cluster.kubeconfig_path, env={
-        **moto.environment(), "POOLPILOT_SQS_QUEUE_URL": queue.url, "POOLPILOT_SQS_WAIT_SECONDS": "1"})
+        **moto.environment(), "POOLPILOT_SQS_QUEUE_URL": queue.url, "POOLPILOT_SQS_WAIT_SECONDS": "1",
+        "POOLPILOT_SIGNALS_REFRESH_SECONDS": "2"})  # the status's signals and cost follow the demo's seconds
     print(f"Started `poolpilot run` against {cluster.url} (log: {operator.log_path.parent})")
     print("Each pod gets a fake vLLM replica at its own IP (127.244.x.y) that serves vLLM's /metrics.")
     operator.start()
     assert fleet.port is not None
+    pools = _examples(fleet.port, provider.base_url)
+    api.create(f"/api/v1/namespaces/{NAMESPACE}/secrets", _api_key_secret(pools))
     try:
-        _walkthrough(api, _examples(fleet.port))
+        _walkthrough(api, pools)
         _scale_on_load(api, fleet)
         _spot_reclaim(api, cluster, moto)
+        _overflow_and_back(api, cluster, fleet, provider)
     except DemoFailed as failure:
         print(f"\nDEMO FAILED: {failure}\n--- operator log ---\n{operator.log()[-5000:]}", file=sys.stderr)
         return 1

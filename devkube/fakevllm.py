@@ -936,9 +936,11 @@ class FakeVLLMFleet:
         for replica in list(self.replicas):
             replica.set(**changes)
 
-    async def add_replica(self, host: str | None = None, **state: Any) -> FakeVLLMReplica:
+    async def add_replica(self, host: str | None = None, *, model_name: str | None = None,
+                          **state: Any) -> FakeVLLMReplica:
         """Start one more replica on the fleet's port: at ``host`` (a pod's own IP), or at the next loopback
-        address; ``state`` as for ``set``."""
+        address; serving ``model_name`` (``--served-model-name``; the fleet's by default); ``state`` as for
+        ``set``."""
         if host is not None:
             if self.port is None:
                 raise RuntimeError("a fleet with no port yet cannot serve at a given host: pass port=")
@@ -946,7 +948,7 @@ class FakeVLLMFleet:
         else:
             (sock,) = self._bind_all(1, first_index=self._next_index)
         host, port = sock.getsockname()[:2]
-        replica = self._new_replica(host, port, self._next_index)
+        replica = self._new_replica(host, port, self._next_index, model_name or self.model_name)
         try:
             await replica.start(sock)
         except BaseException:
@@ -962,9 +964,9 @@ class FakeVLLMFleet:
         self.replicas.remove(replica)
         return await replica.terminate(shutdown_timeout=shutdown_timeout)
 
-    def _new_replica(self, host: str, port: int, index: int) -> FakeVLLMReplica:
-        return FakeVLLMReplica(host, port, name=f"vllm-{index}", model_name=self.model_name, state=self._state,
-                               in_flight=self._in_flight)
+    def _new_replica(self, host: str, port: int, index: int, model_name: str | None = None) -> FakeVLLMReplica:
+        return FakeVLLMReplica(host, port, name=f"vllm-{index}", model_name=model_name or self.model_name,
+                               state=self._state, in_flight=self._in_flight)
 
     def _bind_all(self, count: int, first_index: int = 0) -> list[socket.socket]:
         if count == 0:

@@ -1,8 +1,8 @@
 """Wire a cluster's pods to fake vLLM replicas and to Prometheus, as a real cluster would be.
 
 ``PodReplicas`` plays the kubelet's part for the containers: every pool pod that has an IP
-gets a fake replica serving at that IP (the embedded server's and KWOK's pod IPs are both on
-loopback), until the pod is gone. ``PodTargetSync`` mirrors
+gets a fake replica serving at that IP (the model its ``--served-model-name`` names; the embedded
+server's and KWOK's pod IPs are both on loopback), until the pod is gone. ``PodTargetSync`` mirrors
 the pods into Prometheus' file_sd targets with the labels a kubernetes_sd scrape config
 would relabel onto them (``namespace``, ``pod``, ``poolpilot_io_pool``).
 
@@ -109,7 +109,8 @@ class PodReplicas(_PollingThread):
         for key in [k for k in self._by_pod if k not in pods]:
             self._fleet.call(self._fleet.remove_replica(self._by_pod.pop(key)))
         for key in sorted(pods.keys() - self._by_pod.keys()):
-            replica = self._by_pod[key] = self._fleet.call(self._fleet.add_replica(host=key[2]))
+            replica = self._by_pod[key] = self._fleet.call(
+                self._fleet.add_replica(host=key[2], model_name=_container_flag(pods[key], "--served-model-name")))
             if self._attach is not None and not pods[key]["metadata"].get("deletionTimestamp"):
                 try:
                     self._attach(key[0], key[1], self._container(replica, _shutdown_timeout(pods[key])))
@@ -139,13 +140,19 @@ class PodReplicas(_PollingThread):
         self._by_pod.clear()
 
 
-def _shutdown_timeout(pod: Manifest) -> float:
-    """vLLM's ``--shutdown-timeout`` from the pod's container args (0, vLLM's default, without one)."""
+def _container_flag(pod: Manifest, flag: str) -> str | None:
+    """``--flag=value`` from the pod's container args, as ``vllm serve`` reads it (None without one)."""
     containers = (pod.get("spec") or {}).get("containers") or [{}]
     for arg in containers[0].get("args") or []:
-        if str(arg).startswith("--shutdown-timeout="):
-            return float(str(arg).split("=", 1)[1])
-    return 0.0
+        if str(arg).startswith(f"{flag}="):
+            return str(arg).split("=", 1)[1]
+    return None
+
+
+def _shutdown_timeout(pod: Manifest) -> float:
+    """vLLM's ``--shutdown-timeout`` from the pod's container args (0, vLLM's default, without one)."""
+    value = _container_flag(pod, "--shutdown-timeout")
+    return 0.0 if value is None else float(value)
 
 
 def _pool_pods_with_ips(pods: Iterable[Manifest]) -> list[Manifest]:

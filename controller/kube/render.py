@@ -387,14 +387,17 @@ def _max_num_seqs(tokens: list[str]) -> int | None:
 
 
 def router_max_in_flight_per_replica(spec: InferencePoolSpec) -> int:
-    """How many requests the router keeps in flight on one replica before it spills the next one.
+    """How many requests one router keeps in flight on one replica before it spills the next one.
 
     A replica runs at most --max-num-seqs sequences at once; more wait in vLLM's queue, and a queue
     of saturation.queueDepthPerReplica is where the pool counts as saturated. So: what a replica
-    batches plus the queue it may hold, and no more (beyond that a request would only wait longer).
+    batches plus the queue it may hold, and no more (beyond that a request would only wait longer),
+    shared by the ROUTER_REPLICAS routers, which count only their own requests (clients spread over
+    them through the Service).
     """
     batch = _max_num_seqs(list(spec.model.args)) or VLLM_DEFAULT_MAX_NUM_SEQS
-    return batch + max(1, math.ceil(spec.fallback.saturation.queue_depth_per_replica))
+    per_replica = batch + max(1, math.ceil(spec.fallback.saturation.queue_depth_per_replica))
+    return max(1, math.ceil(per_replica / ROUTER_REPLICAS))
 
 
 def _router_args(pool: PoolRef, spec: InferencePoolSpec) -> list[str]:

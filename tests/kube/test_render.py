@@ -201,7 +201,7 @@ def test_the_router_runs_the_fixed_command_line() -> None:
         "router", "--namespace", "llm", "--pool", "llama", "--port", "8080", "--served-model", "llama-8b",
         "--provider-url", "https://api.example.com/v1", "--provider-model", "gpt-4o-mini",
         "--api-key-file", "/var/run/secrets/poolpilot/api-key/token",
-        "--max-in-flight-per-replica", str(256 + 8),
+        "--max-in-flight-per-replica", str((256 + 8) // 2),
     ]
     assert router["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert router["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
@@ -212,12 +212,13 @@ def test_the_router_runs_the_fixed_command_line() -> None:
 
 
 @pytest.mark.parametrize(("args", "queue_depth", "expected"), [
-    ([], 8.0, 256 + 8),  # vLLM's default --max-num-seqs, plus the queue that counts as saturated
-    (["--max-num-seqs=64"], 8.0, 64 + 8),
-    (["--enforce-eager", "--max-num-seqs", "32"], 2.5, 32 + 3),
-    (["--max-num-seqs=oops"], 4.0, 256 + 4),
+    # vLLM's default --max-num-seqs, plus the queue that counts as saturated, shared by the 2 routers
+    ([], 8.0, (256 + 8) // 2),
+    (["--max-num-seqs=64"], 8.0, (64 + 8) // 2),
+    (["--enforce-eager", "--max-num-seqs", "32"], 2.5, 18),  # (32 + 3) / 2, rounded up
+    (["--max-num-seqs=oops"], 4.0, (256 + 4) // 2),
 ])
-def test_in_flight_per_replica_is_what_vllm_batches_plus_the_saturation_queue(
+def test_in_flight_per_replica_is_what_vllm_batches_plus_the_saturation_queue_shared_by_the_routers(
         args: list[str], queue_depth: float, expected: int) -> None:
     pool_spec = routed_spec(model={"name": "m", "args": args},
                             fallback={**ROUTED["fallback"], "saturation": {"queueDepthPerReplica": queue_depth}})
