@@ -467,6 +467,20 @@ class FallbackSpec(Spec):
             check=lambda f: f.route != "httpRoute" or f.http_route is not None,
             field_path="httpRoute",
         ),
+        CrossFieldRule(
+            cel="!self.preferCheaper || self.enabled",
+            message="fallback.preferCheaper needs fallback.enabled",
+            check=lambda f: not f.prefer_cheaper or f.enabled,
+            field_path="preferCheaper",
+        ),
+        CrossFieldRule(
+            # At zero replicas only the router sees the API's traffic: without it the pool could never come back.
+            cel="!self.preferCheaper || self.route == 'router'",
+            message="fallback.preferCheaper needs fallback.route router: the router reports the API's tokens "
+                    "at zero replicas",
+            check=lambda f: not f.prefer_cheaper or f.route == "router",
+            field_path="route",
+        ),
     )
 
     enabled: bool = Field(default=False, description="Send traffic to the hosted API when the pool cannot serve it.")
@@ -485,6 +499,28 @@ class FallbackSpec(Spec):
         default=None, alias="httpRoute",
         description="The HTTPRoute to steer, when route is httpRoute: its rules name the pool's Service and the "
                     "fallback backend side by side.",
+    )
+    prefer_cheaper: bool = Field(
+        default=False,
+        description=(
+            "Serve from the hosted API while it is cheaper: when the API's list price for the pool's current "
+            "tokens stays below what the pool's replicas cost per hour for preferCheaperForSeconds, all traffic "
+            "goes to the API (Full) and the pool scales to zero; once one replica (on spot if the capacity split "
+            "puts the first replica there, else on-demand) would cost less than the API charges for the traffic "
+            "the router sends it, for the same window, the pool scales back up. Off by default: many pools are "
+            "self-hosted because the data must not leave. Needs fallback.enabled, route router (the router "
+            "reports the API's tokens at zero replicas), replicas.min 0, both API prices, the on-demand replica "
+            "price (spot's share runs on on-demand while spot capacity is missing) and, with a spot share "
+            "(capacity.spotPercentage above 0), the spot replica price."
+        ),
+    )
+    prefer_cheaper_for_seconds: int = Field(
+        default=1800, ge=60, le=86400,
+        description=(
+            "How long the cheaper side must stay cheaper, without a break, before preferCheaper moves the "
+            "traffic (either way): a load near the break-even flips at most once per window, and a short burst "
+            "does not start a GPU replica that is paid for while it loads."
+        ),
     )
 
 
@@ -519,8 +555,46 @@ class CostSpec(Spec):
 # --------------------------------------------------------------------------------------------- pool
 
 
+def _api_priced(spec: InferencePoolSpec) -> bool:
+    cost = spec.cost
+    return cost.api_input_per_million_tokens is not None and cost.api_output_per_million_tokens is not None
+
+
+def _replicas_priced(spec: InferencePoolSpec) -> bool:
+    cost = spec.cost
+    return cost.on_demand_replica_hourly is not None and (
+        spec.capacity.spot_percentage == 0 or cost.spot_replica_hourly is not None)
+
+
+_PREFER_CHEAPER_RULES = (
+    CrossFieldRule(
+        cel="!self.fallback.preferCheaper || self.replicas.min == 0",
+        message="fallback.preferCheaper needs replicas.min 0: the pool scales to zero while the API is cheaper",
+        check=lambda s: not s.fallback.prefer_cheaper or s.replicas.min == 0,
+        field_path="replicas.min",
+    ),
+    CrossFieldRule(
+        cel="!self.fallback.preferCheaper || has(self.cost.apiInputPerMillionTokens) && "
+            "has(self.cost.apiOutputPerMillionTokens)",
+        message="fallback.preferCheaper needs cost.apiInputPerMillionTokens and cost.apiOutputPerMillionTokens",
+        check=lambda s: not s.fallback.prefer_cheaper or _api_priced(s),
+        field_path="cost",
+    ),
+    CrossFieldRule(
+        cel="!self.fallback.preferCheaper || has(self.cost.onDemandReplicaHourly) && "
+            "(self.capacity.spotPercentage == 0 || has(self.cost.spotReplicaHourly))",
+        message="fallback.preferCheaper needs cost.onDemandReplicaHourly and, with capacity.spotPercentage above "
+                "0, cost.spotReplicaHourly",
+        check=lambda s: not s.fallback.prefer_cheaper or _replicas_priced(s),
+        field_path="cost",
+    ),
+)
+
+
 class InferencePoolSpec(Spec):
     """The whole spec of one pool: one served model."""
+
+    rules = _PREFER_CHEAPER_RULES
 
     model: ModelSpec = Field(description="What vLLM serves and how its container looks.")
     replicas: ReplicasSpec = Field(default_factory=ReplicasSpec, description="Bounds of the replica count.")

@@ -83,6 +83,12 @@ class Signals(StatusModel):
     generation_tokens_per_second: float | None = Field(
         default=None, ge=0, description="Tokens generated per second, summed over replicas."
     )
+    router_api_prompt_tokens_per_second: float | None = Field(
+        default=None, ge=0, description="Prompt tokens per second the router sent to the hosted API."
+    )
+    router_api_generation_tokens_per_second: float | None = Field(
+        default=None, ge=0, description="Tokens per second the hosted API generated for the router."
+    )
     source: Literal["pods", "prometheus"] | None = Field(default=None, description="Where the signals came from.")
     observed_time: str | None = Field(default=None, description="When these signals were read (RFC 3339).")
 
@@ -129,6 +135,22 @@ class CostStatus(StatusModel):
     )
     cheaper: Literal["pool", "api"] | None = Field(
         default=None, description="Which is cheaper for the current load."
+    )
+    api_cheaper_since: str | None = Field(
+        default=None,
+        description="fallback.preferCheaper, while the pool serves: since when the API has been cheaper for the "
+                    "pool's load without a break (RFC 3339); after preferCheaperForSeconds the pool goes to zero.",
+    )
+    on_api_since: str | None = Field(
+        default=None,
+        description="fallback.preferCheaper: since when the pool has been at zero because the API is cheaper, "
+                    "all traffic on the API (RFC 3339).",
+    )
+    pool_cheaper_since: str | None = Field(
+        default=None,
+        description="fallback.preferCheaper, at zero: since when one replica would have cost less than the API "
+                    "charges for the router's traffic, without a break (RFC 3339); after preferCheaperForSeconds "
+                    "the pool scales back up.",
     )
 
 

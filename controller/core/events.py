@@ -17,6 +17,8 @@ __all__ = [
     "EventReason",
     "PoolEvent",
     "apply_failed",
+    "cheaper_on_api",
+    "cheaper_on_pool",
     "drain_deadline_missed",
     "fallback_changed",
     "interruption_notice",
@@ -58,6 +60,8 @@ class EventReason:
     FALLBACK_OVERFLOW = "FallbackOverflow"
     FALLBACK_FULL = "FallbackFull"
     FALLBACK_RECOVERED = "FallbackRecovered"
+    CHEAPER_ON_API = "CheaperOnAPI"
+    CHEAPER_ON_POOL = "CheaperOnPool"
 
 
 @dataclass(frozen=True)
@@ -189,3 +193,13 @@ def fallback_changed(before: str, after: str, why: str, *, rising: bool) -> Pool
     reason = {"Overflow": EventReason.FALLBACK_OVERFLOW, "Full": EventReason.FALLBACK_FULL}.get(
         after, EventReason.FALLBACK_RECOVERED)
     return PoolEvent("Warning" if rising else "Normal", reason, f"fallback {before} -> {after}: {why}")
+
+
+def cheaper_on_api(why: str) -> PoolEvent:
+    """fallback.preferCheaper moved all traffic to the API and the pool to zero: asked for, so Normal."""
+    return PoolEvent("Normal", EventReason.CHEAPER_ON_API, why)
+
+
+def cheaper_on_pool(why: str) -> PoolEvent:
+    """fallback.preferCheaper scales the pool back up from zero: the pool is cheaper again."""
+    return PoolEvent("Normal", EventReason.CHEAPER_ON_POOL, why)

@@ -19,6 +19,10 @@ Two steps, both pure:
    without saturation (hysteresis). Blind (no signals), the mode holds: never recover on no data.
 
 The timers are the ``Saturated`` condition's ``lastTransitionTime``, so an operator restart changes nothing.
+
+With ``fallback.preferCheaper`` the pool may also be at zero because the API is cheaper (:mod:`.cheaper`): then
+the mode is Full with the ``FallbackActive`` reason ``CheaperOnAPI``, and the move there posts the
+``CheaperOnAPI`` Event (Normal: asked for) instead of ``FallbackFull``.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from datetime import datetime
 from controller.api.spec import InferencePoolSpec
 from controller.api.status import Condition, ConditionStatus, FallbackMode, FallbackStatus, InferencePoolStatus
 from controller.core import events
+from controller.core.cheaper import CHEAPER_ON_API, CheaperDecision
 from controller.core.conditions import find_condition, format_time, parse_time, set_condition
 from controller.core.scaling import ScalingDecision, ScalingReason
 from controller.core.signals import MetricsProblem, PoolSignals
@@ -126,8 +131,10 @@ def _next_mode(spec: InferencePoolSpec, current: FallbackMode, saturated: Condit
 
 def decide_fallback(spec: InferencePoolSpec, previous: InferencePoolStatus,
                     signals: PoolSignals | MetricsProblem | None, decision: ScalingDecision | None, *,
-                    ready: int, generation: int, now: datetime) -> FallbackDecision:
-    """The Saturated and FallbackActive conditions, the mode, and an Event when it changes."""
+                    ready: int, generation: int, now: datetime,
+                    cheaper: CheaperDecision | None = None) -> FallbackDecision:
+    """The Saturated and FallbackActive conditions, the mode, and an Event when it changes (``cheaper``: what
+    preferCheaper decided; on the API it makes the mode Full)."""
     saturation = assess_saturation(spec, signals, decision, ready)
     conditions = set_condition(previous.conditions, "Saturated", saturation.status, saturation.reason,
                                saturation.message, generation=generation, now=now)
@@ -138,6 +145,8 @@ def decide_fallback(spec: InferencePoolSpec, previous: InferencePoolStatus,
         mode: FallbackMode = "Off"
         active: tuple[ConditionStatus, str, str] = ("False", "FallbackDisabled",
                                                     f"fallback.enabled is false; {saturation.message}")
+    elif cheaper is not None and cheaper.on_api:
+        mode, active = "Full", ("True", CHEAPER_ON_API, cheaper.message)
     else:
         mode, why = _next_mode(spec, current, saturated, now)
         if mode == "Off":
@@ -147,7 +156,8 @@ def decide_fallback(spec: InferencePoolSpec, previous: InferencePoolStatus,
     conditions = set_condition(conditions, "FallbackActive", *active, generation=generation, now=now)
     since = previous.fallback.since if previous.fallback and mode == current else format_time(now)
     pool_events: tuple[events.PoolEvent, ...] = ()
-    if mode != current:
+    cost_driven = cheaper is not None and cheaper.on_api  # its own Event says so, with the prices
+    if mode != current and not cost_driven:
         rising = _RANK[mode] > _RANK[current]
         pool_events = (events.fallback_changed(current, mode, f"{active[2]}", rising=rising),)
     decided = tuple(c for c in conditions if c.type in ("Saturated", "FallbackActive"))

@@ -23,6 +23,7 @@ from controller.api.spec import InferencePoolSpec
 from controller.api.status import InferencePoolStatus
 from controller.core import events
 from controller.core.capacity import CapacitySplit, CapacityType, split_replicas
+from controller.core.cheaper import CheaperDecision, decide_prefer_cheaper, override_scaling
 from controller.core.conditions import find_condition
 from controller.core.drain import DrainPlan, EvictionResult, plan_drains, record_evictions
 from controller.core.fallback import FallbackDecision, decide_fallback
@@ -86,6 +87,7 @@ class Plan:
     drain: DrainPlan = field(default_factory=DrainPlan)
     spot: SpotDecision = field(default_factory=lambda: SpotDecision(state=None, spot_cap=None))
     fallback: FallbackDecision | None = None  # where traffic goes; None on an invalid spec
+    prefer_cheaper: CheaperDecision | None = None  # fallback.preferCheaper's state; None on an invalid spec
 
 
 @dataclass(frozen=True)
@@ -125,17 +127,27 @@ def plan(observation: Observation, memory: ScalingState, *, now: datetime) -> Pl
     if previous_valid is not None and previous_valid.status == "False":
         pool_events.append(events.spec_accepted(observation.generation))
 
+    pods = observation.pods or ()
+    spot = decide_spot(pods, previous.spot, spec.capacity, now=now)
+    deployments = observation.deployments
+    # preferCheaper (off by default) may replace the scaler's target: 0 while the API is cheaper, back up after.
+    cheaper = decide_prefer_cheaper(spec, previous, observation.signals,
+                                    spot_replicas=deployments.replicas(CapacityType.SPOT),
+                                    on_demand_replicas=deployments.replicas(CapacityType.ON_DEMAND),
+                                    ready=deployments.ready_total, spot_cap=spot.spot_cap, now=now)
+    pool_events += cheaper.events
     scaling: ScalingOutcome | None = None
     decision: ScalingDecision | None = None
     current = observation.deployments.total_replicas
     if current is None or observation.signals is None:
         # A new pool starts at its minimum; its signals are read once its Deployments exist.
-        total = desired_replicas(spec, observation.deployments)
+        total = desired_replicas(spec, observation.deployments) if cheaper.replicas is None else cheaper.replicas
     else:
         ready = observation.deployments.ready_total
         inputs = ScalingInputs(signals=observation.signals, current_replicas=current, ready_replicas=ready,
                                starting_replicas=_starting(observation, spec, current, ready, now))
         decision, memory = decide_replicas(spec, inputs, memory, now=now)
+        decision = override_scaling(decision, cheaper, spec)
         scaling = ScalingOutcome(reading=observation.signals, source=observation.source, decision=decision)
         pool_events += metrics_events(find_condition(previous.conditions, "MetricsAvailable"),
                                       observation.signals, observation.source)
@@ -146,15 +158,14 @@ def plan(observation: Observation, memory: ScalingState, *, now: datetime) -> Pl
                              observation.rendered_templates, observation.upgrade_gate)
     if rollout.started:
         pool_events.append(events.upgrade_started(observation.upgrade_gate.limit))
-    pods = observation.pods or ()
-    spot = decide_spot(pods, previous.spot, spec.capacity, now=now)
     drain = plan_drains(pods, observation.notices, previous.interruptions, observation.deployments,
                         spec.interruption, now=now)
     fallback = decide_fallback(spec, previous, observation.signals, decision,
-                               ready=observation.deployments.ready_total, generation=observation.generation, now=now)
+                               ready=observation.deployments.ready_total, generation=observation.generation, now=now,
+                               cheaper=cheaper)
     return Plan(spec=spec, split=shift_split(split_replicas(total, spec.capacity), spot.spot_cap), scaling=scaling,
                 memory=memory, events=(*pool_events, *spot.events, *drain.events, *fallback.events),
-                rollout=rollout, drain=drain, spot=spot, fallback=fallback)
+                rollout=rollout, drain=drain, spot=spot, fallback=fallback, prefer_cheaper=cheaper)
 
 
 def _starting(observation: Observation, spec: InferencePoolSpec, current: int, ready: int, now: datetime) -> int:
@@ -186,7 +197,7 @@ def conclude(observation: Observation, planned: Plan, applied: Sequence[AppliedC
         signals_refresh_seconds=reporting.signals_refresh_seconds, now=now,
         upgrade_waiting=planned.rollout.waiting, upgrade_limit=observation.upgrade_gate.limit,
         split=planned.split, interruptions=record_evictions(planned.drain.records, evictions, now=now),
-        spot=planned.spot.state, fallback=planned.fallback,
+        spot=planned.spot.state, fallback=planned.fallback, prefer_cheaper=planned.prefer_cheaper,
     )
     pool_events = list(planned.events)
     for change in applied:

@@ -24,6 +24,7 @@ from controller.api.status import (
     SpotStatus,
 )
 from controller.core.capacity import CapacitySplit, CapacityType, split_replicas
+from controller.core.cheaper import CheaperDecision
 from controller.core.conditions import find_condition, set_condition
 from controller.core.cost import pool_cost
 from controller.core.fallback import FallbackDecision
@@ -195,6 +196,7 @@ def compute_status(
     interruptions: Sequence[InterruptionRecord] | None = None,
     spot: SpotStatus | None = None,
     fallback: FallbackDecision | None = None,
+    prefer_cheaper: CheaperDecision | None = None,
 ) -> InferencePoolStatus:
     """The whole status as a value; the caller writes it only when it differs from the previous one.
 
@@ -203,7 +205,8 @@ def compute_status(
     ``scaling`` is this evaluation's reading and decision; without one (a new pool) the pool
     keeps its replicas within bounds. ``split`` is the planned one (the spec's, or shifted to on-demand
     while spot is missing, ``spot``); ``interruptions`` the drain records (None: as they were).
-    ``fallback`` brings the Saturated and FallbackActive conditions and the mode (None: as they were).
+    ``fallback`` brings the Saturated and FallbackActive conditions and the mode (None: as they were);
+    ``prefer_cheaper`` the preferCheaper timers in ``cost`` (None: as they were).
     """
     conditions = list(previous.conditions)
     updates: dict[str, object] = {}
@@ -252,11 +255,16 @@ def compute_status(
         # replicas the Deployments ask for now: what is being paid for.
         shown = updates.get("signals", previous.signals)
         assert shown is None or isinstance(shown, Signals)
-        updates["cost"] = pool_cost(
+        cost = pool_cost(
             spec.cost, spot_replicas=observation.replicas(CapacityType.SPOT),
             on_demand_replicas=observation.replicas(CapacityType.ON_DEMAND),
             prompt_tokens_per_second=shown.prompt_tokens_per_second if shown else None,
             generation_tokens_per_second=shown.generation_tokens_per_second if shown else None)
+        if prefer_cheaper is None and cost is not None and previous.cost is not None:
+            prefer_cheaper = CheaperDecision(api_cheaper_since=previous.cost.api_cheaper_since,
+                                             on_api_since=previous.cost.on_api_since,
+                                             pool_cheaper_since=previous.cost.pool_cheaper_since)
+        updates["cost"] = prefer_cheaper.stamp(cost) if prefer_cheaper is not None else cost
     else:
         # Nothing is changed on an invalid spec: report the replicas as they are.
         as_is = CapacitySplit(spot=observation.replicas(CapacityType.SPOT),

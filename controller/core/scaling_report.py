@@ -82,7 +82,9 @@ def _shown(signals: Signals | None) -> tuple[object, ...]:
         return ()
     queue = None if signals.queue_depth is None else round(signals.queue_depth)
     return (queue, signals.kv_cache_percent, signals.replicas_reporting, signals.source,
-            _rate(signals.prompt_tokens_per_second, 2), _rate(signals.generation_tokens_per_second, 2))
+            _rate(signals.prompt_tokens_per_second, 2), _rate(signals.generation_tokens_per_second, 2),
+            _rate(signals.router_api_prompt_tokens_per_second, 2),
+            _rate(signals.router_api_generation_tokens_per_second, 2))
 
 
 def _rate(value: float | None, digits: int = 3) -> float | None:
@@ -100,6 +102,8 @@ def _as_status(reading: PoolSignals, source: str) -> Signals:
         replicas_reporting=reading.replicas_reporting,
         prompt_tokens_per_second=_rate(reading.prompt_tokens_per_second),
         generation_tokens_per_second=_rate(reading.generation_tokens_per_second),
+        router_api_prompt_tokens_per_second=_rate(reading.router_api_prompt_tokens_per_second),
+        router_api_generation_tokens_per_second=_rate(reading.router_api_generation_tokens_per_second),
         source="prometheus" if source == "prometheus" else "pods",
         observed_time=format_time(reading.observed_at),
     )

@@ -46,6 +46,10 @@ class PoolSignals:
     router_arrivals_per_second: float | None = None
     router_in_flight: float | None = None
     router_spills_per_second: float | None = None
+    # Tokens the router sent to the hosted API, per second (from the answers' usage): what the API charges
+    # for, the pool's whole traffic while it is at zero. None without a router, or until a rate is formed.
+    router_api_prompt_tokens_per_second: float | None = None
+    router_api_generation_tokens_per_second: float | None = None
 
     @property
     def usable(self) -> bool:

@@ -292,6 +292,8 @@ def pool_specs(draw: st.DrawFn, *, args: bool) -> Json:
         ]), [{"baseURL": "", "model": "m"}, {"model": "m"}]))
         _maybe(draw, fallback, "route", _mostly(st.sampled_from(["router", "httpRoute"]), ["gateway"]))
         _maybe(draw, fallback, "httpRoute", _mostly(st.just({"name": "llm"}), [{"name": ""}, {}]))
+        _maybe(draw, fallback, "preferCheaper", st.booleans())
+        _maybe(draw, fallback, "preferCheaperForSeconds", _ints(60, 86400, [59, 86401], 1800))
         if draw(st.booleans()):
             saturation: Json = {}
             _maybe(draw, saturation, "kvCacheUtilization", _floats(0.0, 1.0, [0.0, 1.01], exclude_low=True))
@@ -306,7 +308,11 @@ def pool_specs(draw: st.DrawFn, *, args: bool) -> Json:
         spec["slo"] = slo
 
     if draw(st.booleans()):
-        spec["cost"] = {"currency": draw(_mostly(st.sampled_from(["USD", "EUR"]), ["US", "EURO"]))}
+        cost: Json = {"currency": draw(_mostly(st.sampled_from(["USD", "EUR"]), ["US", "EURO"]))}
+        for price in ("spotReplicaHourly", "onDemandReplicaHourly", "apiInputPerMillionTokens",
+                      "apiOutputPerMillionTokens"):
+            _maybe(draw, cost, price, _mostly(st.sampled_from([0, 0.15, 0.8048]), [-0.01]))
+        spec["cost"] = cost
     return spec
 
 

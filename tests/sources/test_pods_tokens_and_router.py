@@ -109,6 +109,23 @@ def test_the_router_figures_are_summed_over_their_labels() -> None:
     assert reading.counters_created is not None and math.isfinite(reading.counters_created)
 
 
+def test_only_the_tokens_sent_to_the_api_are_read_from_the_router() -> None:
+    router = FakeRouterMetrics()
+    router.requests.labels("api", "ok").inc(4)
+    router.prompt_tokens.labels("api").inc(1200)
+    router.prompt_tokens.labels("pool").inc(9000)  # the pool's own tokens come from vLLM, not from here
+    router.generation_tokens.labels("api").inc(300)
+    reading = parse_router_metrics(generate_latest(router.registry).decode())
+    assert (reading.api_prompt_tokens, reading.api_generation_tokens) == (1200.0, 300.0)
+    no_tokens = parse_router_metrics('poolpilot_router_in_flight{backend="pool"} 1\n')
+    assert (no_tokens.api_prompt_tokens, no_tokens.api_generation_tokens) == (None, None)
+    with pytest.raises(InvalidExposition, match=r"API prompt tokens .* is -2"):
+        parse_router_metrics('poolpilot_router_in_flight{backend="pool"} 1\n'
+                             'poolpilot_router_prompt_tokens_total{backend="api"} -2\n')
+    with pytest.raises(InvalidExposition, match="none of the router's metrics"):  # tokens alone are not demand
+        parse_router_metrics('poolpilot_router_prompt_tokens_total{backend="api"} 2\n')
+
+
 def test_a_declared_family_without_series_is_zero_and_an_undeclared_one_is_none() -> None:
     text = ("# HELP poolpilot_router_requests_total Requests.\n# TYPE poolpilot_router_requests_total counter\n"
             "# HELP poolpilot_router_in_flight In flight.\n# TYPE poolpilot_router_in_flight gauge\n")
@@ -219,6 +236,22 @@ async def test_router_figures_from_two_scrapes(fleet: FakeVLLMFleet, router: Fak
     second = signals_of(await read(source, later(4), (replica.url,), (router.url,)))
     assert demand(second) == (15.0, 8.0, 2.0)
     assert source.last_round.requests == 2 and source.last_round.failed_requests == 0
+
+
+async def test_the_tokens_sent_to_the_api_per_second_from_two_scrapes(router: FakeRouterMetrics,
+                                                                      source: PodsSource) -> None:
+    router.requests.labels("api", "ok").inc(10)
+    router.prompt_tokens.labels("api").inc(5000)
+    router.generation_tokens.labels("api").inc(1000)
+    first = signals_of(await read(source, T0, routers=(router.url,)))  # at zero replicas: the router's reading
+    assert (first.router_api_prompt_tokens_per_second, first.router_api_generation_tokens_per_second) == (None, None)
+    router.prompt_tokens.labels("api").inc(1500)  # 150 per second over 10 s
+    router.generation_tokens.labels("api").inc(500)
+    router.prompt_tokens.labels("pool").inc(99_000)  # served by the pool: not the API's
+    second = signals_of(await read(source, later(10), routers=(router.url,)))
+    assert (second.router_api_prompt_tokens_per_second, second.router_api_generation_tokens_per_second) == (
+        150.0, 50.0)
+    assert tokens(second) == (None, None)  # vLLM's own rates stay vLLM's
 
 
 async def test_the_router_pods_are_summed(router: FakeRouterMetrics, source: PodsSource) -> None:

@@ -135,6 +135,10 @@ def cluster() -> Iterator[Cluster]:
             routed.grow("poolpilot_router_requests", {"backend": "pool", "outcome": "ok"}, 3.0)
             routed.grow("poolpilot_router_requests", {"backend": "api", "outcome": "ok"}, 1.0)
             routed.grow("poolpilot_router_spills", {"reason": "no_replicas"}, 0.5)
+            # What it sent to the API: 30 prompt and 10 generated tokens per second; the pool's tokens do not count.
+            routed.grow("poolpilot_router_prompt_tokens", {"backend": "api"}, 30.0)
+            routed.grow("poolpilot_router_generation_tokens", {"backend": "api"}, 10.0)
+            routed.grow("poolpilot_router_prompt_tokens", {"backend": "pool"}, 500.0)
             routed.in_flight.labels("pool").set(3)
             routed.in_flight.labels("api").set(2)
             # MIXED's router: 2 answered per second, never a spill (so no spills series), 1 in flight.
@@ -303,12 +307,19 @@ async def test_token_rates_and_router_demand_per_pool(cluster: Cluster) -> None:
     assert (zero.prompt_tokens_per_second, zero.generation_tokens_per_second) == (0.0, 0.0)
     routed = _signals(results[ROUTED])  # no replicas: the router's figures are the reading, not NoSamples
     assert (routed.queue_depth, routed.running_requests, routed.kv_cache_utilization) == (None, None, None)
-    assert routed.replicas_reporting == 0 and not routed.usable
+    assert routed.replicas_reporting == 0 and routed.from_router and routed.usable  # the router alone is usable
     assert (routed.prompt_tokens_per_second, routed.generation_tokens_per_second) == (None, None)
     assert routed.router_in_flight == 5.0 and _near(routed.router_spills_per_second, 0.5)
+    # The API's tokens ride in the token-rate queries (nine queries still), told apart by their backend label.
+    assert _near(routed.router_api_prompt_tokens_per_second, 30.0)
+    assert _near(routed.router_api_generation_tokens_per_second, 10.0)
+    assert (rates.router_api_prompt_tokens_per_second, rates.router_api_generation_tokens_per_second) == (None, None)
     mixed = _signals(results[MIXED])
     assert mixed.queue_depth == 8.0  # as ever
     assert mixed.router_in_flight == 1.0 and mixed.router_spills_per_second == 0.0  # no spill series: 0
+    # Its router has no token series: unknown, not zero; and vLLM's own rates are not mixed with the router's.
+    assert (mixed.router_api_prompt_tokens_per_second, mixed.router_api_generation_tokens_per_second) == (None, None)
+    assert "or sum by (namespace, poolpilot_io_pool, backend)" in source.queries.prompt_rate
 
 
 def test_the_rate_window_is_whole_milliseconds_and_at_least_a_second() -> None:
@@ -327,6 +338,8 @@ async def test_bad_router_values_are_left_out_and_a_nan_token_rate_is_invalid() 
         return [{"metric": {"namespace": ZERO[0], "poolpilot_io_pool": ZERO[1]}, "value": [time.time(), value]}]
 
     answers = {"nan-tokens": {"vllm:prompt_tokens_total": "NaN"}, "bad-router": {"poolpilot_router_in_flight": "-1"}}
+    api_row = {"metric": {"namespace": ZERO[0], "poolpilot_io_pool": ZERO[1], "backend": "api"},
+               "value": [time.time(), "-3"]}
     mode = ["bad-router"]
 
     async def handler(request: web.Request) -> web.Response:
@@ -341,6 +354,8 @@ async def test_bad_router_values_are_left_out_and_a_nan_token_rate_is_invalid() 
             for metric, value in answers[mode[0]].items():
                 if metric in query:
                     result = row(value)
+            if "poolpilot_router_generation_tokens_total" in query:  # the router's API row, bad: left out
+                result = [*result, api_row]
         return web.json_response({"status": "success", "data": {"resultType": "vector", "result": result}})
 
     app = web.Application()
@@ -353,6 +368,7 @@ async def test_bad_router_values_are_left_out_and_a_nan_token_rate_is_invalid() 
         try:
             signals = _signals((await source.read(_targets([ZERO]), now=_now()))[ZERO])
             assert signals.queue_depth == 1.0 and signals.router_in_flight is None
+            assert signals.router_api_generation_tokens_per_second is None
             mode[0] = "nan-tokens"
             invalid = (await source.read(_targets([ZERO]), now=_now()))[ZERO]
         finally:

@@ -35,6 +35,18 @@ ARGS_MESSAGE = "args must not set --port, --served-model-name, --shutdown-timeou
 DNS_MESSAGE = "metadata.name must be a DNS-1035 label"
 DRAIN_MESSAGE = "interruption.drainSeconds must be at least preStopSeconds + 10"
 CUSTOM_MESSAGE = "the custom provider needs capacity.spot.nodeSelector"
+# fallback.preferCheaper's prerequisites met (prices from reference/vllm-replica-model.md 4.1 and 4.3): each
+# case below takes one away.
+CHEAPER: Json = {
+    "replicas": {"min": 0, "max": 4},
+    "fallback": {"enabled": True, "preferCheaper": True,
+                 "provider": {"baseURL": "https://api.example/v1", "model": "m"}},
+    "cost": {"spotReplicaHourly": 0.349, "onDemandReplicaHourly": 0.8048,
+             "apiInputPerMillionTokens": 0.15, "apiOutputPerMillionTokens": 0.60},
+}
+API_PRICES_MESSAGE = "fallback.preferCheaper needs cost.apiInputPerMillionTokens and cost.apiOutputPerMillionTokens"
+REPLICA_PRICES_MESSAGE = "fallback.preferCheaper needs cost.onDemandReplicaHourly"
+
 # name, spec patch (merged into BASE_SPEC), a part of the message, path of the problem ("" is the root)
 BAD_OBJECTS = [
     pytest.param("llama", {"replicas": {"min": 3, "max": 2}},
@@ -58,6 +70,21 @@ BAD_OBJECTS = [
     pytest.param("llama", {"fallback": {"route": "httpRoute"}},
                  "fallback.route httpRoute needs fallback.httpRoute", "spec.fallback.httpRoute",
                  id="route-httproute-without-httproute"),
+    pytest.param("llama", merged(CHEAPER, {"fallback": {"enabled": False}}),
+                 "fallback.preferCheaper needs fallback.enabled", "spec.fallback.preferCheaper",
+                 id="prefer-cheaper-without-fallback"),
+    pytest.param("llama", merged(CHEAPER, {"fallback": {"route": "httpRoute", "httpRoute": {"name": "llm"}}}),
+                 "fallback.preferCheaper needs fallback.route router", "spec.fallback.route",
+                 id="prefer-cheaper-with-httproute"),
+    pytest.param("llama", merged(CHEAPER, {"replicas": {"min": None}}),
+                 "fallback.preferCheaper needs replicas.min 0", "spec.replicas.min",
+                 id="prefer-cheaper-with-defaulted-min"),
+    pytest.param("llama", merged(CHEAPER, {"cost": {"apiOutputPerMillionTokens": None}}),
+                 API_PRICES_MESSAGE, "spec.cost", id="prefer-cheaper-without-api-output-price"),
+    pytest.param("llama", merged(CHEAPER, {"cost": {"onDemandReplicaHourly": None}}),
+                 REPLICA_PRICES_MESSAGE, "spec.cost", id="prefer-cheaper-without-on-demand-price"),
+    pytest.param("llama", merged(CHEAPER, {"cost": {"spotReplicaHourly": None}}),
+                 REPLICA_PRICES_MESSAGE, "spec.cost", id="prefer-cheaper-with-spot-share-without-spot-price"),
     pytest.param("llama", {"interruption": {"drainSeconds": 29, "preStopSeconds": 20}},
                  DRAIN_MESSAGE, "spec.interruption.drainSeconds", id="drain-below-prestop-plus-10"),
     pytest.param("llama", {"interruption": {"drainSeconds": 19}},
@@ -111,6 +138,10 @@ GOOD_OBJECTS = [
     pytest.param("llama", {"capacity": {"spot": {"tolerations": [{"operator": "Exists"},
                                                                   {"key": "k", "operator": "Exists"}]}}},
                  id="tolerations-exists-without-value"),
+    pytest.param("llama", CHEAPER, id="prefer-cheaper-with-everything-it-needs"),
+    pytest.param("llama", merged(CHEAPER, {"capacity": {"spotPercentage": 0}, "cost": {"spotReplicaHourly": None}}),
+                 id="prefer-cheaper-on-demand-only-without-spot-price"),
+    pytest.param("llama", {"fallback": {"preferCheaper": False}, "replicas": {"min": 1}}, id="prefer-cheaper-off"),
     pytest.param("a" * 40, {}, id="name-40-characters"),
     pytest.param("a", {}, id="name-one-letter"),
     pytest.param("llama-3-1-8b", {}, id="name-with-dashes-and-digits"),

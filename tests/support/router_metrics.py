@@ -37,7 +37,7 @@ __all__ = ["FakeRouterMetrics", "Growth"]
 class Growth:
     """A counter series that grows at ``per_second`` from when ``grow`` was called."""
 
-    metric: str  # poolpilot_router_requests or poolpilot_router_spills (without _total)
+    metric: str  # poolpilot_router_requests, _spills, _prompt_tokens or _generation_tokens (without _total)
     labels: dict[str, str]
     per_second: float
     since: float
@@ -80,15 +80,20 @@ class FakeRouterMetrics:
                                registry=self.registry)
         self.spills = Counter("poolpilot_router_spills", "Requests sent to the API instead of the pool, by reason.",
                               ["reason"], registry=self.registry)
+        self.prompt_tokens = Counter("poolpilot_router_prompt_tokens", "Prompt tokens, from the answers' usage.",
+                                     ["backend"], registry=self.registry)
+        self.generation_tokens = Counter("poolpilot_router_generation_tokens",
+                                         "Generated tokens, from the answers' usage.", ["backend"],
+                                         registry=self.registry)
         self.growing = []
 
     def grow(self, metric: str, labels: dict[str, str], per_second: float) -> None:
-        """Serve a counter series that grows with the clock. From the first call on, the requests and spills
-        counters are the growing ones only (``requests``/``spills`` are no longer served)."""
+        """Serve a counter series that grows with the clock. From the first call on, the counters are the growing
+        ones only (``requests``, ``spills`` and the token counters are no longer served)."""
         self.growing.append(Growth(metric, labels, per_second, since=time.time()))
         if len(self.growing) == 1:
-            self.registry.unregister(self.requests)
-            self.registry.unregister(self.spills)
+            for counter in (self.requests, self.spills, self.prompt_tokens, self.generation_tokens):
+                self.registry.unregister(counter)
             self.registry.register(_GrowingCounters(self))
 
     @property

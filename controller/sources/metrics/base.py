@@ -9,6 +9,7 @@ broken pool or an unreachable Prometheus is a condition on the pool, not a crash
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -17,7 +18,7 @@ from typing import Protocol
 
 from controller.core.signals import MetricsProblem, PoolKey, PoolSignals
 
-__all__ = ["MetricsSource", "PoolTarget", "ReadStats", "SourceResults", "invalid_signals"]
+__all__ = ["MetricsSource", "PoolTarget", "ReadStats", "RouterFigures", "SourceResults", "invalid_signals"]
 
 SourceResults = dict[PoolKey, PoolSignals | MetricsProblem]
 
@@ -32,6 +33,31 @@ class PoolTarget:
     # Base URLs of the pool's ready router pods, e.g. "http://10.1.2.9:8080" (pods source; empty without a
     # router). The router is scraped like a replica: its arrivals, in-flight requests and spills are demand.
     router_addresses: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RouterFigures:
+    """What both sources read from a pool's router, summed over its pods; None: not known (yet)."""
+
+    arrivals_per_second: float | None = None
+    in_flight: float | None = None
+    spills_per_second: float | None = None
+    api_prompt_tokens_per_second: float | None = None  # sent to the hosted API (backend="api")
+    api_generation_tokens_per_second: float | None = None
+
+    @property
+    def known(self) -> bool:
+        return any(value is not None for value in (self.arrivals_per_second, self.in_flight, self.spills_per_second,
+                                                   self.api_prompt_tokens_per_second,
+                                                   self.api_generation_tokens_per_second))
+
+    def into(self, signals: PoolSignals) -> PoolSignals:
+        """``signals`` with the router's fields filled from these."""
+        return dataclasses.replace(
+            signals, router_arrivals_per_second=self.arrivals_per_second, router_in_flight=self.in_flight,
+            router_spills_per_second=self.spills_per_second,
+            router_api_prompt_tokens_per_second=self.api_prompt_tokens_per_second,
+            router_api_generation_tokens_per_second=self.api_generation_tokens_per_second)
 
 
 @dataclass(frozen=True)

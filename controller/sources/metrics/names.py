@@ -27,8 +27,14 @@ class ROUTER_METRICS:
     REQUESTS = "poolpilot_router_requests_total"  # {backend="pool"|"api", outcome="ok"|"error"}, counter
     IN_FLIGHT = "poolpilot_router_in_flight"  # {backend}, gauge
     SPILLS = "poolpilot_router_spills_total"  # {reason}, counter
+    # {backend}: tokens from the answers' usage; backend="api" is what the hosted API charges for.
+    PROMPT_TOKENS = "poolpilot_router_prompt_tokens_total"
+    GENERATION_TOKENS = "poolpilot_router_generation_tokens_total"
     REQUESTS_CREATED = "poolpilot_router_requests_created"
     SPILLS_CREATED = "poolpilot_router_spills_created"
+    PROMPT_TOKENS_CREATED = "poolpilot_router_prompt_tokens_created"
+    GENERATION_TOKENS_CREATED = "poolpilot_router_generation_tokens_created"
+    API_BACKEND = "api"  # the backend label's value for the hosted API
 
 
 ROUTER_METRICS_PORT = 8080  # `poolpilot router --port`'s default, where its /metrics is

@@ -28,7 +28,9 @@ sum over the replicas that have one, None until one has.
 The pool's router pods (``PoolTarget.router_addresses``) are scraped in the same round. Their figures
 (``poolpilot_router_*``, summed over the router pods) are the pool's demand: arrivals per second (the
 rate of ``poolpilot_router_requests_total``, which counts a request when it is answered: under a steady
-load the same as arrivals, a request's duration late), requests in flight, spills per second. A router
+load the same as arrivals, a request's duration late), requests in flight, spills per second; and the
+tokens the router sent to the hosted API per second (the rates of ``poolpilot_router_prompt_tokens_total``
+and ``poolpilot_router_generation_tokens_total`` with ``backend="api"``: what the API charges for). A router
 that fails is logged and its figures are None: never the pool's problem. At zero ready replicas a
 router that answers is the pool's reading (vLLM's figures None), not ``NoReadyReplicas``.
 """
@@ -50,7 +52,7 @@ import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from controller.core.signals import VLLM_METRICS, MetricsProblem, MetricsProblemKind, PoolKey, PoolSignals
-from controller.sources.metrics.base import PoolTarget, ReadStats, SourceResults, invalid_signals
+from controller.sources.metrics.base import PoolTarget, ReadStats, RouterFigures, SourceResults, invalid_signals
 from controller.sources.metrics.counters import CounterMemory, CounterSample, summed_rates
 from controller.sources.metrics.names import ROUTER_METRICS, VLLM_COUNTERS
 
@@ -94,9 +96,12 @@ class RouterReading:
     in_flight: float | None  # poolpilot_router_in_flight
     spills: float | None  # poolpilot_router_spills_total, a counter
     counters_created: float | None = None
+    api_prompt_tokens: float | None = None  # poolpilot_router_prompt_tokens_total{backend="api"}, a counter
+    api_generation_tokens: float | None = None  # poolpilot_router_generation_tokens_total{backend="api"}
 
     def counter_sample(self, at: datetime) -> CounterSample:
-        return CounterSample(at, (self.requests, self.spills), self.counters_created)
+        return CounterSample(at, (self.requests, self.spills, self.api_prompt_tokens, self.api_generation_tokens),
+                             self.counters_created)
 
 
 Reading = ReplicaReading | RouterReading
@@ -202,8 +207,15 @@ _ROUTER_FAMILIES = {
     "poolpilot_router_requests": ROUTER_METRICS.REQUESTS, ROUTER_METRICS.REQUESTS: ROUTER_METRICS.REQUESTS,
     ROUTER_METRICS.IN_FLIGHT: ROUTER_METRICS.IN_FLIGHT,
     "poolpilot_router_spills": ROUTER_METRICS.SPILLS, ROUTER_METRICS.SPILLS: ROUTER_METRICS.SPILLS,
+    "poolpilot_router_prompt_tokens": ROUTER_METRICS.PROMPT_TOKENS,
+    ROUTER_METRICS.PROMPT_TOKENS: ROUTER_METRICS.PROMPT_TOKENS,
+    "poolpilot_router_generation_tokens": ROUTER_METRICS.GENERATION_TOKENS,
+    ROUTER_METRICS.GENERATION_TOKENS: ROUTER_METRICS.GENERATION_TOKENS,
 }
-_ROUTER_CREATED = (ROUTER_METRICS.REQUESTS_CREATED, ROUTER_METRICS.SPILLS_CREATED)
+# Of the token counters only the hosted API's series count: the pool's own tokens come from vLLM.
+_API_ONLY = frozenset((ROUTER_METRICS.PROMPT_TOKENS, ROUTER_METRICS.GENERATION_TOKENS))
+_ROUTER_CREATED = (ROUTER_METRICS.REQUESTS_CREATED, ROUTER_METRICS.SPILLS_CREATED,
+                   ROUTER_METRICS.PROMPT_TOKENS_CREATED, ROUTER_METRICS.GENERATION_TOKENS_CREATED)
 
 
 def parse_router_metrics(text: str) -> RouterReading:
@@ -218,22 +230,27 @@ def parse_router_metrics(text: str) -> RouterReading:
                 totals.setdefault(metric, 0.0)
             for sample in family.samples:
                 if sample.name == metric:
-                    totals[metric] += float(sample.value)
+                    if metric not in _API_ONLY or sample.labels.get("backend") == ROUTER_METRICS.API_BACKEND:
+                        totals[metric] += float(sample.value)
                 elif sample.name in _ROUTER_CREATED and math.isfinite(sample.value):
                     created.append(float(sample.value))
     except Exception as e:  # the parser raises ValueError mostly, but any failure means "not the format"
         raise _not_the_format(enumerate(text.split("\n"), start=1)) from e
-    if not totals:
+    if not totals.keys() - _API_ONLY:  # token counters alone are not the router's demand
         raise InvalidExposition("the body has none of the router's metrics (poolpilot_router_requests_total, "
                                 "poolpilot_router_in_flight, poolpilot_router_spills_total)")
     reading = RouterReading(requests=totals.get(ROUTER_METRICS.REQUESTS),
                             in_flight=totals.get(ROUTER_METRICS.IN_FLIGHT),
                             spills=totals.get(ROUTER_METRICS.SPILLS),
-                            counters_created=min(created) if created else None)
+                            counters_created=min(created) if created else None,
+                            api_prompt_tokens=totals.get(ROUTER_METRICS.PROMPT_TOKENS),
+                            api_generation_tokens=totals.get(ROUTER_METRICS.GENERATION_TOKENS))
     problems = invalid_signals(queue=None, running=None, kv=None, counts={
         f"requests ({ROUTER_METRICS.REQUESTS})": reading.requests,
         f"requests in flight ({ROUTER_METRICS.IN_FLIGHT})": reading.in_flight,
-        f"spills ({ROUTER_METRICS.SPILLS})": reading.spills})
+        f"spills ({ROUTER_METRICS.SPILLS})": reading.spills,
+        f"API prompt tokens ({ROUTER_METRICS.PROMPT_TOKENS})": reading.api_prompt_tokens,
+        f"API generation tokens ({ROUTER_METRICS.GENERATION_TOKENS})": reading.api_generation_tokens})
     if problems:
         raise InvalidExposition("; ".join(problems))
     return reading
@@ -353,9 +370,8 @@ class PodsSource:
         if not pool.endpoints:
             self.replica_counters.forget(pool.key)
             if demand is not None:  # scaled to zero, but the router sees the demand: that is the reading
-                return PoolSignals(queue_depth=None, running_requests=None, kv_cache_utilization=None,
-                                   replicas_reporting=0, observed_at=now, router_arrivals_per_second=demand[0],
-                                   router_in_flight=demand[1], router_spills_per_second=demand[2])
+                return demand.into(PoolSignals(queue_depth=None, running_requests=None, kv_cache_utilization=None,
+                                               replicas_reporting=0, observed_at=now))
             router_words = " (and its router did not answer)" if pool.router_addresses else ""
             return MetricsProblem(MetricsProblemKind.NO_READY_REPLICAS,
                                   f"the pool has no ready replicas to scrape{router_words}", now)
@@ -377,8 +393,7 @@ class PodsSource:
         running = [r.running for r in readings.values() if r.running is not None]
         kv = [r.kv for r in readings.values() if r.kv is not None]
         prompt_rate, generation_rate = summed_rates(rates.values(), 2)
-        arrivals, in_flight, spills = demand if demand is not None else (None, None, None)
-        return PoolSignals(
+        return (demand or RouterFigures()).into(PoolSignals(
             queue_depth=math.fsum(waiting) if waiting else None,
             running_requests=math.fsum(running) if running else None,
             kv_cache_utilization=math.fsum(kv) / len(kv) if kv else None,
@@ -386,14 +401,11 @@ class PodsSource:
             observed_at=now,
             prompt_tokens_per_second=prompt_rate,
             generation_tokens_per_second=generation_rate,
-            router_arrivals_per_second=arrivals,
-            router_in_flight=in_flight,
-            router_spills_per_second=spills,
-        )
+        ))
 
     def _router_demand(self, pool: PoolTarget, routers: Mapping[str, Reading | ReplicaFailure],
-                       now: datetime) -> tuple[float | None, float | None, float | None] | None:
-        """Arrivals/s, in flight, spills/s over the pool's router pods that answered; None if none did."""
+                       now: datetime) -> RouterFigures | None:
+        """The router's figures over the pool's router pods that answered; None if none did."""
         mine = {address: routers[address] for address in dict.fromkeys(pool.router_addresses)}
         readings = {url: outcome for url, outcome in mine.items() if isinstance(outcome, RouterReading)}
         rates = self.router_counters.advance(
@@ -404,8 +416,9 @@ class PodsSource:
         if not readings:
             return None
         in_flight = [reading.in_flight for reading in readings.values() if reading.in_flight is not None]
-        arrivals, spills = summed_rates(rates.values(), 2)
-        return arrivals, math.fsum(in_flight) if in_flight else None, spills
+        arrivals, spills, api_prompt, api_generation = summed_rates(rates.values(), 4)
+        return RouterFigures(arrivals, math.fsum(in_flight) if in_flight else None, spills, api_prompt,
+                             api_generation)
 
 
 class HTTPStatusError(Exception):

@@ -32,6 +32,11 @@ Why this shape:
   while its requests are known, None otherwise. Bad router values make that figure None (logged),
   never the pool a problem; at zero replicas, router figures are the pool's reading (vLLM's None),
   not ``NoSamples``.
+- The tokens the router sent to the hosted API (``poolpilot_router_prompt_tokens_total`` and
+  ``..._generation_tokens_total`` with ``backend="api"``, rates as above) ride in the two token-rate
+  queries, so the round stays at nine queries: each is ``vLLM's rate by pool or the router's API rate by
+  pool and backend``. The router's rows keep their ``backend`` label and vLLM's have none, so ``or`` keeps
+  both and the rows tell themselves apart. Bad values make them None (logged), as the router's other figures.
 - The client (``prometheus-api-client``) is synchronous: each query runs in a thread,
   all of them concurrently, under one deadline. Retries are off: the next round is the retry.
 - Failures become a ``MetricsProblem`` for every pool (unreachable, timeout) or for
@@ -56,7 +61,7 @@ from prometheus_api_client.prometheus_connect import PrometheusConnect
 from urllib3.util.retry import Retry
 
 from controller.core.signals import VLLM_METRICS, MetricsProblem, MetricsProblemKind, PoolKey, PoolSignals
-from controller.sources.metrics.base import PoolTarget, ReadStats, SourceResults, invalid_signals
+from controller.sources.metrics.base import PoolTarget, ReadStats, RouterFigures, SourceResults, invalid_signals
 from controller.sources.metrics.names import ROUTER_METRICS, VLLM_COUNTERS
 from controller.sources.metrics.promql import Matcher, aggregate, quote, selector, validate_label_name
 
@@ -90,6 +95,9 @@ class PrometheusQueries:
 _VALUE_QUERIES = ("queue", "running", "kv", "prompt_rate", "generation_rate")  # one row per pool
 _ROUTER_QUERIES = ("router_arrivals", "router_in_flight", "router_spills")  # one row per pool
 _QUERY_NAMES = (*_VALUE_QUERIES[:3], "freshness", *_VALUE_QUERIES[3:], *_ROUTER_QUERIES)
+# The router's API token rates, answered by the token-rate queries as rows with a backend label.
+_ROUTER_API_ROWS = {"prompt_rate": "router_api_prompt", "generation_rate": "router_api_generation"}
+_BACKEND = "backend"
 
 
 def build_queries(*, pool_label: str, namespace_label: str, namespaces: Sequence[str] = (),
@@ -117,6 +125,13 @@ def build_queries(*, pool_label: str, namespace_label: str, namespaces: Sequence
     def router_rate(metric: str) -> str:
         return aggregate("sum", by_pool, router_series(f"rate({selector(metric, in_namespaces)}{window})"))
 
+    def token_rate(vllm_metric: str, router_metric: str) -> str:
+        """vLLM's rate per pool, or (rows with a backend label) the router's rate of tokens sent to the API."""
+        api_only = [Matcher(_BACKEND, "=", ROUTER_METRICS.API_BACKEND), *in_namespaces]
+        router = aggregate("sum", [*by_pool, _BACKEND],
+                           router_series(f"rate({selector(router_metric, api_only)}{window})"))
+        return f"{aggregate('sum', by_pool, f'rate({series(vllm_metric)}{window})')} or {router}"
+
     kv_per_series = f"{series(VLLM_METRICS.KV_CACHE)} or {series(VLLM_METRICS.KV_CACHE_LEGACY)}"
     arrivals = router_rate(ROUTER_METRICS.REQUESTS)
     return PrometheusQueries(
@@ -124,8 +139,8 @@ def build_queries(*, pool_label: str, namespace_label: str, namespaces: Sequence
         running=aggregate("sum", by_pool, series(VLLM_METRICS.RUNNING)),
         kv=aggregate("avg", by_pool, aggregate("avg", by_replica, kv_per_series)),
         freshness=aggregate("max", by_replica, f"timestamp({series(VLLM_METRICS.WAITING)})"),
-        prompt_rate=aggregate("sum", by_pool, f"rate({series(VLLM_COUNTERS.PROMPT_TOKENS)}{window})"),
-        generation_rate=aggregate("sum", by_pool, f"rate({series(VLLM_COUNTERS.GENERATION_TOKENS)}{window})"),
+        prompt_rate=token_rate(VLLM_COUNTERS.PROMPT_TOKENS, ROUTER_METRICS.PROMPT_TOKENS),
+        generation_rate=token_rate(VLLM_COUNTERS.GENERATION_TOKENS, ROUTER_METRICS.GENERATION_TOKENS),
         router_arrivals=arrivals,
         router_in_flight=aggregate("sum", by_pool, router_series(selector(ROUTER_METRICS.IN_FLIGHT, in_namespaces))),
         # No spills series before the first spill: 0 for the pools whose router reports requests.
@@ -266,10 +281,9 @@ class PrometheusSource:
         demand = self._router_demand(key, rows)
         replica_times = [t for t in rows.replica_times.get(key, ()) if math.isfinite(t)]
         if all(values[name] is None for name in ("queue", "running", "kv")) and not replica_times:
-            if any(figure is not None for figure in demand):  # no replicas, but the router sees demand
-                return PoolSignals(queue_depth=None, running_requests=None, kv_cache_utilization=None,
-                                   replicas_reporting=0, observed_at=now, router_arrivals_per_second=demand[0],
-                                   router_in_flight=demand[1], router_spills_per_second=demand[2])
+            if demand.known:  # no replicas, but the router sees demand
+                return demand.into(PoolSignals(queue_depth=None, running_requests=None, kv_cache_utilization=None,
+                                               replicas_reporting=0, observed_at=now))
             return MetricsProblem(MetricsProblemKind.NO_SAMPLES,
                                   f"Prometheus has no vLLM samples for pool {key[1]!r} in namespace {key[0]!r} "
                                   f"(series labels {self.namespace_label}, {self.pool_label})", now)
@@ -288,36 +302,41 @@ class PrometheusSource:
                                   f"the newest vLLM sample of this pool is {age:.1f} s old "
                                   f"(allowed: {self.max_sample_age_seconds:g} s): its replicas are no longer "
                                   f"scraped", now)
-        return PoolSignals(queue_depth=values["queue"], running_requests=values["running"],
-                           kv_cache_utilization=values["kv"], replicas_reporting=len(fresh), observed_at=now,
-                           prompt_tokens_per_second=values["prompt_rate"],
-                           generation_tokens_per_second=values["generation_rate"],
-                           router_arrivals_per_second=demand[0], router_in_flight=demand[1],
-                           router_spills_per_second=demand[2])
+        return demand.into(PoolSignals(queue_depth=values["queue"], running_requests=values["running"],
+                                       kv_cache_utilization=values["kv"], replicas_reporting=len(fresh),
+                                       observed_at=now, prompt_tokens_per_second=values["prompt_rate"],
+                                       generation_tokens_per_second=values["generation_rate"]))
 
-    def _router_demand(self, key: PoolKey, rows: _IndexedRows) -> tuple[float | None, float | None, float | None]:
-        """Arrivals/s, in flight, spills/s; a figure Prometheus returned bad is None (and logged)."""
+    def _router_demand(self, key: PoolKey, rows: _IndexedRows) -> RouterFigures:
+        """The router's figures; one Prometheus returned bad is None (and logged)."""
         figures = []
         for name, what in (("router_arrivals", f"rate of {ROUTER_METRICS.REQUESTS}"),
                            ("router_in_flight", ROUTER_METRICS.IN_FLIGHT),
-                           ("router_spills", f"rate of {ROUTER_METRICS.SPILLS}")):
+                           ("router_spills", f"rate of {ROUTER_METRICS.SPILLS}"),
+                           ("router_api_prompt", f"rate of {ROUTER_METRICS.PROMPT_TOKENS} to the API"),
+                           ("router_api_generation", f"rate of {ROUTER_METRICS.GENERATION_TOKENS} to the API")):
             value = rows.values[name].get(key)
             if value is not None and invalid_signals(queue=None, running=None, kv=None, counts={what: value}):
                 logger.warning("pool %s/%s: Prometheus returned %s for the router's %s; left out",
                                key[0], key[1], value, what)
                 value = None
             figures.append(value)
-        arrivals, in_flight, spills = figures
-        return arrivals, in_flight, spills
+        return RouterFigures(*figures)
 
     def _index(self, rows: Mapping[str, list[dict[str, Any]]]) -> _IndexedRows:
         """Rows by pool, once per round (not a scan per pool)."""
         indexed = _IndexedRows()
+        for name in _ROUTER_API_ROWS.values():
+            indexed.values[name] = {}
         for name in (*_VALUE_QUERIES, *_ROUTER_QUERIES):
             by_key = indexed.values[name] = {}
             for row in rows[name]:
                 key = self._key_of(row)
-                if key is not None:
+                if key is None:
+                    continue
+                if name in _ROUTER_API_ROWS and _BACKEND in row.get("metric", {}):
+                    indexed.values[_ROUTER_API_ROWS[name]][key] = _sample_value(row)
+                else:
                     by_key[key] = _sample_value(row)
         for row in rows["freshness"]:
             key = self._key_of(row)
