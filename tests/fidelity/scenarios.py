@@ -379,7 +379,9 @@ def scheduled_pods_are_deleted_gracefully(api: Api, ns: str) -> Json:
     deleted = api.delete(f"{pods}/p")
     terminating = api.get(f"{pods}/p")
     forced = api.delete(f"{pods}/p", {"kind": "DeleteOptions", "apiVersion": "v1", "gracePeriodSeconds": 0})
-    unscheduled = {**pod, "metadata": {"name": "q"}, "spec": {**pod["spec"]}}
+    # No node matches its selector: the real scheduler cannot bind it between the create and the delete.
+    unscheduled = {**pod, "metadata": {"name": "q"},
+                   "spec": {**pod["spec"], "nodeSelector": {"poolpilot.io/fidelity": "no-such-node"}}}
     del unscheduled["spec"]["nodeName"]
     api.post(pods, unscheduled, expect=201)
     api.delete(f"{pods}/q")
