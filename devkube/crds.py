@@ -43,10 +43,33 @@ def parse_crd(crd: Mapping[str, Any]) -> list[CrdVersion]:
         raise CrdError(
             f'metadata.name: Invalid value: must be spec.names.plural+"."+spec.group: {expected_name!r}'
         )
+    _check_api_approval(group, (crd.get("metadata") or {}).get("annotations") or {})
     versions = [version for version in spec.get("versions") or [] if version.get("served", True)]
     if not versions:
         raise CrdError("spec.versions: at least one served version is required")
     return [_parse_version(spec, names, version) for version in versions]
+
+
+API_APPROVAL_ANNOTATION = "api-approved.kubernetes.io"
+
+
+def _check_api_approval(group: str, annotations: Mapping[str, Any]) -> None:
+    """Groups under k8s.io and kubernetes.io (the Gateway API's gateway.networking.k8s.io among them) are the
+    Kubernetes project's: their CRDs need the approval annotation, a URL or "unapproved, ..." (KEP 1111;
+    apiextensions-apiserver pkg/apiserver/validation ... validation.go ``validateAPIApproval`` and
+    pkg/apihelpers ``GetAPIApprovalState``)."""
+    protected = any(group == domain or group.endswith(f".{domain}") for domain in ("k8s.io", "kubernetes.io"))
+    if not protected:
+        return
+    value = annotations.get(API_APPROVAL_ANNOTATION)
+    see = "see https://github.com/kubernetes/enhancements/pull/1111"
+    if value is None:
+        raise CrdError(f"metadata.annotations[{API_APPROVAL_ANNOTATION}]: Required value: protected groups must "
+                       f'have approval annotation "{API_APPROVAL_ANNOTATION}", {see}')
+    if not (str(value).startswith("unapproved") or str(value).startswith(("http://", "https://"))):
+        raise CrdError(f"metadata.annotations[{API_APPROVAL_ANNOTATION}]: Invalid value: {value!r}: protected "
+                       f'groups must have approval annotation "{API_APPROVAL_ANNOTATION}" with either a URL or a '
+                       f'reason starting with "unapproved", {see}')
 
 
 def _parse_version(

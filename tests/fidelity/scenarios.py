@@ -448,3 +448,27 @@ def core_v1_events_for_a_custom_resource(api: Api, ns: str) -> Json:
 
 def describe(observation: Json) -> str:
     return json.dumps(observation, indent=1, sort_keys=True, default=str)
+
+
+# --- CRDs in the Kubernetes project's groups ------------------------------------------------------
+
+
+@scenario
+def crds_in_protected_groups_need_the_api_approval_annotation(api: Api, ns: str) -> Json:
+    """A *.k8s.io group (the Gateway API's is one) without ``api-approved.kubernetes.io`` is refused."""
+    crds = "/apis/apiextensions.k8s.io/v1/customresourcedefinitions"
+    group = f"{ns}.example.k8s.io"  # unique per run: CRDs are cluster-wide
+    crd: Json = {"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+                 "metadata": {"name": f"widgets.{group}"},
+                 "spec": {"group": group, "scope": "Namespaced",
+                          "names": {"plural": "widgets", "singular": "widget", "kind": "Widget"},
+                          "versions": [{"name": "v1", "served": True, "storage": True,
+                                        "schema": {"openAPIV3Schema": {"type": "object"}}}]}}
+    missing = api.post(crds, crd)
+    crd["metadata"]["annotations"] = {"api-approved.kubernetes.io": "not a URL"}
+    invalid = api.post(crds, crd)
+    crd["metadata"]["annotations"] = {"api-approved.kubernetes.io": "unapproved, a test"}
+    approved = api.post(crds, crd)
+    api.delete(f"{crds}/widgets.{group}")
+    return {"missing": (missing.status, "api-approved.kubernetes.io" in str(missing.body)),
+            "invalid": invalid.status, "approved": approved.status}

@@ -7,6 +7,7 @@ follow it.
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -18,6 +19,7 @@ from tests.support.kube import condition
 from tests.support.waiting import eventually
 
 Manifest = dict[str, Any]
+HTTPROUTE_CRD = "tests/kube/data/httproute-crd.yaml"  # a minimal one: our tests' Gateway API
 FOR_SECONDS = 2
 RECOVER_AFTER_SECONDS = 5
 
@@ -46,12 +48,32 @@ def mode_becomes(backend: Backend, pool: str, mode: str, timeout: float = 30.0) 
     return found
 
 
+def install_route(backend: Backend, pool: str) -> None:
+    """The HTTPRoute `front` the pool steers: the pool's Service, and a hosted API behind a Service of its own."""
+    backend.kubectl("apply", "-f", HTTPROUTE_CRD)
+    route = {"apiVersion": "gateway.networking.k8s.io/v1", "kind": "HTTPRoute",
+             "metadata": {"name": "front", "namespace": backend.namespace},
+             "spec": {"parentRefs": [{"name": "gateway"}],
+                      "rules": [{"matches": [{"path": {"type": "PathPrefix", "value": "/v1"}}],
+                                 "backendRefs": [{"name": pool, "port": 8000, "weight": 1},
+                                                 {"name": "hosted-api", "port": 443, "weight": 0}]}]}}
+    eventually(lambda: backend.kubectl("apply", "-f", "-", input=json.dumps(route), check=False).returncode,
+               lambda code: code == 0, timeout=30, what="the HTTPRoute kind served")
+
+
+def route_weights(backend: Backend) -> list[int]:
+    found = json.loads(backend.kubectl("get", "httproute", "front", "-n", backend.namespace, "-o", "json").stdout)
+    return [ref.get("weight") for ref in found["spec"]["rules"][0]["backendRefs"]]
+
+
 def test_a_pool_saturated_at_max_overflows_after_for_seconds_and_comes_back_after_the_hysteresis(
         fleet: FakeVLLMFleet, backend: Backend, operator: OperatorProcess) -> None:
+    install_route(backend, "qwen")
     backend.kube.create_pool(backend.namespace, "qwen", fallback_pool(fleet))
     wait_for_replicas(backend, "qwen", 1)
     pool = mode_becomes(backend, "qwen", "Off", timeout=RECOVER_AFTER_SECONDS + 30)
     assert (condition(pool, "FallbackActive") or {}).get("reason") == "PoolServing"
+    assert route_weights(backend) == [100, 0]  # the Gateway sends everything to the pool
 
     set_load(fleet, waiting=20)  # 20 per replica: the scaler goes to max 2, still 10 per replica > 8
     wait_for_replicas(backend, "qwen", 2)
@@ -63,6 +85,7 @@ def test_a_pool_saturated_at_max_overflows_after_for_seconds_and_comes_back_afte
     overflow = [e for e in events_eventually(backend, "qwen", "FallbackOverflow", count=2)
                 if "Off -> Overflow" in e["message"]]
     assert overflow and overflow[0]["type"] == "Warning"
+    assert route_weights(backend) == [50, 50]  # a weighted split is how a Gateway overflows
     eventually(lambda: backend.kube.get_pool(backend.namespace, "qwen"),  # one on-demand and one spot replica
                lambda p: (p or {}).get("status", {}).get("cost", {}).get("hourly") == 1.66, what="the cost of 2")
 
@@ -73,11 +96,14 @@ def test_a_pool_saturated_at_max_overflows_after_for_seconds_and_comes_back_afte
     recovered = events_eventually(backend, "qwen", "FallbackRecovered")
     assert recovered[0]["type"] == "Normal" and "Overflow -> Off" in recovered[0]["message"]
     assert (condition(pool, "Saturated") or {})["status"] == "False"
+    assert route_weights(backend) == [100, 0]
+    assert (condition(pool, "Ready") or {})["reason"] == "ReplicasReady"  # the route was found and written
 
 
 def test_a_pool_scaled_to_zero_sends_everything_to_the_api(
         fleet: FakeVLLMFleet, backend: Backend, operator: OperatorProcess) -> None:
     set_load(fleet, waiting=0, running=0, kv=0.0)
+    install_route(backend, "idle")
     backend.kube.create_pool(backend.namespace, "idle", fallback_pool(fleet, min_replicas=0))
     wait_for_replicas(backend, "idle", 0, timeout=40)  # zero load for the scale-down window
     pool = mode_becomes(backend, "idle", "Full")
@@ -86,3 +112,4 @@ def test_a_pool_scaled_to_zero_sends_everything_to_the_api(
     full = events_eventually(backend, "idle", "FallbackFull")
     assert full[0]["type"] == "Warning"
     assert pool["status"]["cost"]["hourly"] == 0  # nothing runs
+    eventually(lambda: route_weights(backend), lambda weights: weights == [0, 100], what="the route all on the API")
