@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import socket
+import urllib.request
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -41,6 +42,9 @@ class MotoServer:
     def __enter__(self) -> Self:
         logging.getLogger("werkzeug").setLevel(logging.WARNING)
         self._server.start()
+        # moto's backends are global to the process: without a reset, a second server would see the first
+        # one's queues, rules and in-flight messages. Each server is a fresh AWS account, as a test expects.
+        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"), timeout=10).close()
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -17,6 +18,7 @@ from controller.core.notices import NoticeKind
 from controller.notice_feed import NoticeFeed
 from controller.sources.interruptions.sqs import SqsNoticeSource
 from devkube.aws import InterruptionQueue, MotoServer, interruption_queue
+from tests.support.waiting import eventually
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +74,7 @@ def test_eventbridge_events_become_notices_and_leave_the_queue(
     spot = next(n for n in notices if n.kind is NoticeKind.SPOT_INTERRUPTION)
     assert spot.deadline is not None
     assert counted("notice") - before == 2
-    assert remaining(moto, queue) == 0
+    eventually(lambda: remaining(moto, queue), lambda left: left == 0, timeout=10, what="the messages deleted")
 
 
 def test_malformed_unknown_and_duplicate_messages_are_counted_deleted_and_yield_nothing(
@@ -140,3 +142,28 @@ def test_a_queue_that_fails_is_retried_and_never_stops_the_feed(moto: MotoServer
         return alive
 
     assert asyncio.run(briefly())
+
+
+def test_a_poll_abandoned_by_a_stopping_operator_returns_at_once_and_leaves_its_messages_queued(
+        moto: MotoServer, queue: InterruptionQueue, monkeypatch: pytest.MonkeyPatch) -> None:
+    for key, value in moto.environment().items():
+        monkeypatch.setenv(key, value)
+    reader = SqsNoticeSource(queue.url, wait_seconds=3)
+
+    async def stop_mid_poll() -> float:
+        poll = asyncio.create_task(reader.receive())
+        await asyncio.sleep(0.3)  # the long poll is waiting on the queue
+        put_ec2_event(moto, "EC2 Spot Instance Interruption Warning",
+                      {"instance-id": "i-0c0c0c0c0c0c0c0c0", "instance-action": "terminate"})
+        poll.cancel()
+        started = asyncio.get_running_loop().time()
+        with pytest.raises(asyncio.CancelledError):
+            await poll
+        return asyncio.get_running_loop().time() - started
+
+    stopped_after = asyncio.run(stop_mid_poll())  # asyncio.run would join an executor's thread here
+    assert stopped_after < 1.0, "the cancelled poll was waited for"
+    # The abandoned poll deletes nothing: once it ends, the message is still in the queue (in flight until its
+    # visibility timeout, then back for the next reader).
+    time.sleep(reader.wait_seconds + 1)
+    assert remaining(moto, queue) == 1

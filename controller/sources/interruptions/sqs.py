@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
+import threading
 from typing import Any
 
 import boto3
@@ -40,18 +42,54 @@ class SqsNoticeSource:
         self._remembered = remembered_events
 
     async def receive(self) -> list[InterruptionNotice]:
-        return await asyncio.to_thread(self.receive_batch)
+        """One long poll, in a daemon thread of its own: a stopping operator does not wait out the poll
+        (``asyncio.run`` joins the default executor's threads, up to ``wait_seconds``). Messages are read
+        on the loop and deleted only then, so a poll abandoned (the operator stopping) deletes nothing: its
+        messages come back after their visibility timeout to the next reader (a restarted operator)."""
+        loop = asyncio.get_running_loop()
+        polled: asyncio.Future[list[dict[str, Any]]] = loop.create_future()
+
+        def settle(messages: list[dict[str, Any]], error: BaseException | None) -> None:
+            if polled.done():  # abandoned
+                return
+            if error is not None:
+                polled.set_exception(error)
+            else:
+                polled.set_result(messages)
+
+        def poll() -> None:
+            messages: list[dict[str, Any]] = []
+            error: BaseException | None = None
+            try:
+                messages = self._poll()
+            except BaseException as raised:  # handed to the awaiting task
+                error = raised
+            with contextlib.suppress(RuntimeError):  # the loop is closed: the operator has stopped
+                loop.call_soon_threadsafe(settle, messages, error)
+
+        threading.Thread(target=poll, name="sqs-long-poll", daemon=True).start()
+        messages = await polled
+        notices = self._take(messages)
+        # Not awaited: the caller keeps its notices with no await in between. Should the process end before
+        # the delete, the message comes back and is acted on again, idempotently (drain state is on the pod).
+        threading.Thread(target=self._delete, args=(messages,), name="sqs-delete", daemon=True).start()
+        return notices
 
     def receive_batch(self) -> list[InterruptionNotice]:
         """One long poll: the new notices it brought. Raises only for the queue itself (BotoCoreError, ClientError)."""
-        answer = self._client.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
-                                              WaitTimeSeconds=self.wait_seconds)
-        messages = answer.get("Messages") or []
-        notices: list[InterruptionNotice] = []
-        for message in messages:
-            notices.extend(self._read(message))
+        messages = self._poll()
+        notices = self._take(messages)
         self._delete(messages)
         return notices
+
+    def _poll(self) -> list[dict[str, Any]]:
+        answer = self._client.receive_message(QueueUrl=self.queue_url, MaxNumberOfMessages=10,
+                                              WaitTimeSeconds=self.wait_seconds)
+        messages: list[dict[str, Any]] = answer.get("Messages") or []
+        return messages
+
+    def _take(self, messages: list[dict[str, Any]]) -> list[InterruptionNotice]:
+        return [notice for message in messages for notice in self._read(message)]
 
     def _read(self, message: dict[str, Any]) -> list[InterruptionNotice]:
         result = parse_sqs_body(message.get("Body") or "")
