@@ -75,14 +75,14 @@ def front_door(cluster: DevCluster, namespace: str) -> str:
 
 def complete(base_url: str) -> tuple[str, str]:
     """One completion through the front door: (text, which backend served it)."""
-    client = openai.OpenAI(base_url=base_url, api_key="client-key", max_retries=0, timeout=30)
-    try:
-        raw = client.completions.with_raw_response.create(model=SERVED, prompt="Hello", max_tokens=8)
-    except openai.APIConnectionError:
-        return "", "unreachable"  # the router pod is starting
-    except openai.InternalServerError as error:  # 503: the router has not read its pool yet
-        return "", f"{error.status_code}"
-    return raw.parse().choices[0].text, raw.headers["X-PoolPilot-Backend"]
+    with openai.OpenAI(base_url=base_url, api_key="client-key", max_retries=0, timeout=30) as client:
+        try:
+            raw = client.completions.with_raw_response.create(model=SERVED, prompt="Hello", max_tokens=8)
+        except openai.APIConnectionError:
+            return "", "unreachable"  # the router pod is starting
+        except openai.InternalServerError as error:  # 503: the router has not read its pool yet
+            return "", f"{error.status_code}"
+        return raw.parse().choices[0].text, raw.headers["X-PoolPilot-Backend"]
 
 
 def fetch(url: str) -> str:
@@ -114,11 +114,12 @@ def test_traffic_follows_the_mode_and_demand_at_the_router_scales_the_pool_from_
     stop = threading.Event()
 
     def keep_streaming() -> None:
-        client = openai.OpenAI(base_url=url, api_key="client-key", max_retries=0, timeout=30)
-        while not stop.is_set():
-            for _ in client.completions.create(model=SERVED, prompt="Hi", max_tokens=400, stream=True):
-                if stop.is_set():
-                    break
+        with openai.OpenAI(base_url=url, api_key="client-key", max_retries=0, timeout=30) as client:
+            while not stop.is_set():
+                with client.completions.create(model=SERVED, prompt="Hi", max_tokens=400, stream=True) as stream:
+                    for _ in stream:
+                        if stop.is_set():
+                            break
 
     streams = [threading.Thread(target=keep_streaming, daemon=True) for _ in range(3)]
     for stream in streams:
