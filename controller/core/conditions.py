@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 from controller.api.status import CONDITION_TYPES, Condition, ConditionStatus
 
-__all__ = ["find_condition", "format_time", "parse_time", "set_condition"]
+__all__ = ["find_condition", "format_time", "parse_api_time", "parse_time", "set_condition"]
 
 
 def format_time(moment: datetime) -> str:
@@ -23,6 +23,17 @@ def format_time(moment: datetime) -> str:
 def parse_time(value: str) -> datetime:
     """A time as ``format_time`` writes it (RFC 3339, ``Z``), back to a datetime."""
     return datetime.fromisoformat(value.replace("Z", "+00:00"))
+
+
+def parse_api_time(value: object) -> datetime | None:
+    """A time as the API server sends it (RFC 3339), or None for anything else: a missing or malformed
+    field in an object we read is no reason to fail."""
+    if not isinstance(value, str):
+        return None
+    try:
+        return parse_time(value)
+    except ValueError:
+        return None
 
 
 def find_condition(conditions: Sequence[Condition], condition_type: str) -> Condition | None:

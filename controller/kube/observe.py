@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from controller.core.capacity import CapacityType
+from controller.core.conditions import parse_api_time
 from controller.core.notices import NoticeKind, Verdict
 from controller.core.pool import DeploymentState, PoolObservation
 from controller.core.replicas import DrainMark, DrainStage, ReplicaPod
@@ -130,9 +131,9 @@ def observe_pods(pods: Iterable[Mapping[str, Any]]) -> tuple[ReplicaPod, ...]:
             node=(pod.get("spec") or {}).get("nodeName") or None,
             phase=str(status.get("phase") or "Pending"),
             ready=(conditions.get("Ready") or {}).get("status") == "True",
-            created_at=_time(meta.get("creationTimestamp")),
-            unschedulable_since=(_time(scheduled.get("lastTransitionTime")) or _time(meta.get("creationTimestamp"))
-                                 if unschedulable else None),
+            created_at=parse_api_time(meta.get("creationTimestamp")),
+            unschedulable_since=(parse_api_time(scheduled.get("lastTransitionTime"))
+                                 or parse_api_time(meta.get("creationTimestamp")) if unschedulable else None),
             terminating=bool(meta.get("deletionTimestamp")),
             disruption=disruption.notices[0] if disruption.verdict is Verdict.NOTICE else None,
             drain=mark,
@@ -161,17 +162,8 @@ def _drain_mark(stage: Any, annotation: Any) -> DrainMark | None:
         return None
 
 
-def _time(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-
-
 def _required_time(value: Any) -> datetime:
-    moment = _time(value)
+    moment = parse_api_time(value)
     if moment is None:
         raise ValueError(f"not a time: {value!r}")
     return moment

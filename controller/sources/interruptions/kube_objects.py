@@ -17,9 +17,9 @@ delete the pod; its ``deletionTimestamp``, when set, is the deadline.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import datetime
 from typing import Any
 
+from controller.core.conditions import parse_api_time
 from controller.core.notices import (
     InterruptionNotice,
     NoticeKind,
@@ -98,7 +98,7 @@ def parse_pod(pod: Mapping[str, Any]) -> ParseResult:
     return ParseResult.notice(InterruptionNotice(
         NoticeKind.POD_DISRUPTION, POD_SOURCE,
         f"{namespace}/{name}/{meta.get('uid') or ''}/{target.get('lastTransitionTime') or ''}",
-        node=node, pod=f"{namespace}/{name}", deadline=_timestamp(meta.get("deletionTimestamp")),
+        node=node, pod=f"{namespace}/{name}", deadline=parse_api_time(meta.get("deletionTimestamp")),
         detail=f"pod {namespace}/{name}: {reason}" + (f" ({message})" if message else "")))
 
 
@@ -111,10 +111,3 @@ def _mapping(obj: Mapping[str, Any], key: str) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
-def _timestamp(value: Any) -> datetime | None:
-    if not isinstance(value, str):
-        return None
-    try:
-        return datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        return None
