@@ -1,5 +1,6 @@
 """The ``poolpilot`` command: ``run`` the operator, a pool's ``router``, print the ``crd``, show one replica's
-``signals``, or ``explain-notice``: what PoolPilot makes of one interruption notice."""
+``signals``, ``explain-notice`` (what PoolPilot makes of one interruption notice), ``simulate`` a pool on a
+trace against the baselines, or ``size`` one replica before buying."""
 
 from __future__ import annotations
 
@@ -173,6 +174,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help='print {"result": "notice"|"ignored"|"rejected", "kind", "instanceId", "node", '
                               '"deadline", "reason"} (a list when one event names several instances)')
     explain.set_defaults(handler=_explain_notice)
+
+    from controller.sim.cli import add_simulate_arguments, add_size_arguments
+
+    add_simulate_arguments(commands.add_parser(
+        "simulate", help="what this pool would do and cost on a trace, against the baselines and a hindsight oracle"))
+    add_size_arguments(commands.add_parser(
+        "size", help="what one replica of this pool's model holds on its GPU, serves and costs, before you buy"))
 
     return parser
 

@@ -14,7 +14,10 @@ from typing import Protocol
 from controller.api.spec import InferencePoolSpec
 from controller.api.status import FallbackMode
 
-__all__ = ["Policy", "PolicyContext", "PoolView", "Target"]
+__all__ = ["POLICY_NAMES", "Policy", "PolicyContext", "PoolView", "Target"]
+
+# Every policy a simulation can compare: the baselines, the API alone, PoolPilot, and the hindsight oracle.
+POLICY_NAMES = ("static-ondemand", "keda", "keda-spot", "skyserve", "api-only", "poolpilot", "oracle")
 
 
 @dataclass(frozen=True, slots=True)
