@@ -15,7 +15,7 @@ $(BIN)/python:
 	$(BIN)/python -m pip install --quiet --upgrade pip
 
 $(DEMO_STAMP): pyproject.toml | $(BIN)/python
-	$(BIN)/pip install --quiet -e '.[devkube]'
+	$(BIN)/pip install --quiet -e '.[devkube,sim]'
 	touch $@
 
 $(DEV_STAMP): pyproject.toml | $(BIN)/python
