@@ -43,6 +43,7 @@ __all__ = [
     "SpotEvent",
     "SpotTrace",
     "SpotTraceError",
+    "shifted",
     "capacity_at",
     "load_spot_trace",
     "model_spot_trace",
@@ -460,3 +461,19 @@ def _fitted(trace: SpotTrace, duration_seconds: float) -> SpotTrace:
         source += f"; first {duration_seconds / 60:g} min"
     return SpotTrace(name=trace.name, source=source, events=tuple(kept), initial_nodes=trace.initial_nodes,
                      duration_seconds=duration_seconds)
+
+
+def shifted(trace: SpotTrace, seconds: float) -> SpotTrace:
+    """The trace from ``seconds`` on, as a run starting there sees it: the nodes up then, the events after."""
+    up = set(trace.initial_nodes)
+    kept: list[SpotEvent] = []
+    for event in trace.events:
+        if event.t <= seconds:  # what happens at the start is the state it starts in
+            if event.kind == "add":
+                up.add(event.node)
+            else:
+                up.discard(event.node)
+        else:
+            kept.append(SpotEvent(event.t - seconds, event.kind, event.node))
+    return SpotTrace(name=trace.name, source=f"{trace.source}; from {seconds / 60:g} min on", events=tuple(kept),
+                     initial_nodes=tuple(sorted(up)), duration_seconds=max(1.0, trace.duration_seconds - seconds))

@@ -21,9 +21,16 @@ are drawn from the Azure conv trace's own quantiles; the prompt and output lengt
 (the real trace's correlation between them is not modelled).
 
 :func:`load_trace` names a trace for the CLI: a path, ``synthetic``, or a short name of a file under the
-data directory. ``rate_scale`` k compresses time (every arrival divided by k, so the rate is k times the
-file's and an hour of the file lasts 60/k minutes); ``duration_seconds`` then cuts the trace after that
-many compressed seconds. A real trace is never looped: asked for more than it holds, it ends where it ends.
+data directory. ``rate_scale`` k raises a file's rate k times in one of two ways (data/README.md: "scale the
+rate (compress time) or superimpose shifted copies; say which"); the trace's ``source`` says which:
+
+* ``superimpose`` (the default): k copies of the trace laid over each other, copy i shifted circularly by
+  i/k of its span (a fractional k adds one more copy, thinned to its share, seeded). The trace keeps its
+  hour and its bursts' shapes; a one-hour trace at 3x is an hour at three times the rate.
+* ``compress``: every arrival divided by k, so an hour of the file lasts 60/k minutes.
+
+``duration_seconds`` then cuts the trace. A real trace is never looped: asked for more than it holds, it ends
+where it ends.
 """
 
 from __future__ import annotations
@@ -411,6 +418,7 @@ def load_trace(
     rate_scale: float = 1.0,
     seed: int = 0,
     data_dir: Path | None = None,
+    rate_mode: str = "superimpose",
 ) -> Trace:
     """The trace ``spec`` names: ``synthetic``, a short name (:data:`SHORT_NAMES`), or a file path.
 
@@ -435,13 +443,17 @@ def load_trace(
     if not path.is_file():
         raise TraceError(f"trace file not found: {path}" + (
             "" if spec not in SHORT_NAMES else " (set POOLPILOT_DATA_DIR or pass the data directory)"))
+    if rate_mode not in RATE_MODES:
+        raise ValueError(f"rate mode must be one of {', '.join(RATE_MODES)}, got {rate_mode!r}")
     requests = _read_any(path)
-    if rate_scale != 1.0:
+    notes = [label]
+    if rate_scale != 1.0 and rate_mode == "compress":
         for request in requests:
             request.arrival /= rate_scale
-    notes = [label]
-    if rate_scale != 1.0:
         notes.append(f"time compressed {rate_scale:g}x")
+    elif rate_scale != 1.0:
+        requests = superimposed(requests, rate_scale, seed=seed)
+        notes.append(f"{rate_scale:g}x its rate ({rate_scale:g} copies superimposed, shifted)")
     span = requests[-1].arrival
     if duration_seconds is not None and duration_seconds < span:
         requests = [request for request in requests if request.arrival < duration_seconds]
@@ -452,6 +464,40 @@ def load_trace(
         if duration_seconds is not None and duration_seconds > span:
             notes.append(f"ends at {span / 60:.1f} min of the {duration_seconds / 60:g} asked (not looped)")
     return Trace(name=name, requests=tuple(requests), duration_seconds=duration, source=", ".join(notes))
+
+
+RATE_MODES = ("superimpose", "compress")
+
+
+def superimposed(requests: Sequence[SimRequest], factor: float, *, seed: int) -> list[SimRequest]:
+    """``factor`` copies of the requests over the same span, copy i shifted circularly by i/factor of it.
+
+    A fractional factor adds one more copy keeping each request with that fraction's probability (seeded).
+    Ids are renumbered in arrival order.
+    """
+    if not requests:
+        return []
+    span = max(r.arrival for r in requests)
+    if span <= 0:
+        span = 1.0
+    whole = int(factor)
+    fraction = factor - whole
+    rng = random.Random(seed)
+    copies = whole + (1 if fraction > 1e-9 else 0)
+    laid: list[tuple[float, int, int]] = []
+    for copy in range(copies):
+        offset = span * copy / factor
+        thin = copy == whole  # the fractional copy
+        for request in requests:
+            if thin and rng.random() >= fraction:
+                continue
+            arrival = request.arrival + offset
+            if arrival > span:
+                arrival -= span
+            laid.append((arrival, request.prompt_tokens, request.output_tokens))
+    laid.sort(key=lambda row: row[0])
+    return [SimRequest(id=index, arrival=arrival, prompt_tokens=prompt, output_tokens=output)
+            for index, (arrival, prompt, output) in enumerate(laid)]
 
 
 def _resolve(spec: str, data_dir: Path | None) -> tuple[Path, str, str]:

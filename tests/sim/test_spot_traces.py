@@ -292,3 +292,14 @@ def test_a_missing_spot_file_names_its_path(tmp_path: Path) -> None:
     with pytest.raises(SpotTraceError, match="spot trace file not found") as raised:
         load_spot_trace("spotserve-As", data_dir=tmp_path)
     assert str(tmp_path / "spot/spotserve/trace_seg/trace_0304_real.txt") in str(raised.value)
+
+
+def test_a_shifted_trace_starts_with_the_nodes_up_at_its_new_start() -> None:
+    from controller.sim.spot_traces import shifted
+
+    full = load_spot_trace("spotserve-g4dn")
+    later = shifted(full, 900.0)
+    assert len(later.initial_nodes) == 24  # the g4dn trace's nodes are all up 15 min in
+    assert later.events[0].t == pytest.approx(1440.0 - 900.0)  # its first reclaims
+    assert later.events[0].kind == "remove"
+    assert later.duration_seconds == pytest.approx(full.duration_seconds - 900.0)

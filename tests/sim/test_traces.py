@@ -219,9 +219,31 @@ def test_synthetic_tokens_are_shaped_like_the_azure_conv_trace() -> None:
 # Naming a trace: load_trace
 
 
-def test_rate_scale_compresses_time() -> None:
+def test_rate_scale_superimposes_shifted_copies_by_default() -> None:
     plain = load_trace("azure-conv")
-    fast = load_trace("azure-conv", rate_scale=3)
+    busy = load_trace("azure-conv", rate_scale=3)
+    assert len(busy.requests) == 3 * len(plain.requests)
+    assert busy.duration_seconds == pytest.approx(plain.duration_seconds)  # still an hour, three times the rate
+    assert busy.mean_rate == pytest.approx(3 * plain.mean_rate)
+    assert [r.id for r in busy.requests] == list(range(len(busy.requests)))
+    assert all(a.arrival <= b.arrival for a, b in itertools.pairwise(busy.requests))
+    # Copy 0 is the trace itself; the others are shifted, so the busiest minute is not simply tripled.
+    assert busy.peak_rate() < 3 * plain.peak_rate()
+    assert busy.source == "Azure LLM 2023 conv (CC-BY-4.0), 3x its rate (3 copies superimposed, shifted)"
+
+
+def test_a_fractional_rate_scale_thins_one_copy(tmp_path: Path) -> None:
+    rows = "".join(f"2023-11-16 18:{minute:02d}:00,10,5\n" for minute in range(0, 50))
+    path = write(tmp_path, "fifty.csv", AZURE_HEADER + rows)
+    trace = load_trace(str(path), rate_scale=1.5, seed=3)
+    assert 60 <= len(trace.requests) <= 90  # 50 + about 25
+    again = load_trace(str(path), rate_scale=1.5, seed=3)
+    assert [r.arrival for r in trace.requests] == [r.arrival for r in again.requests]  # seeded
+
+
+def test_rate_scale_can_compress_time() -> None:
+    plain = load_trace("azure-conv")
+    fast = load_trace("azure-conv", rate_scale=3, rate_mode="compress")
     assert len(fast.requests) == len(plain.requests)
     assert all(f.arrival == pytest.approx(p.arrival / 3) for f, p in zip(fast.requests, plain.requests, strict=True))
     assert fast.duration_seconds == pytest.approx(plain.duration_seconds / 3)
@@ -232,7 +254,7 @@ def test_rate_scale_compresses_time() -> None:
 def test_duration_cuts_after_scaling(tmp_path: Path) -> None:
     rows = "".join(f"2023-11-16 18:00:{second:02d},10,5\n" for second in range(0, 60, 10))  # 0, 10, ... 50 s
     path = write(tmp_path, "six.csv", AZURE_HEADER + rows)
-    trace = load_trace(str(path), duration_seconds=10, rate_scale=2)  # arrivals 0, 5, 10, ... 25
+    trace = load_trace(str(path), duration_seconds=10, rate_scale=2, rate_mode="compress")  # 0, 5, 10, ... 25
     assert [r.arrival for r in trace.requests] == [0.0, 5.0]
     assert trace.duration_seconds == 10
     assert trace.source == "six.csv, time compressed 2x, first 0.166667 min"
