@@ -99,7 +99,7 @@ def build_simulation(args: argparse.Namespace) -> Simulation:
     profile = pick_profile(spec, args.profile)
     api = api_profile_for(spec.model.name)
     trace = load_trace(args.trace, duration_seconds=args.duration, rate_scale=args.rate_scale, seed=args.seed,
-                       data_dir=args.data_dir)
+                       data_dir=args.data_dir, rate_mode=args.rate_mode)
     spot = load_spot_trace(args.spot_trace, duration_seconds=trace.duration_seconds, seed=args.seed,
                            nodes=max(spec.replicas.max, 1) * 2, data_dir=args.data_dir)
     model_args = list(spec.model.args)
@@ -242,7 +242,10 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="synthetic (default: a seeded diurnal load with bursts), azure-conv, azure-code, "
                              "mooncake, or a file: an Azure LLM 2023 CSV or a Mooncake JSONL")
     parser.add_argument("--rate-scale", type=float, default=1.0,
-                        help="replay the trace this many times faster (time compressed); default 1")
+                        help="replay the trace at this many times its rate (default 1); see --rate-mode")
+    parser.add_argument("--rate-mode", choices=("superimpose", "compress"), default="superimpose",
+                        help="how a file's rate is raised: superimpose shifted copies, keeping its span (default), "
+                             "or compress time")
     parser.add_argument("--duration", type=float, default=None,
                         help="seconds of the trace to run (after --rate-scale); default: all of it "
                              "(synthetic: 3600)")
