@@ -9,9 +9,8 @@ cluster is only where the observation comes from and where the apply step writes
 
 from __future__ import annotations
 
-import math
 from collections import Counter
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from controller.api.spec import InferencePoolSpec
 from controller.api.status import InferencePoolStatus
@@ -25,13 +24,9 @@ from controller.core.scaling import ScalingState
 from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolSignals
 from controller.kube.render import router_enabled
 from controller.sim.policy import Policy, PoolView
-from controller.sim.world import TTFT_BUCKETS, Scrape, World
+from controller.sim.world import EPOCH, TTFT_BUCKETS, NoticeHandling, Scrape, World
 
 __all__ = ["EPOCH", "BaselineController", "PoolPilotController", "at"]
-
-# Simulated time 0 as a datetime: the core takes ``now`` as a datetime, as the operator passes it.
-EPOCH = datetime(2026, 1, 1, tzinfo=UTC)
-
 
 def at(seconds: float) -> datetime:
     return EPOCH + timedelta(seconds=seconds)
@@ -94,7 +89,7 @@ class PoolPilotController:
     """The operator's evaluation of one pool, in the world; its memory is the status and the scaler's state."""
 
     name = "poolpilot"
-    drains_on_notice = True
+    on_notice: NoticeHandling = "plan"
 
     def __init__(self, spec: InferencePoolSpec) -> None:
         self.spec = spec
@@ -173,7 +168,7 @@ class BaselineController:
         self.policy = policy
         self.name = policy.name
         self.interval_seconds = policy.interval_seconds
-        self.drains_on_notice = policy.drains_on_notice
+        self.on_notice: NoticeHandling = "drain" if policy.drains_on_notice else "evict"
 
     def __call__(self, world: World, now: float) -> None:
         latest = world.latest_scrape()
@@ -203,7 +198,3 @@ class BaselineController:
         world.desired[CapacityType.ON_DEMAND] = max(0, target.on_demand)
         world.reconcile_replicas(now)
         world.mode = target.fallback
-
-
-def ceil_div(numerator: float, denominator: float) -> int:
-    return max(0, math.ceil(numerator / denominator - 1e-9)) if denominator > 0 else 0

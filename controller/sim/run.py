@@ -20,9 +20,8 @@ from controller.sim.baselines import make_policy
 from controller.sim.operator import BaselineController, PoolPilotController
 from controller.sim.policy import POLICY_NAMES, PolicyContext
 from controller.sim.profiles import HostedApiProfile, ReplicaProfile
-from controller.sim.request import SimRequest
 from controller.sim.sizing import sustainable_requests_per_second
-from controller.sim.spot_traces import SpotTrace
+from controller.sim.spot_traces import SpotTrace, no_capacity_spans
 from controller.sim.timeline import Timeline
 from controller.sim.traces import Trace
 from controller.sim.world import Prices, World, WorldConfig
@@ -142,41 +141,16 @@ def _percentile(sorted_values: Sequence[float], fraction: float) -> float | None
     return sorted_values[index]
 
 
-def fresh_requests(requests: Sequence[SimRequest]) -> list[SimRequest]:
-    """The trace's requests with nothing happened to them yet: every policy starts from the same input."""
-    return [SimRequest(r.id, r.arrival, r.prompt_tokens, r.output_tokens) for r in requests]
-
-
 def policy_context(simulation: Simulation, replica_rps: float) -> PolicyContext:
     trace, prices = simulation.trace, simulation.prices
-    reclaims = [e.t - simulation.notice_seconds for e in simulation.spot.events if e.kind == "remove"]
+    reclaims = [max(0.0, e.t - simulation.notice_seconds) for e in simulation.spot.events if e.kind == "remove"]
     return PolicyContext(
         spec=simulation.spec, replica_requests_per_second=replica_rps, cold_start_seconds=simulation.cold_start,
         peak_requests_per_second=trace.peak_rate(60.0), duration_seconds=trace.duration_seconds,
         spot_hourly=prices.spot_hourly, on_demand_hourly=prices.on_demand_hourly,
         api_input_per_million=prices.api_input_per_million, api_output_per_million=prices.api_output_per_million,
         window_seconds=60.0, demand_per_window=tuple(trace.rate_per_window(60.0)), reclaims=tuple(reclaims),
-        spot_missing=tuple(_spot_missing(simulation.spot, trace.duration_seconds)))
-
-
-def _spot_missing(spot: SpotTrace, duration: float) -> list[tuple[float, float]]:
-    """Spans in which the spot trace has no node at all."""
-    nodes = set(spot.initial_nodes)
-    spans: list[tuple[float, float]] = []
-    since = 0.0 if not nodes else None
-    for event in spot.events:
-        if event.kind == "add":
-            nodes.add(event.node)
-        else:
-            nodes.discard(event.node)
-        if not nodes and since is None:
-            since = event.t
-        elif nodes and since is not None:
-            spans.append((since, event.t))
-            since = None
-    if since is not None and since < duration:
-        spans.append((since, duration))
-    return spans
+        spot_missing=tuple(no_capacity_spans(simulation.spot)))
 
 
 def run_policy(simulation: Simulation, policy: str, replica_rps: float,
@@ -191,8 +165,8 @@ def run_policy(simulation: Simulation, policy: str, replica_rps: float,
         controller = BaselineController(make_policy(policy, policy_context(simulation, replica_rps),
                                                     mean_prompt_tokens=trace.mean_prompt_tokens,
                                                     mean_output_tokens=trace.mean_output_tokens))
-    world = World(config, fresh_requests(simulation.trace.requests), simulation.spot, controller=controller,
-                  interval_seconds=controller.interval_seconds, drains_on_notice=controller.drains_on_notice,
+    world = World(config, simulation.trace.fresh_requests(), simulation.spot, controller=controller,
+                  interval_seconds=controller.interval_seconds, on_notice=controller.on_notice,
                   name=policy, duration_seconds=simulation.trace.duration_seconds)
     totals = world.run(progress)
     prices = config.prices

@@ -43,7 +43,6 @@ __all__ = [
     "SpotEvent",
     "SpotTrace",
     "SpotTraceError",
-    "shifted",
     "capacity_at",
     "load_spot_trace",
     "model_spot_trace",
@@ -51,6 +50,7 @@ __all__ = [
     "read_spotserve_csv",
     "read_spotserve_segment",
     "reclaim_times",
+    "shifted",
 ]
 
 SpotKind = Literal["add", "remove"]

@@ -35,12 +35,14 @@ import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 from controller.api.spec import InferencePoolSpec
 from controller.api.status import FallbackMode
 from controller.core.capacity import CapacityType
-from controller.core.replicas import DrainMark
+from controller.core.notices import NoticeKind
+from controller.core.replicas import DrainMark, DrainStage
 from controller.router.picking import PoolLoad, Route, route, spill_after
 from controller.sim.profiles import HostedApiProfile, ReplicaProfile
 from controller.sim.replica import ReplicaEngine
@@ -48,7 +50,7 @@ from controller.sim.request import SimRequest
 from controller.sim.spot_traces import SpotTrace
 from controller.sim.timeline import Sample, Timeline
 
-__all__ = ["Prices", "SimPod", "World", "WorldConfig"]
+__all__ = ["EPOCH", "NoticeHandling", "Prices", "SimPod", "World", "WorldConfig"]
 
 # vLLM's TTFT histogram buckets (vllm/v1/metrics/loggers.py), as the fake replicas serve them.
 TTFT_BUCKETS: tuple[float, ...] = (
@@ -57,6 +59,13 @@ TTFT_BUCKETS: tuple[float, ...] = (
 )
 _HOUR = 3600.0
 _MILLION = 1_000_000.0
+_SIGKILL_MARGIN_SECONDS = 5.0  # a drained replica stops this long before its node goes
+EPOCH = datetime(2026, 1, 1, tzinfo=UTC)  # simulated time 0, where the core needs a datetime
+
+# What happens to a replica whose node got a reclaim notice: the operator's plan decides ("plan"), the world
+# drains it gracefully ("drain", the oracle's perfect drain), or the Node Termination Handler evicts it and
+# vLLM's default --shutdown-timeout 0 aborts what it holds ("evict", a plain Deployment).
+NoticeHandling = Literal["plan", "drain", "evict"]
 
 
 @dataclass(frozen=True)
@@ -141,14 +150,14 @@ class World:
     """One policy's run over one trace. ``controller`` is called as ``controller(world, now)``."""
 
     def __init__(self, config: WorldConfig, requests: Sequence[SimRequest], spot: SpotTrace, *,
-                 controller: Callable[[World, float], None], interval_seconds: float, drains_on_notice: bool,
+                 controller: Callable[[World, float], None], interval_seconds: float, on_notice: NoticeHandling,
                  name: str, duration_seconds: float) -> None:
         self.config = config
         self.name = name
         self.requests = requests
         self.controller = controller
         self.interval_seconds = interval_seconds
-        self.drains_on_notice = drains_on_notice
+        self.on_notice = on_notice
         self.duration = duration_seconds
         self.spec = config.spec
         self.has_provider = config.spec.fallback.enabled and config.spec.fallback.provider is not None
@@ -486,8 +495,17 @@ class World:
         self.totals.reclaims += 1
         self.timeline.reclaims.append(now)
         self.notices[node] = (f"reclaim-{node}-{terminates_at:.0f}", terminates_at)
-        if self.drains_on_notice:
+        if self.on_notice == "plan":
             self._push(now, "evaluate_now", None)  # the operator reacts to a notice at once
+        elif self.on_notice == "drain":
+            # Out of the Deployment (the ReplicaSet replaces it at once) and out of routing; it finishes
+            # what it holds until shortly before the node goes.
+            pod = self.pods[name]
+            pod.drain = DrainMark(stage=DrainStage.DRAINING, kind=NoticeKind.SPOT_INTERRUPTION, source="oracle",
+                                  capacity_type=pod.capacity_type, noticed_at=EPOCH, deadline=EPOCH)
+            self.delete(name, now, grace=max(0.0, terminates_at - now - _SIGKILL_MARGIN_SECONDS))
+            self.reconcile_replicas(now)
+            self._push(now, "evaluate_now", None)
         else:
             # The Node Termination Handler drains the node: an eviction, and vLLM's default
             # --shutdown-timeout 0 aborts what the replica holds.

@@ -233,7 +233,7 @@ def test_rate_scale_superimposes_shifted_copies_by_default() -> None:
 
 
 def test_a_fractional_rate_scale_thins_one_copy(tmp_path: Path) -> None:
-    rows = "".join(f"2023-11-16 18:{minute:02d}:00,10,5\n" for minute in range(0, 50))
+    rows = "".join(f"2023-11-16 18:{minute:02d}:00,10,5\n" for minute in range(50))
     path = write(tmp_path, "fifty.csv", AZURE_HEADER + rows)
     trace = load_trace(str(path), rate_scale=1.5, seed=3)
     assert 60 <= len(trace.requests) <= 90  # 50 + about 25
