@@ -21,7 +21,7 @@ import time
 from typing import Any
 
 from controller.sim.cli import load_pool, render_report
-from controller.sim.profiles import api_profile_for, profile_for
+from controller.sim.profiles import hosted_api_for, profile_for
 from controller.sim.run import Simulation, SimulationReport, run_simulation
 from controller.sim.spot_traces import load_spot_trace, shifted
 from controller.sim.traces import load_trace
@@ -35,7 +35,7 @@ def _simulation(pool: pathlib.Path, trace_name: str, args: argparse.Namespace) -
 
     name, spec = load_pool(str(pool))
     profile = profile_for(spec.model.name, spec.model.gpus_per_replica)
-    api = api_profile_for(spec.model.name)
+    api = hosted_api_for(spec.model.name)
     trace = load_trace(trace_name, duration_seconds=None, rate_scale=args.rate_scale, seed=args.seed, data_dir=None)
     spot = load_spot_trace(args.spot_trace, duration_seconds=trace.duration_seconds + SPOT_START_SECONDS,
                            seed=args.seed, nodes=2 * spec.replicas.max, data_dir=None)

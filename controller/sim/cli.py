@@ -90,14 +90,14 @@ def pick_profile(spec: InferencePoolSpec, name: str | None) -> ReplicaProfile:
 
 
 def build_simulation(args: argparse.Namespace) -> Simulation:
-    from controller.sim.profiles import api_profile_for
+    from controller.sim.profiles import hosted_api_for
     from controller.sim.run import Simulation
     from controller.sim.spot_traces import load_spot_trace
     from controller.sim.traces import load_trace
 
     name, spec = load_pool(args.pool)
     profile = pick_profile(spec, args.profile)
-    api = api_profile_for(spec.model.name)
+    api = hosted_api_for(spec.model.name)
     trace = load_trace(args.trace, duration_seconds=args.duration, rate_scale=args.rate_scale, seed=args.seed,
                        data_dir=args.data_dir, rate_mode=args.rate_mode)
     spot = load_spot_trace(args.spot_trace, duration_seconds=trace.duration_seconds, seed=args.seed,
@@ -273,7 +273,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_size(args: argparse.Namespace) -> int:
-    from controller.sim.profiles import api_profile_for
+    from controller.sim.profiles import hosted_api_for
     from controller.sim.sizing import render_size, size_as_json, size_replica
 
     try:
@@ -282,7 +282,7 @@ def run_size(args: argparse.Namespace) -> int:
     except (ValueError, OSError) as error:
         print(f"poolpilot size: {error}", file=sys.stderr)
         return 2
-    api = api_profile_for(spec.model.name)
+    api = hosted_api_for(spec.model.name)
     model_args = list(spec.model.args)
     report = size_replica(profile, max_model_len=_flag(model_args, "--max-model-len") or profile.max_model_len,
                           prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens, api=api)
