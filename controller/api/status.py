@@ -106,6 +106,11 @@ class FallbackStatus(StatusModel):
         default="Off", description="Off; Overflow (only what the pool cannot take); Full (all traffic)."
     )
     since: str | None = Field(default=None, description="When the mode last changed (RFC 3339).")
+    in_flight_per_replica: int | None = Field(
+        default=None, ge=1,
+        description="Requests one replica takes before the router spills the next one in Overflow: the sequences "
+                    "its KV cache was seen to hold (running / KV-cache use) plus saturation.queueDepthPerReplica. "
+                    "Unset until observed; the router then uses --max-num-seqs plus that queue.")
 
 
 class CostStatus(StatusModel):

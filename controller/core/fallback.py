@@ -20,6 +20,15 @@ Two steps, both pure:
 
 The timers are the ``Saturated`` condition's ``lastTransitionTime``, so an operator restart changes nothing.
 
+3. **What one replica takes** (``status.fallback.inFlightPerReplica``), for the router's budget in Overflow.
+   ``--max-num-seqs`` alone overstates it whenever the KV cache is what limits the batch (an 8B model on an
+   H100 batches up to 1,024 sequences, its cache holds a few hundred of a chat mix): the router would then
+   queue hundreds of requests in vLLM before it spills one, and every one of them waits. So the budget is
+   measured: the sequences a replica runs over the share of the cache they fill (``running / ready / kv``)
+   is how many its cache holds at the current mix; plus ``saturation.queueDepthPerReplica`` of queue. It is
+   formed only from a cache at least ``BUDGET_MIN_KV`` full (a nearly empty cache says little), and kept
+   from the status otherwise.
+
 With ``fallback.preferCheaper`` the pool may also be at zero because the API is cheaper (:mod:`.cheaper`): then
 the mode is Full with the ``FallbackActive`` reason ``CheaperOnAPI``, and the move there posts the
 ``CheaperOnAPI`` Event (Normal: asked for) instead of ``FallbackFull``.
@@ -27,6 +36,7 @@ the mode is Full with the ``FallbackActive`` reason ``CheaperOnAPI``, and the mo
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -38,9 +48,23 @@ from controller.core.conditions import find_condition, format_time, parse_time, 
 from controller.core.scaling import ScalingDecision, ScalingReason
 from controller.core.signals import MetricsProblem, PoolSignals
 
-__all__ = ["FallbackDecision", "Saturation", "assess_saturation", "decide_fallback"]
+__all__ = ["BUDGET_MIN_KV", "FallbackDecision", "Saturation", "assess_saturation", "decide_fallback", "replica_budget"]
 
 _RANK: dict[FallbackMode, int] = {"Off": 0, "Overflow": 1, "Full": 2}
+# The budget is estimated from a KV cache at least this full: below it, a few long requests swing the ratio.
+BUDGET_MIN_KV = 0.3
+
+
+def replica_budget(spec: InferencePoolSpec, signals: PoolSignals | MetricsProblem | None, ready: int,
+                   previous: int | None) -> int | None:
+    """Requests one replica takes before the router spills (see the module's step 3); None: not observed yet."""
+    if not isinstance(signals, PoolSignals) or ready <= 0:
+        return previous
+    running, kv = signals.running_requests, signals.kv_cache_utilization
+    if running is None or kv is None or kv < BUDGET_MIN_KV or running <= 0:
+        return previous
+    sequences = running / ready / kv
+    return max(1, math.ceil(sequences + spec.fallback.saturation.queue_depth_per_replica))
 
 
 @dataclass(frozen=True)
@@ -161,5 +185,7 @@ def decide_fallback(spec: InferencePoolSpec, previous: InferencePoolStatus,
         rising = _RANK[mode] > _RANK[current]
         pool_events = (events.fallback_changed(current, mode, f"{active[2]}", rising=rising),)
     decided = tuple(c for c in conditions if c.type in ("Saturated", "FallbackActive"))
-    return FallbackDecision(mode=mode, status=FallbackStatus(mode=mode, since=since), conditions=decided,
-                            events=pool_events)
+    budget = replica_budget(spec, signals, ready, previous.fallback.in_flight_per_replica if previous.fallback
+                            else None)
+    return FallbackDecision(mode=mode, status=FallbackStatus(mode=mode, since=since, in_flight_per_replica=budget),
+                            conditions=decided, events=pool_events)

@@ -408,7 +408,8 @@ def _router_args(pool: PoolRef, spec: InferencePoolSpec) -> list[str]:
         args += ["--provider-url", provider.base_url, "--provider-model", provider.model]
         if provider.api_key_secret_ref is not None:
             args += ["--api-key-file", f"{API_KEY_MOUNT_PATH}/{provider.api_key_secret_ref.key}"]
-    return [*args, "--max-in-flight-per-replica", str(router_max_in_flight_per_replica(spec))]
+    return [*args, "--max-in-flight-per-replica", str(router_max_in_flight_per_replica(spec)),
+            "--routers", str(ROUTER_REPLICAS)]
 
 
 def render_router_deployment(pool: PoolRef, spec: InferencePoolSpec, image: str = DEFAULT_ROUTER_IMAGE) -> Manifest:

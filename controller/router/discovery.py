@@ -33,7 +33,8 @@ from controller.api.status import FallbackMode
 from controller.router.view import RouterView, ViewHolder
 from controller.sources.metrics.urls import replica_metrics_base_url
 
-__all__ = ["SERVICE_NAME_LABEL", "discover", "fallback_mode", "replica_urls", "replicas_service_name"]
+__all__ = ["SERVICE_NAME_LABEL", "discover", "fallback_mode", "in_flight_per_replica", "replica_urls",
+           "replicas_service_name"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,8 +95,17 @@ def replica_urls(endpoint_slice: Mapping[str, Any]) -> list[str]:
     return urls
 
 
-def _pool_summary(objects: Mapping[str, Manifest]) -> FallbackMode:
-    return fallback_mode(next(iter(objects.values()), None))
+def in_flight_per_replica(pool: Mapping[str, Any] | None) -> int | None:
+    """The pool's ``status.fallback.inFlightPerReplica``; None when absent or not a positive integer."""
+    status = (pool or {}).get("status") or {}
+    fallback = status.get("fallback") if isinstance(status, Mapping) else None
+    value = fallback.get("inFlightPerReplica") if isinstance(fallback, Mapping) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def _pool_summary(objects: Mapping[str, Manifest]) -> tuple[FallbackMode, int | None]:
+    pool = next(iter(objects.values()), None)
+    return fallback_mode(pool), in_flight_per_replica(pool)
 
 
 def _replicas_summary(objects: Mapping[str, Manifest]) -> tuple[str, ...]:
@@ -270,7 +280,7 @@ async def discover(namespace: str, pool: str, holder: ViewHolder, *, api_client:
         _ListWatch(f"EndpointSlices of {namespace}/{replicas_service_name(pool)}", list_slices, _replicas_summary,
                    deliver_to_loop("replicas"), watch_seconds=watch_seconds),
     ]
-    mode: FallbackMode | None = None
+    routing: tuple[FallbackMode, int | None] | None = None
     replicas: tuple[str, ...] | None = None
     try:
         for watcher in watchers:
@@ -278,12 +288,12 @@ async def discover(namespace: str, pool: str, holder: ViewHolder, *, api_client:
         while True:
             which, summary = await updates.get()
             if which == "mode":
-                mode = summary
+                routing = summary
             else:
                 replicas = summary
-            if mode is None or replicas is None:
+            if routing is None or replicas is None:
                 continue
-            view = RouterView(mode=mode, replicas=replicas, known=True)
+            view = RouterView(mode=routing[0], in_flight_per_replica=routing[1], replicas=replicas, known=True)
             if view != holder.view:
                 await holder.replace(view)
     finally:

@@ -6,12 +6,13 @@ pool answered (or did not) before any byte went to the client; after that a requ
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal
 
 from controller.api.status import FallbackMode
 
-__all__ = ["PoolLoad", "Route", "SpillReason", "route", "spill_after"]
+__all__ = ["PoolLoad", "Route", "SpillReason", "budget_per_replica", "route", "spill_after"]
 
 SpillReason = Literal["status_429", "status_503", "refused", "budget", "full", "no_replicas"]
 
@@ -66,6 +67,14 @@ class PoolLoad:
         else:  # replicas come and go: keep no entry for an idle one
             self.outstanding.pop(replica, None)
         self.total -= 1
+
+
+def budget_per_replica(configured: int, observed: int | None, *, routers: int = 1) -> int:
+    """One router's in-flight budget per replica: its configured one (--max-num-seqs plus the saturation queue,
+    split over the routers), or its share of what the pool's status says a replica takes, when that is less."""
+    if observed is None:
+        return configured
+    return max(1, min(configured, math.ceil(observed / max(1, routers))))
 
 
 def route(mode: FallbackMode, replicas: tuple[str, ...], load: PoolLoad, *, budget_per_replica: int,

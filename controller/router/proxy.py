@@ -24,7 +24,7 @@ from yarl import URL
 
 from controller.api.status import FallbackMode
 from controller.router.metrics import BackendMetrics, RejectReason, RouterMetrics
-from controller.router.picking import PoolLoad, Route, route, spill_after
+from controller.router.picking import PoolLoad, Route, budget_per_replica, route, spill_after
 from controller.router.settings import RouterSettings
 from controller.router.view import ViewHolder
 
@@ -120,7 +120,9 @@ class _Router:
 
         view = self.holder.view
         settings = self.settings
-        choice = route(view.mode, view.replicas, self.load, budget_per_replica=settings.max_in_flight_per_replica,
+        budget = budget_per_replica(settings.max_in_flight_per_replica, view.in_flight_per_replica,
+                                    routers=settings.routers)
+        choice = route(view.mode, view.replicas, self.load, budget_per_replica=budget,
                        has_provider=settings.has_provider)
         if choice.backend == "pool":
             assert choice.replica is not None

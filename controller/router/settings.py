@@ -2,7 +2,7 @@
 
     poolpilot router --namespace NS --pool NAME [--host ADDRESS] [--port 8080] --served-model MODEL
                      [--provider-url URL --provider-model MODEL] [--api-key-file PATH]
-                     [--max-in-flight-per-replica 32] [--max-body-bytes 4194304] [--kubeconfig PATH]
+                     [--max-in-flight-per-replica 32] [--routers 1] [--max-body-bytes 4194304] [--kubeconfig PATH]
 
 The API key is read from its file once, at start; it is kept out of ``repr`` so no log line can carry it.
 """
@@ -37,6 +37,7 @@ class RouterSettings:
     provider_model: str | None = None
     api_key: str | None = field(default=None, repr=False)
     max_in_flight_per_replica: int = 32
+    routers: int = 1  # the routers sharing the pool's replicas: the status's per-replica budget is split over them
     max_body_bytes: int = 4 * 1024 * 1024
     kubeconfig: str | None = None
     pool_connect_seconds: float = 2.0
@@ -79,6 +80,9 @@ def add_router_arguments(parser: argparse.ArgumentParser) -> None:
                         help="file holding the provider's API key (the mounted Secret key), sent as a bearer token")
     parser.add_argument("--max-in-flight-per-replica", type=_positive_int, default=32,
                         help="in Overflow, pool requests in flight per ready replica beyond which requests spill (32)")
+    parser.add_argument("--routers", type=_positive_int, default=1,
+                        help="routers sharing the pool's replicas; each takes its share of the per-replica budget "
+                             "the pool's status reports (status.fallback.inFlightPerReplica) (1)")
     parser.add_argument("--max-body-bytes", type=_positive_int, default=4 * 1024 * 1024,
                         help="largest request body accepted; larger ones get a 413 (4194304)")
     parser.add_argument("--kubeconfig", default=None, help="kubeconfig path; default: in-cluster, or KUBECONFIG")
@@ -99,7 +103,8 @@ def settings_from_arguments(args: argparse.Namespace) -> RouterSettings:
     return RouterSettings(
         namespace=args.namespace, pool=args.pool, served_model=args.served_model, port=args.port, host=args.host,
         provider_url=provider_url, provider_model=args.provider_model, api_key=api_key,
-        max_in_flight_per_replica=args.max_in_flight_per_replica, max_body_bytes=args.max_body_bytes,
+        max_in_flight_per_replica=args.max_in_flight_per_replica, routers=args.routers,
+        max_body_bytes=args.max_body_bytes,
         kubeconfig=args.kubeconfig,
     )
 

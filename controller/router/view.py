@@ -21,6 +21,8 @@ class RouterView:
     replicas: tuple[str, ...] = ()
     # False until discovery has read both the pool and its slices once: the router is not ready before.
     known: bool = False
+    # status.fallback.inFlightPerReplica: what one replica takes before a request spills (None: not observed).
+    in_flight_per_replica: int | None = None
 
 
 class ViewHolder:

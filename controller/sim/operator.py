@@ -16,6 +16,7 @@ from controller.api.spec import InferencePoolSpec
 from controller.api.status import InferencePoolStatus
 from controller.core.capacity import CapacityType
 from controller.core.drain import EvictionResult
+from controller.core.fallback import replica_budget
 from controller.core.notices import InterruptionNotice, NoticeKind
 from controller.core.plan import Observation, Plan, Reporting, conclude, plan
 from controller.core.pool import DeploymentState, PoolObservation
@@ -151,6 +152,7 @@ class PoolPilotController:
         world.desired[CapacityType.ON_DEMAND] = planned.split.on_demand
         world.reconcile_replicas(now)
         world.mode = planned.fallback.mode if planned.fallback is not None else "Off"
+        world.observe_budget(planned.fallback.status.in_flight_per_replica if planned.fallback is not None else None)
         results = []
         for eviction in planned.drain.evictions:
             if eviction.pod not in world.pods:
@@ -164,11 +166,13 @@ class PoolPilotController:
 class BaselineController:
     """A baseline policy in the world: its view each ``interval_seconds``, its target applied as a Deployment would."""
 
-    def __init__(self, policy: Policy) -> None:
+    def __init__(self, policy: Policy, spec: InferencePoolSpec) -> None:
         self.policy = policy
         self.name = policy.name
         self.interval_seconds = policy.interval_seconds
         self.on_notice: NoticeHandling = "drain" if policy.drains_on_notice else "evict"
+        self.spec = spec
+        self.budget: int | None = None
 
     def __call__(self, world: World, now: float) -> None:
         latest = world.latest_scrape()
@@ -198,3 +202,8 @@ class BaselineController:
         world.desired[CapacityType.ON_DEMAND] = max(0, target.on_demand)
         world.reconcile_replicas(now)
         world.mode = target.fallback
+        # A policy that spills uses the same router as PoolPilot's, budget included (the operator's own rule).
+        if target.fallback != "Off":
+            self.budget = replica_budget(self.spec, signals_from_scrapes(self.spec, world, now),
+                                         ready_spot + ready_on_demand, self.budget)
+            world.observe_budget(self.budget)

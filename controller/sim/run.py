@@ -20,7 +20,7 @@ from controller.sim.baselines import make_policy
 from controller.sim.operator import BaselineController, PoolPilotController
 from controller.sim.policy import POLICY_NAMES, PolicyContext
 from controller.sim.profiles import HostedApiProfile, ReplicaProfile
-from controller.sim.sizing import sustainable_requests_per_second
+from controller.sim.sizing import saturated_throughput, sustainable_requests_per_second
 from controller.sim.spot_traces import SpotTrace, no_capacity_spans
 from controller.sim.timeline import Timeline
 from controller.sim.traces import Trace
@@ -164,7 +164,7 @@ def run_policy(simulation: Simulation, policy: str, replica_rps: float,
         trace = simulation.trace
         controller = BaselineController(make_policy(policy, policy_context(simulation, replica_rps),
                                                     mean_prompt_tokens=trace.mean_prompt_tokens,
-                                                    mean_output_tokens=trace.mean_output_tokens))
+                                                    mean_output_tokens=trace.mean_output_tokens), simulation.spec)
     world = World(config, simulation.trace.fresh_requests(), simulation.spot, controller=controller,
                   interval_seconds=controller.interval_seconds, on_notice=controller.on_notice,
                   name=policy, duration_seconds=simulation.trace.duration_seconds)
@@ -190,6 +190,25 @@ def _run_one(arguments: tuple[Simulation, str, float]) -> PolicyResult:
     return run_policy(*arguments)
 
 
+# A replica planned at its saturated rate queues without end on any burst: the baselines and the oracle plan
+# for at most this share of it (the usual headroom of a rate-based autoscaler's target per replica).
+PLANNING_UTILIZATION = 0.85
+
+
+def replica_capacity(simulation: Simulation) -> float:
+    """Requests per second one replica serves within the SLO on this trace's mix, with planning headroom."""
+    trace = simulation.trace
+    prompt, output = trace.mean_prompt_tokens, trace.mean_output_tokens
+    sustainable = sustainable_requests_per_second(
+        simulation.profile, prompt_tokens=prompt, output_tokens=output,
+        ttft_slo_seconds=simulation.spec.slo.ttft_seconds, max_model_len=simulation.max_model_len,
+        lengths=[(r.prompt_tokens, r.output_tokens) for r in trace.requests])
+    saturated = saturated_throughput(simulation.profile, prompt_tokens=max(1, round(prompt)),
+                                     output_tokens=max(1, round(output)),
+                                     max_model_len=simulation.max_model_len).requests_per_second
+    return min(sustainable, PLANNING_UTILIZATION * saturated)
+
+
 def run_simulation(simulation: Simulation, policies: Sequence[str] = ALL_POLICIES, *, jobs: int = 1,
                    progress: Callable[[str, float], None] | None = None) -> SimulationReport:
     started = time.perf_counter()
@@ -197,9 +216,7 @@ def run_simulation(simulation: Simulation, policies: Sequence[str] = ALL_POLICIE
     if unknown:
         raise ValueError(f"unknown policies {', '.join(unknown)}; known: {', '.join(ALL_POLICIES)}")
     trace = simulation.trace
-    replica_rps = sustainable_requests_per_second(
-        simulation.profile, prompt_tokens=trace.mean_prompt_tokens, output_tokens=trace.mean_output_tokens,
-        ttft_slo_seconds=simulation.spec.slo.ttft_seconds, max_model_len=simulation.max_model_len)
+    replica_rps = replica_capacity(simulation)
     if jobs > 1 and len(policies) > 1:
         with ProcessPoolExecutor(max_workers=min(jobs, len(policies))) as pool:
             results = list(pool.map(_run_one, [(simulation, p, replica_rps) for p in policies]))

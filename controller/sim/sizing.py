@@ -20,6 +20,7 @@ Artificial Analysis quotes it (§4.4). Requests have fixed lengths (the trace's 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 import random
 from dataclasses import asdict, dataclass
 
@@ -143,16 +144,17 @@ def low_load_ttft(profile: ReplicaProfile, *, prompt_tokens: int, output_tokens:
     return request.first_token_at
 
 
-def _p95_ttft(profile: ReplicaProfile, rate: float, unit_gaps: list[float], prompt_tokens: int, output_tokens: int,
+def _p95_ttft(profile: ReplicaProfile, rate: float, unit_gaps: list[float], lengths: Sequence[tuple[int, int]],
               max_model_len: int | None) -> float:
     engine = _engine(profile, max_model_len)
     requests: list[SimRequest] = []
     arrival = 0.0
     for number, gap in enumerate(unit_gaps):
         arrival += gap / rate
+        prompt_tokens, output_tokens = lengths[number % len(lengths)]
         request = SimRequest(number, arrival, prompt_tokens, output_tokens)
-        engine.submit(request, arrival)
-        requests.append(request)
+        if engine.submit(request, arrival):
+            requests.append(request)
     counted = requests[int(len(requests) * _SUSTAIN_WARMUP):]
     for request in counted:
         while request.first_token_at is None:
@@ -163,8 +165,13 @@ def _p95_ttft(profile: ReplicaProfile, rate: float, unit_gaps: list[float], prom
 
 
 def sustainable_requests_per_second(profile: ReplicaProfile, *, prompt_tokens: float, output_tokens: float,
-                                    ttft_slo_seconds: float, max_model_len: int | None = None) -> float:
+                                    ttft_slo_seconds: float, max_model_len: int | None = None,
+                                    lengths: Sequence[tuple[int, int]] | None = None) -> float:
     """The highest Poisson arrival rate one replica serves with p95 TTFT within ``ttft_slo_seconds``.
+
+    Every request is of the mean lengths, or, with ``lengths`` (a trace's (prompt, output) pairs, a sample
+    of them is taken, seeded), of the trace's own mix: long prompts make the tail, so a replica holds less
+    of a real mix than of its mean.
 
     At most the saturated rate (above it the queue grows without end, however short a run shows it). On a GPU
     with a large batch (H100: 1024 sequences) TTFT can hold up to saturation: arrivals are admitted at once and
@@ -178,12 +185,13 @@ def sustainable_requests_per_second(profile: ReplicaProfile, *, prompt_tokens: f
                                      max_model_len=max_model_len).requests_per_second
     rng = random.Random(_SEED)
     unit_gaps = [rng.expovariate(1.0) for _ in range(_SUSTAIN_REQUESTS)]
+    mix = [rng.choice(lengths) for _ in range(_SUSTAIN_REQUESTS)] if lengths else [(prompt, output)]
     low, high = 0.0, saturated
-    if _p95_ttft(profile, high, unit_gaps, prompt, output, max_model_len) <= ttft_slo_seconds:
+    if _p95_ttft(profile, high, unit_gaps, mix, max_model_len) <= ttft_slo_seconds:
         return high
     for _ in range(_SUSTAIN_STEPS):
         middle = (low + high) / 2
-        if _p95_ttft(profile, middle, unit_gaps, prompt, output, max_model_len) <= ttft_slo_seconds:
+        if _p95_ttft(profile, middle, unit_gaps, mix, max_model_len) <= ttft_slo_seconds:
             low = middle
         else:
             high = middle

@@ -43,7 +43,7 @@ from controller.api.status import FallbackMode
 from controller.core.capacity import CapacityType
 from controller.core.notices import NoticeKind
 from controller.core.replicas import DrainMark, DrainStage
-from controller.router.picking import PoolLoad, Route, route, spill_after
+from controller.router.picking import PoolLoad, Route, budget_per_replica, route, spill_after
 from controller.sim.profiles import HostedApiProfile, ReplicaProfile
 from controller.sim.replica import ReplicaEngine
 from controller.sim.request import SimRequest
@@ -165,8 +165,11 @@ class World:
         self.pods: dict[str, SimPod] = {}
         self.desired: dict[CapacityType, int] = {CapacityType.SPOT: 0, CapacityType.ON_DEMAND: 0}
         self.load = PoolLoad()
-        self.budget_per_replica = config.max_num_seqs + max(
+        # The router's configured budget (--max-num-seqs plus the saturation queue, both routers together);
+        # the operator's status may report less (status.fallback.inFlightPerReplica), see ``observe_budget``.
+        self.configured_budget = config.max_num_seqs + max(
             1, math.ceil(config.spec.fallback.saturation.queue_depth_per_replica))
+        self.budget_per_replica = self.configured_budget
         self.totals = Totals()
         self.timeline = Timeline(policy=name, interval_seconds=config.sample_seconds)
         self._names = itertools.count()
@@ -364,6 +367,10 @@ class World:
             else:
                 request.first_token_at = None
                 self._lose(request)
+
+    def observe_budget(self, observed: int | None) -> None:
+        """The router follows the pool's status: its budget per replica, as ``poolpilot router`` computes it."""
+        self.budget_per_replica = budget_per_replica(self.configured_budget, observed)
 
     def _serving_pods(self) -> tuple[str, ...]:
         if self._serving_dirty:

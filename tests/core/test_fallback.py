@@ -6,10 +6,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import pytest
+
 from controller.api.spec import InferencePoolSpec
 from controller.api.status import InferencePoolStatus
 from controller.core.capacity import CapacityType
 from controller.core.conditions import find_condition
+from controller.core.fallback import replica_budget
 from controller.core.plan import Observation, conclude, plan
 from controller.core.pool import DeploymentState, PoolObservation, validate_pool
 from controller.core.scaling import ScalingState
@@ -160,3 +163,29 @@ def test_without_fallback_enabled_the_mode_stays_off_and_saturation_is_still_rep
     assert pool.condition("Saturated") == ("True", "NoReadyReplicas")
     assert pool.condition("FallbackActive") == ("False", "FallbackDisabled")
     assert pool.events == []
+
+
+def test_the_replica_budget_is_what_the_kv_cache_was_seen_to_hold_plus_the_saturation_queue() -> None:
+    pool = Pool()
+    pool.step(0, replicas=2, ready=2, kv=0.1)  # running 4 per replica, cache 10 % full: too empty to tell
+    assert pool.status.fallback is not None and pool.status.fallback.in_flight_per_replica is None
+    pool.step(5, replicas=2, ready=2, kv=0.4)  # 4 sequences fill 40 %: the cache holds 10, plus a queue of 8
+    assert pool.status.fallback is not None and pool.status.fallback.in_flight_per_replica == 10 + 8
+    pool.step(5, replicas=2, ready=2, kv=0.05)  # nearly idle again: the last estimate stands
+    assert pool.status.fallback is not None and pool.status.fallback.in_flight_per_replica == 18
+    pool.step(5, replicas=2, ready=2, blind=True)  # blind: it stands too
+    assert pool.status.fallback is not None and pool.status.fallback.in_flight_per_replica == 18
+
+
+@pytest.mark.parametrize(("running", "ready", "kv", "expected"), [
+    (300.0, 2, 0.75, 200 + 8),  # an 8B H100 replica: 1,024 sequences allowed, its cache holds 200 of this mix
+    (10.0, 1, 1.0, 10 + 8),  # a full cache: what runs is what it holds
+    (0.0, 1, 0.5, None),  # nothing running: nothing measured
+])
+def test_replica_budget_from_signals(running: float, ready: int, kv: float, expected: int | None) -> None:
+    spec = validate_pool("pool", {"model": {"name": "m"}, "fallback": {
+        "enabled": True, "provider": {"baseURL": "https://api.example.com/v1", "model": "m"}}})
+    assert isinstance(spec, InferencePoolSpec)
+    signals = PoolSignals(queue_depth=0.0, running_requests=running, kv_cache_utilization=kv,
+                          replicas_reporting=ready, observed_at=datetime(2026, 1, 1, tzinfo=UTC))
+    assert replica_budget(spec, signals, ready, None) == expected

@@ -201,7 +201,7 @@ def test_the_router_runs_the_fixed_command_line() -> None:
         "router", "--namespace", "llm", "--pool", "llama", "--port", "8080", "--served-model", "llama-8b",
         "--provider-url", "https://api.example.com/v1", "--provider-model", "gpt-4o-mini",
         "--api-key-file", "/var/run/secrets/poolpilot/api-key/token",
-        "--max-in-flight-per-replica", str((256 + 8) // 2),
+        "--max-in-flight-per-replica", str((256 + 8) // 2), "--routers", "2",
     ]
     assert router["ports"] == [{"name": "http", "containerPort": 8080, "protocol": "TCP"}]
     assert router["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}

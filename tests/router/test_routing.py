@@ -3,12 +3,14 @@ provider, streaming and not."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
 import openai
 import pytest
 
+from controller.router.picking import budget_per_replica
 from devkube.fakeprovider import FakeProvider
 from devkube.fakevllm import Outcome
 from tests.router.world import API_KEY, MODEL, PROVIDER_MODEL, RouterWorld, router_world
@@ -210,3 +212,23 @@ def test_the_api_refusing_too_gives_its_answer_with_retry_after() -> None:
         assert limited.value.response.headers["retry-after"] == "1"
         assert limited.value.response.headers["x-poolpilot-backend"] == "api"
         world.settled("poolpilot_router_requests_total", 1, backend="api", outcome="error")
+
+
+def test_overflow_spills_past_the_budget_the_pool_status_reports() -> None:
+    # --max-num-seqs would allow 32, but the pool's status says one replica takes 2 (its KV cache), over 2 routers.
+    with router_world(settings_changes={"max_in_flight_per_replica": 32, "routers": 2}) as world:
+        world.call(world.holder.replace(dataclasses.replace(world.holder.view, in_flight_per_replica=2)))
+        world.replica.set(tokens_per_second=5)  # the first request stays in flight
+        with world.client() as client:
+            held = client.completions.create(model=MODEL, prompt="Count:", max_tokens=50, stream=True)
+            assert next(iter(held)).choices[0].text  # one in flight: this router's share of 2 is taken
+            assert complete(world, stream=False)[0] == "api"
+            world.settled("poolpilot_router_spills_total", 1, reason="budget")
+            held.close()
+
+
+def test_the_budget_is_the_configured_one_until_the_status_reports_less() -> None:
+    assert budget_per_replica(132, None, routers=2) == 132
+    assert budget_per_replica(132, 208, routers=2) == 104
+    assert budget_per_replica(132, 400, routers=2) == 132  # never above what vLLM would batch plus the queue
+    assert budget_per_replica(132, 1, routers=2) == 1
