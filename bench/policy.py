@@ -20,8 +20,8 @@ import sys
 import time
 from typing import Any
 
-from controller.sim.cli import load_pool, render_report
-from controller.sim.profiles import hosted_api_for, profile_for
+from controller.sim.cli import load_pool, pick_profile, render_report
+from controller.sim.profiles import hosted_api_for
 from controller.sim.run import Simulation, SimulationReport, run_simulation
 from controller.sim.spot_traces import load_spot_trace, shifted
 from controller.sim.traces import load_trace
@@ -34,7 +34,7 @@ def _simulation(pool: pathlib.Path, trace_name: str, args: argparse.Namespace) -
     from controller.sim.cli import _flag, _with_prices
 
     name, spec = load_pool(str(pool))
-    profile = profile_for(spec.model.name, spec.model.gpus_per_replica)
+    profile = pick_profile(spec, None)
     api = hosted_api_for(spec.model.name)
     trace = load_trace(trace_name, duration_seconds=None, rate_scale=args.rate_scale, seed=args.seed, data_dir=None)
     spot = load_spot_trace(args.spot_trace, duration_seconds=trace.duration_seconds + SPOT_START_SECONDS,

@@ -191,6 +191,10 @@ class SpotStatus(StatusModel):
     probe_started_time: str | None = Field(default=None, description="When the current probe started; None "
                                            "while waiting for the next.")
     next_probe_time: str | None = Field(default=None, description="When the next probe starts (backoff).")
+    held_replicas: int = Field(
+        default=0, ge=0,
+        description="Spot replicas that had nodes when the shift started: they keep running on spot; only the share "
+                    "beyond them runs on on-demand, and spot counts as back once more than these have nodes.")
 
 
 class InferencePoolStatus(StatusModel):

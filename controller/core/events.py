@@ -175,10 +175,11 @@ def drain_deadline_missed(pod: str, deadline: datetime, now: datetime, attempts:
                      f"it may be cut when its node goes{tried if attempts else '; no eviction was made yet'}")
 
 
-def spot_unavailable(stuck: int, after_seconds: int) -> PoolEvent:
+def spot_unavailable(stuck: int, after_seconds: int, held: int = 0) -> PoolEvent:
+    kept = f"the {held} spot replica(s) with nodes keep them, the rest of " if held else "the "
     return PoolEvent("Warning", EventReason.SPOT_UNAVAILABLE,
-                     f"{stuck} spot replica(s) found no node for {after_seconds} s: the spot share runs on on-demand "
-                     "now, and one spot replica probes until spot capacity is back")
+                     f"{stuck} spot replica(s) found no node for {after_seconds} s: {kept}the spot share runs on "
+                     "on-demand now, and one more spot replica probes until spot capacity is back")
 
 
 def spot_restored(pod: str, node: str, unavailable_for: timedelta, probes: int) -> PoolEvent:

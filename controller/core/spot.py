@@ -4,12 +4,13 @@ Pure: the pool's pods, the spot state from the status and ``now`` in; the cap on
 state and the Events out.
 
 * A spot replica the scheduler cannot place for ``capacity.spotUnavailableAfterSeconds`` means the spot
-  pools have no capacity (Karpenter's insufficient-capacity errors look the same from here). The spot
-  share then runs on on-demand, except one spot replica that stays asked for: the probe.
+  pools have no more capacity (Karpenter's insufficient-capacity errors look the same from here). The
+  spot replicas that have nodes keep them (``held_replicas``: spot that is there is not given up); the rest
+  of the spot share runs on on-demand, except one more spot replica that stays asked for: the probe.
 * A probe lasts ``spotUnavailableAfterSeconds``. A probe that finds no node is withdrawn and the next one
   starts after a backoff that doubles (one window, two, four, ... at most an hour), so a region without
   spot for hours does not keep a pending pod (and a provisioning attempt) forever.
-* The first spot replica that gets a node ends it: the share returns to spot.
+* The first spot replica beyond the held ones that gets a node ends it: the share returns to spot.
 
 The state lives in ``status.spot``, so a restart neither forgets the shift nor restarts its clock.
 """
@@ -48,26 +49,30 @@ def decide_spot(pods: Sequence[ReplicaPod], previous: SpotStatus | None, capacit
     if previous is None:
         if not stuck:
             return SpotDecision(state=None, spot_cap=None)
-        state = SpotStatus(unavailable_since=format_time(now), probe_attempts=1, probe_started_time=format_time(now))
-        return SpotDecision(state=state, spot_cap=1, events=(events.spot_unavailable(
-            len(stuck), capacity.spot_unavailable_after_seconds),))
-    if placed:
+        held = len(placed)
+        state = SpotStatus(unavailable_since=format_time(now), probe_attempts=1, probe_started_time=format_time(now),
+                           held_replicas=held)
+        return SpotDecision(state=state, spot_cap=held + 1, events=(events.spot_unavailable(
+            len(stuck), capacity.spot_unavailable_after_seconds, held),))
+    held = previous.held_replicas
+    if len(placed) > held:
         since = parse_time(previous.unavailable_since)
+        newest = max(placed, key=lambda p: p.created_at or datetime.min.replace(tzinfo=now.tzinfo))
         return SpotDecision(state=None, spot_cap=None, events=(events.spot_restored(
-            placed[0].name, placed[0].node or "?", now - since, previous.probe_attempts),))
+            newest.name, newest.node or "?", now - since, previous.probe_attempts),))
     if previous.probe_started_time is not None:
         started = parse_time(previous.probe_started_time)
         if now - started < window:
-            return SpotDecision(state=previous, spot_cap=1)
+            return SpotDecision(state=previous, spot_cap=held + 1)
         backoff = min(MAX_PROBE_BACKOFF, window * 2 ** (previous.probe_attempts - 1))
         state = previous.model_copy(update={"probe_started_time": None, "next_probe_time": format_time(now + backoff)})
-        return SpotDecision(state=state, spot_cap=0)
+        return SpotDecision(state=state, spot_cap=held)
     next_probe = parse_time(previous.next_probe_time) if previous.next_probe_time else now
     if now < next_probe:
-        return SpotDecision(state=previous, spot_cap=0)
+        return SpotDecision(state=previous, spot_cap=held)
     state = previous.model_copy(update={"probe_attempts": previous.probe_attempts + 1,
                                         "probe_started_time": format_time(now), "next_probe_time": None})
-    return SpotDecision(state=state, spot_cap=1)
+    return SpotDecision(state=state, spot_cap=held + 1)
 
 
 def shift_split(split: CapacitySplit, spot_cap: int | None) -> CapacitySplit:

@@ -83,10 +83,19 @@ def _with_prices(spec: InferencePoolSpec, profile: ReplicaProfile, api: HostedAp
     return spec.model_copy(update={"cost": filled})
 
 
+# Node labels that name the GPU a pool's replicas get (Karpenter's, GKE's, NVIDIA's GPU feature discovery).
+GPU_LABELS = ("karpenter.k8s.aws/instance-gpu-name", "cloud.google.com/gke-accelerator", "nvidia.com/gpu.product")
+
+
 def pick_profile(spec: InferencePoolSpec, name: str | None) -> ReplicaProfile:
+    """``--profile``, else the model on the GPU the pool's node selectors name, else the model's default GPU."""
     from controller.sim.profiles import profile_for, profile_named
 
-    return profile_named(name) if name else profile_for(spec.model.name, spec.model.gpus_per_replica)
+    if name:
+        return profile_named(name)
+    selectors = {**spec.capacity.on_demand.node_selector, **spec.capacity.spot.node_selector}
+    gpu = next((selectors[label] for label in GPU_LABELS if label in selectors), None)
+    return profile_for(spec.model.name, spec.model.gpus_per_replica, gpu)
 
 
 def build_simulation(args: argparse.Namespace) -> Simulation:

@@ -215,7 +215,6 @@ def run_simulation(simulation: Simulation, policies: Sequence[str] = ALL_POLICIE
     unknown = [p for p in policies if p not in ALL_POLICIES]
     if unknown:
         raise ValueError(f"unknown policies {', '.join(unknown)}; known: {', '.join(ALL_POLICIES)}")
-    trace = simulation.trace
     replica_rps = replica_capacity(simulation)
     if jobs > 1 and len(policies) > 1:
         with ProcessPoolExecutor(max_workers=min(jobs, len(policies))) as pool:

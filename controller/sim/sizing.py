@@ -20,8 +20,8 @@ Artificial Analysis quotes it (§4.4). Requests have fixed lengths (the trace's 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 import random
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 from controller.api.spec import CostSpec

@@ -83,6 +83,24 @@ def test_a_probe_that_gets_a_node_returns_the_share_to_spot() -> None:
     assert "spot-7 after 60 min" in decision.events[0].message
 
 
+def test_spot_that_is_there_is_kept_when_only_part_of_the_share_finds_nodes() -> None:
+    # 12 spot replicas placed, 10 more pending past the threshold: the spot pools hold 12, not none.
+    placed = [spot_pod(f"p{i}", node=f"spot-{i}") for i in range(12)]
+    pending = [spot_pod(f"w{i}", pending_for=301) for i in range(10)]
+    decision = decide_spot([*placed, *pending], None, CAPACITY, now=NOW)
+    assert decision.spot_cap == 13  # the 12 keep running on spot, one more probes
+    assert decision.state is not None and decision.state.held_replicas == 12
+    assert "the 12 spot replica(s) with nodes keep them" in decision.events[0].message
+    assert shift_split(CapacitySplit(spot=22, on_demand=0), decision.spot_cap) == CapacitySplit(spot=13, on_demand=9)
+    # The held replicas having nodes is no sign that spot is back; a 13th one is.
+    later = NOW + timedelta(seconds=60)
+    held = decide_spot([*placed, spot_pod("probe", pending_for=60)], decision.state, CAPACITY, now=later)
+    assert held.state is not None and held.spot_cap == 13 and not held.events
+    back = decide_spot([*placed, spot_pod("probe", node="spot-12")], decision.state, CAPACITY, now=later)
+    assert back.state is None and back.spot_cap is None
+    assert [e.reason for e in back.events] == ["SpotCapacityRestored"]
+
+
 @pytest.mark.parametrize(("split", "cap", "expected"), [
     (CapacitySplit(3, 1), None, CapacitySplit(3, 1)),
     (CapacitySplit(3, 1), 1, CapacitySplit(1, 3)),
