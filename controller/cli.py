@@ -91,6 +91,7 @@ def _crd(args: argparse.Namespace) -> int:
 
 def _signals(args: argparse.Namespace) -> int:
     from controller.sources.metrics.replica_report import (
+        DEFAULT_TTFT_PERCENTILE,
         SignalsUnavailable,
         describe_reading,
         read_replica,
@@ -102,7 +103,8 @@ def _signals(args: argparse.Namespace) -> int:
     except SignalsUnavailable as e:
         print(f"poolpilot signals: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(reading_as_json(reading)) if args.json else describe_reading(reading))
+    percentile = DEFAULT_TTFT_PERCENTILE if args.ttft_percentile is None else args.ttft_percentile
+    print(json.dumps(reading_as_json(reading, percentile)) if args.json else describe_reading(reading, percentile))
     return 0
 
 
@@ -133,6 +135,16 @@ def _positive_seconds(text: str) -> float:
     return value
 
 
+def _percentile(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not 0 < value <= 100:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a percentile (above 0, up to 100)")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="poolpilot", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -157,13 +169,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     signals = commands.add_parser(
         "signals", help="what PoolPilot reads from one replica: queue depth, running requests, KV-cache use, "
-                        "token counters")
+                        "token counters, the TTFT percentile")
     signals.add_argument("source", help="a replica's metrics URL (http://10.1.2.3:8000/metrics), a file, "
                                         "or - for stdin")
     signals.add_argument("--json", action="store_true",
                          help='print {"queueDepth": ..., "runningRequests": ..., "kvCacheUtilization": ..., '
-                              '"promptTokensTotal": ..., "generationTokensTotal": ...}, null for what the text lacks')
+                              '"promptTokensTotal": ..., "generationTokensTotal": ..., "ttftPercentile": ..., '
+                              '"ttftSeconds": ..., "ttftRequestsTotal": ...}, null for what the text lacks')
     signals.add_argument("--timeout", type=_positive_seconds, default=5.0, help="seconds, for a URL (5)")
+    signals.add_argument("--ttft-percentile", type=_percentile, default=None,
+                         help="the TTFT percentile to show, over the replica's life (spec.slo's default, 95)")
     signals.set_defaults(handler=_signals)
 
     explain = commands.add_parser(

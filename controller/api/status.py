@@ -89,6 +89,10 @@ class Signals(StatusModel):
     router_api_generation_tokens_per_second: float | None = Field(
         default=None, ge=0, description="Tokens per second the hosted API generated for the router."
     )
+    ttft_seconds: float | None = Field(
+        default=None, ge=0, description="Time to first token at spec.slo.ttftPercentile over the source's window, "
+                                        "in seconds; absent with too few requests to read it."
+    )
     source: Literal["pods", "prometheus"] | None = Field(default=None, description="Where the signals came from.")
     observed_time: str | None = Field(default=None, description="When these signals were read (RFC 3339).")
 

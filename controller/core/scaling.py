@@ -18,9 +18,20 @@ Rules, in the order they apply:
      at the router recommends ``max(1, ceil(in_flight / target_queue_depth_per_replica))``: the scale
      from zero. With replicas ready, a router that spills recommends ``ceil(ready * arrivals / served)``
      (a spilled request never queues in vLLM, so vLLM's own signals cannot see it).
+   - time to first token (what the pool's users feel), against ``spec.slo``: the observed percentile
+     p = ``ttft_quantile(ttft_histogram, slo.ttftPercentile)`` over the source's window. With ready
+     replicas and p > ``slo.ttftSeconds * (1 + tolerance)`` it recommends ``ceil(ready * min(p / slo, 2))``
+     (never fewer than the current count); otherwise, and without a histogram or with fewer than
+     ``MIN_TTFT_OBSERVATIONS`` requests in the window, it recommends nothing. It only ever pushes up:
+     TTFT is not linear in replicas (near saturation it grows with the queue far faster than the load,
+     so p / slo overstates what is missing, hence the cap at doubling per evaluation), and a TTFT under
+     the SLO says nothing about how many replicas are idle, so the queue and the KV cache decide the
+     scale-down as before. It lags by its window (a slow minute stays in the figure while new replicas
+     start), which the starting-capacity rule (2) covers.
    - a missing signal (None) recommends nothing. The recommendation is the max over the signals used.
      With one signal read and the other missing, the recommendation never goes below the current count
      (``SignalMissing``): scaling down on the queue alone would be scaling down blind on the KV cache.
+     (The queue and the KV cache are the two: a pool without TTFT data is not missing a signal.)
 
 2. Capacity on its way: the recommendation is compared with ``current_replicas`` (ready + starting +
    anything else asked for), never with the ready count, so a spike does not order the same cold-starting
@@ -59,7 +70,7 @@ from enum import StrEnum
 from typing import Literal
 
 from controller.api.spec import InferencePoolSpec
-from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolSignals
+from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolSignals, ttft_quantile
 
 __all__ = [
     "Direction",
@@ -80,6 +91,9 @@ SignalPosition = Literal["below", "within", "above"]  # the observed ratio again
 
 # Float noise (3 * 0.8 / 0.8 = 3.0000000000000004) must neither order a GPU nor leave the tolerance band.
 _EPSILON = 1e-9
+# TTFT over its SLO at most doubles the ready replicas per evaluation: near saturation TTFT grows with the
+# queue, far faster than the load, so its ratio overstates what is missing (the step limit and max still apply).
+_MAX_TTFT_FACTOR = 2.0
 
 
 class ScalingReason(StrEnum):
@@ -117,6 +131,7 @@ class ScalingSignal(StrEnum):
     QUEUE_DEPTH = "queueDepth"
     KV_CACHE = "kvCacheUtilization"
     ROUTER_DEMAND = "routerDemand"  # what the router saw arrive and could not place on the pool
+    TTFT = "ttft"  # the observed time to first token against spec.slo: up only
 
 
 @dataclass(frozen=True)
@@ -124,8 +139,8 @@ class SignalRecommendation:
     """What one signal asked for."""
 
     signal: ScalingSignal
-    observed: float  # queue: requests waiting over the pool; KV: the 0-1 fraction
-    target: float  # queue: per ready replica; KV: the 0-1 fraction
+    observed: float  # queue: requests waiting over the pool; KV: the 0-1 fraction; TTFT: seconds at the percentile
+    target: float  # queue: per ready replica; KV: the 0-1 fraction; TTFT: slo.ttftSeconds
     ratio: float | None  # observed per ready replica / target; None with no ready replica
     position: SignalPosition
     recommended: int
@@ -171,6 +186,9 @@ class ScalingDecision:
     starting_replicas: int
     observed_at: datetime  # when the signals (or the problem) were read
     decided_at: datetime
+    # The TTFT at spec.slo.ttftPercentile over the source's window, whether or not it pushed; None when not read
+    # (no histogram, fewer than MIN_TTFT_OBSERVATIONS requests, no ready replica, or metrics unavailable).
+    ttft_seconds: float | None = None
 
     @property
     def signals_used(self) -> tuple[ScalingSignal, ...]:
@@ -235,7 +253,29 @@ def _recommend_per_signal(
             _recommend(ScalingSignal.KV_CACHE, kv, target, kv / target, _ceil(ready * kv / target), spec, inputs)
         )
     demand = _router_demand(spec, inputs, signals)
-    return (*found, demand) if demand else tuple(found)
+    ttft = _ttft_pressure(spec, inputs, signals)
+    return (*found, *((demand,) if demand else ()), *((ttft,) if ttft else ()))
+
+
+def _observed_ttft(spec: InferencePoolSpec, inputs: ScalingInputs, signals: PoolSignals) -> float | None:
+    """The TTFT at the SLO's percentile; None without ready replicas (nothing serves: leftovers, not load)."""
+    if inputs.ready_replicas == 0:
+        return None
+    return ttft_quantile(signals.ttft_histogram, spec.slo.ttft_percentile)
+
+
+def _ttft_pressure(spec: InferencePoolSpec, inputs: ScalingInputs,
+                   signals: PoolSignals) -> SignalRecommendation | None:
+    """Users waiting longer than the SLO for their first token: ``ceil(ready * min(p / slo, 2))``, never fewer
+    than the current count. Under the SLO (within tolerance), or not read: nothing, never a scale-down."""
+    observed = _observed_ttft(spec, inputs, signals)
+    slo = spec.slo.ttft_seconds
+    if observed is None or observed <= slo * (1 + spec.scaling.tolerance) + _EPSILON:
+        return None
+    ratio = observed / slo
+    wanted = _ceil(inputs.ready_replicas * min(ratio, _MAX_TTFT_FACTOR))
+    return SignalRecommendation(ScalingSignal.TTFT, observed, slo, ratio, "above",
+                                max(wanted, inputs.current_replicas))
 
 
 def _router_demand(spec: InferencePoolSpec, inputs: ScalingInputs,
@@ -400,7 +440,8 @@ def _decide(
         *([limit_text] if limit_text else []),
         *([why] if why else []),
     ]
-    message = f"{_signals_text(inputs, per_signal, signals)}: {_change_text(current, desired)}"
+    ttft_seconds = _observed_ttft(spec, inputs, signals)
+    message = f"{_signals_text(spec, inputs, per_signal, signals, ttft_seconds)}: {_change_text(current, desired)}"
     if details:
         message += f" ({'; '.join(details)})"
     return ScalingDecision(
@@ -416,6 +457,7 @@ def _decide(
         starting_replicas=inputs.starting_replicas,
         observed_at=signals.observed_at,
         decided_at=now,
+        ttft_seconds=ttft_seconds,
     )
 
 
@@ -505,7 +547,8 @@ def _hold_blind(spec: InferencePoolSpec, inputs: ScalingInputs, now: datetime) -
 # ------------------------------------------------------------------------------------------- words
 
 
-def _signals_text(inputs: ScalingInputs, per_signal: tuple[SignalRecommendation, ...], signals: PoolSignals) -> str:
+def _signals_text(spec: InferencePoolSpec, inputs: ScalingInputs, per_signal: tuple[SignalRecommendation, ...],
+                  signals: PoolSignals, ttft_seconds: float | None) -> str:
     ready = inputs.ready_replicas
     replicas = f"{ready} ready {_plural(ready, 'replica')}" if ready else "no ready replica"
     if inputs.starting_replicas:
@@ -526,6 +569,8 @@ def _signals_text(inputs: ScalingInputs, per_signal: tuple[SignalRecommendation,
         if demand.ratio:  # target is what the pool served
             arriving += f", {_number(round(demand.observed - demand.target, 1))}/s of them spilled to the API"
         parts.append(arriving if ready else f"{arriving} with {replicas}")
+    if ttft_seconds is not None:
+        parts.append(_ttft_text(spec, ttft_seconds, pushed=ScalingSignal.TTFT in by_signal))
     if demand is not None and not ready:
         return "; ".join(parts)  # at zero replicas the router is the only signal there is
     if queue is None:
@@ -535,6 +580,13 @@ def _signals_text(inputs: ScalingInputs, per_signal: tuple[SignalRecommendation,
     elif kv is None:
         parts.append("KV cache ignored with no ready replica")
     return "; ".join(parts)
+
+
+def _ttft_text(spec: InferencePoolSpec, ttft_seconds: float, *, pushed: bool) -> str:
+    """"p95 TTFT 3.4 s over the 2 s SLO"."""
+    slo = spec.slo
+    where = "over" if pushed else "within" if ttft_seconds <= slo.ttft_seconds else "within tolerance of"
+    return f"p{slo.ttft_percentile:g} TTFT {ttft_seconds:.3g} s {where} the {slo.ttft_seconds:g} s SLO"
 
 
 def _floor_text(spec: InferencePoolSpec, floor: int, idle_since: datetime | None, now: datetime) -> str:

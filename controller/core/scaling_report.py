@@ -4,7 +4,8 @@ The status is written only when it changes, so what goes into it must not change
 on every evaluation: the MetricsAvailable message names the source and the
 replica count, not the values; the displayed signals (QUEUE, KV%) refresh when a
 decision changes replicas, when metrics flip, or when the shown numbers moved and
-the last refresh is older than ``refresh_seconds``.
+the last refresh is older than ``refresh_seconds``. The TTFT shown is the decision's (the
+percentile is the pool's ``spec.slo``, which the reading does not know).
 """
 
 from __future__ import annotations
@@ -32,6 +33,10 @@ class Decision(Protocol):
     def reason(self) -> str: ...
     @property
     def message(self) -> str: ...
+    @property
+    def ttft_seconds(self) -> float | None:
+        """The TTFT at the SLO's percentile the decision read; None when not read."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -84,7 +89,7 @@ def _shown(signals: Signals | None) -> tuple[object, ...]:
     return (queue, signals.kv_cache_percent, signals.replicas_reporting, signals.source,
             _rate(signals.prompt_tokens_per_second, 2), _rate(signals.generation_tokens_per_second, 2),
             _rate(signals.router_api_prompt_tokens_per_second, 2),
-            _rate(signals.router_api_generation_tokens_per_second, 2))
+            _rate(signals.router_api_generation_tokens_per_second, 2), _rate(signals.ttft_seconds, 2))
 
 
 def _rate(value: float | None, digits: int = 3) -> float | None:
@@ -92,7 +97,7 @@ def _rate(value: float | None, digits: int = 3) -> float | None:
     return None if value is None else float(f"{value:.{digits}g}")
 
 
-def _as_status(reading: PoolSignals, source: str) -> Signals:
+def _as_status(reading: PoolSignals, source: str, ttft_seconds: float | None) -> Signals:
     kv = reading.kv_cache_utilization
     return Signals(
         queue_depth=reading.queue_depth,
@@ -104,6 +109,7 @@ def _as_status(reading: PoolSignals, source: str) -> Signals:
         generation_tokens_per_second=_rate(reading.generation_tokens_per_second),
         router_api_prompt_tokens_per_second=_rate(reading.router_api_prompt_tokens_per_second),
         router_api_generation_tokens_per_second=_rate(reading.router_api_generation_tokens_per_second),
+        ttft_seconds=_rate(ttft_seconds),
         source="prometheus" if source == "prometheus" else "pods",
         observed_time=format_time(reading.observed_at),
     )
@@ -115,7 +121,7 @@ def refreshed_signals(previous: Signals | None, outcome: ScalingOutcome, *, metr
     if not _usable(outcome.reading):
         return previous  # keep the last good numbers; their observedTime tells how old they are
     assert isinstance(outcome.reading, PoolSignals)
-    fresh = _as_status(outcome.reading, outcome.source)
+    fresh = _as_status(outcome.reading, outcome.source, outcome.decision.ttft_seconds)
     if previous is None or metrics_flipped or outcome.decision.desired != outcome.decision.current:
         return fresh
     if _shown(fresh) == _shown(previous):

@@ -5,18 +5,32 @@ either ``PoolSignals`` or a ``MetricsProblem`` per pool at its edge. "No data" i
 never a zero: a signal that could not be read is ``None``, and a pool with no
 usable signal at all is a problem, on which the scaler holds (never scales down
 blind).
+
+Time to first token comes as a histogram (vLLM's ``vllm:time_to_first_token_seconds``: the requests
+whose first token came within the source's window, per bucket), not as a percentile: the percentile
+is the pool's own (``spec.slo.ttftPercentile``), and both sources share :func:`ttft_quantile`, which
+reads a histogram as Prometheus' ``histogram_quantile`` does (promql/quantile.go).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-__all__ = ["VLLM_METRICS", "MetricsProblem", "MetricsProblemKind", "PoolKey", "PoolSignals", "SignalsByPool"]
+__all__ = ["MIN_TTFT_OBSERVATIONS", "VLLM_METRICS", "Histogram", "MetricsProblem", "MetricsProblemKind", "PoolKey",
+           "PoolSignals", "SignalsByPool", "ttft_observations", "ttft_quantile"]
 
 PoolKey = tuple[str, str]  # (namespace, pool name)
+# A cumulative histogram: (upper bound ``le``, observations <= it), by ascending bound, +Inf as math.inf.
+Histogram = tuple[tuple[float, float], ...]
+
+# Fewer requests than this in the window and the TTFT percentile is not read: a p95 of a quiet pool's
+# two requests is one request's luck, not what its users feel; 10 is the smallest count at which a p95
+# is not simply the slowest request (rank 9.5 of 10).
+MIN_TTFT_OBSERVATIONS = 10
 
 
 class VLLM_METRICS:  # a namespace of constants, named as the metrics are
@@ -50,6 +64,11 @@ class PoolSignals:
     # for, the pool's whole traffic while it is at zero. None without a router, or until a rate is formed.
     router_api_prompt_tokens_per_second: float | None = None
     router_api_generation_tokens_per_second: float | None = None
+    # Time to first token (vllm:time_to_first_token_seconds): per bucket bound, how many of the requests whose
+    # first token came within the window took at most that long, summed over the pool's replicas
+    # (Prometheus: increase() over its rate window; pods: the change between two scrapes of each replica).
+    # None when not read, or not formable yet. Counts need not be whole numbers (Prometheus extrapolates).
+    ttft_histogram: Histogram | None = None
 
     @property
     def usable(self) -> bool:
@@ -79,3 +98,45 @@ class MetricsProblem:
 
 
 SignalsByPool = Mapping[PoolKey, PoolSignals | MetricsProblem]
+
+
+def ttft_observations(histogram: Histogram | None) -> float:
+    """How many requests the histogram counts (its +Inf bucket; 0 without one)."""
+    if not histogram or histogram[-1][0] != math.inf:
+        return 0.0
+    return max(count for _, count in histogram)
+
+
+def ttft_quantile(histogram: Histogram | None, percentile: float,
+                  min_observations: float = MIN_TTFT_OBSERVATIONS) -> float | None:
+    """The ``percentile`` (above 0, up to 100) of a cumulative histogram, in its unit, as Prometheus'
+    ``histogram_quantile`` computes it; None when there is nothing to read.
+
+    Linear within the bucket the rank falls in (from the bucket below's bound, 0 for the first bucket);
+    a rank in the +Inf bucket gives the highest finite bound. Counts that go down from one bound to the
+    next (replicas with different bucket layouts, Prometheus' extrapolation) are raised to the running
+    maximum first, as Prometheus does. None: no histogram, no +Inf bucket, no finite bound, or fewer than
+    ``min_observations`` requests.
+    """
+    if not histogram or not 0 < percentile <= 100:
+        return None
+    buckets = sorted(histogram)
+    if buckets[-1][0] != math.inf or len(buckets) < 2:
+        return None
+    bounds: list[float] = []
+    counts: list[float] = []
+    for bound, count in buckets:
+        counts.append(max(count, counts[-1]) if counts else count)
+        bounds.append(bound)
+    observations = counts[-1]
+    if not observations >= min_observations or observations <= 0:
+        return None
+    rank = percentile / 100 * observations
+    index = next(i for i, count in enumerate(counts) if count >= rank)
+    if index == len(counts) - 1:
+        return bounds[-2]
+    if index == 0 and bounds[0] <= 0:
+        return bounds[0]
+    start, below = (bounds[index - 1], counts[index - 1]) if index > 0 else (0.0, 0.0)
+    # In Prometheus' order of operations, so that the same counts give the same float.
+    return start + (bounds[index] - start) * ((rank - below) / (counts[index] - below))

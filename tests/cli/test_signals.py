@@ -81,7 +81,8 @@ def test_a_replica_over_http_gives_what_the_pods_source_computes(fleet: FakeVLLM
     seen = asyncio.run(pods_source())
     assert answer == {"queueDepth": seen.queue_depth, "runningRequests": seen.running_requests,
                       "kvCacheUtilization": seen.kv_cache_utilization,
-                      "promptTokensTotal": 901.0, "generationTokensTotal": 77.0}  # totals: the source rates them
+                      "promptTokensTotal": 901.0, "generationTokensTotal": 77.0,  # totals: the source rates them
+                      "ttftPercentile": 95.0, "ttftSeconds": None, "ttftRequestsTotal": 0.0}
     assert answer["queueDepth"] == 7 and answer["runningRequests"] == 6
     assert answer["kvCacheUtilization"] == pytest.approx(0.4)  # the current name, not the legacy 0.99
 
@@ -103,18 +104,43 @@ def test_a_whole_vllm_body_in_a_file(tmp_path: pathlib.Path) -> None:
     path = tmp_path / "metrics.txt"
     path.write_text(vllm_body(70))  # waiting 7, running 12, KV 0.63 over four engines, and the histograms
     assert as_json(str(path)) == {"queueDepth": 7.0, "runningRequests": 12.0, "kvCacheUtilization": 0.63,
-                                  "promptTokensTotal": 0.0, "generationTokensTotal": 0.0}
+                                  "promptTokensTotal": 0.0, "generationTokensTotal": 0.0,
+                                  "ttftPercentile": 95.0, "ttftSeconds": None, "ttftRequestsTotal": 4.0}  # too few
 
 
 def test_stdin_and_null_for_what_the_text_lacks() -> None:
     text = body_of(waiting=2, running=1, kv_metric=KVMetric.NONE)
     assert as_json("-", stdin=text) == {"queueDepth": 2.0, "runningRequests": 1.0, "kvCacheUtilization": None,
-                                        "promptTokensTotal": 0.0, "generationTokensTotal": 0.0}
+                                        "promptTokensTotal": 0.0, "generationTokensTotal": 0.0,
+                                        "ttftPercentile": 95.0, "ttftSeconds": None, "ttftRequestsTotal": 0.0}
     no_counters = 'vllm:num_requests_waiting{engine="0"} 4\n'  # a build or exporter without the token counters
     assert as_json("-", stdin=no_counters) == {"queueDepth": 4.0, "runningRequests": None, "kvCacheUtilization": None,
-                                               "promptTokensTotal": None, "generationTokensTotal": None}
+                                               "promptTokensTotal": None, "generationTokensTotal": None,
+                                               "ttftPercentile": 95.0, "ttftSeconds": None, "ttftRequestsTotal": None}
     lines = signals("-", stdin=no_counters).stdout.splitlines()
     assert lines[3].split()[:3] == ["prompt", "tokens", "-"] and "not reported (vllm:prompt_tokens_total)" in lines[3]
+
+
+def test_the_ttft_percentile_over_the_replicas_life(fleet: FakeVLLMFleet) -> None:
+    replica = fleet.replicas[0]
+    replica.set(engines=2)
+    replica.observe_ttft(*[0.3] * 10, *[3.0] * 10)  # 20 requests: p95 is 9 of the (2.5, 5] bucket's 10
+    url = f"{replica.url}/metrics"
+    assert as_json(url) == {"queueDepth": 0.0, "runningRequests": 0.0, "kvCacheUtilization": 0.0,
+                            "promptTokensTotal": 0.0, "generationTokensTotal": 0.0,
+                            "ttftPercentile": 95.0, "ttftSeconds": 4.75, "ttftRequestsTotal": 20.0}
+    assert as_json(url, "--ttft-percentile", "50")["ttftSeconds"] == 0.5  # rank 10: the (0.25, 0.5] bucket's last
+    result = signals(url, "--ttft-percentile", "99.5")  # rank 19.9: 2.5 + 2.5 * 9.9/10
+    assert result.returncode == 0, result.stderr
+    row = result.stdout.splitlines()[5]
+    assert row.split()[:4] == ["TTFT", "p99.5", "4.97", "s"] and "vllm:time_to_first_token_seconds" in row
+    assert "20 requests since the replica started" in row
+    few = signals("-", stdin=body_of(waiting=1)).stdout.splitlines()[5]
+    assert few.split()[:3] == ["TTFT", "p95", "-"] and "0 requests" in few and "fewer than the 10" in few
+    none = signals("-", stdin='vllm:num_requests_waiting{engine="0"} 4\n').stdout.splitlines()[5]
+    assert "not reported (vllm:time_to_first_token_seconds)" in none
+    refused = signals(url, "--ttft-percentile", "0")
+    assert refused.returncode == 2 and "not a percentile" in refused.stderr
 
 
 def test_text_that_is_not_an_exposition_is_one_line_naming_it(tmp_path: pathlib.Path) -> None:

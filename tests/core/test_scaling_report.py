@@ -20,6 +20,7 @@ class Decided:
     desired: int
     reason: str = "WithinTolerance"
     message: str = "held"
+    ttft_seconds: float | None = None
 
 
 def reading(queue: float | None = 3.0, kv: float | None = 0.42, at: datetime = T0) -> PoolSignals:

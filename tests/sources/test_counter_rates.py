@@ -6,7 +6,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from controller.sources.metrics.counters import CounterMemory, CounterSample, counter_rates, summed_rates
+from controller.sources.metrics.counters import (
+    CounterMemory,
+    CounterSample,
+    counter_increases,
+    counter_rates,
+    summed_rates,
+)
 
 __all__: list[str] = []
 
@@ -109,3 +115,33 @@ def test_a_target_listed_twice_is_one(listed: list[str]) -> None:
     memory = CounterMemory()
     memory.advance(POOL, listed, {A: at(0, 0.0)})
     assert memory.advance(POOL, listed, {A: at(2, 10.0)}) == {A: (5.0,)}
+
+
+# --- increases (a histogram's buckets) ------------------------------------------------------------
+
+def bucket_sample(seconds: float, *counts: float, bounds: tuple[float, ...] = (1.0, 2.5, float("inf")),
+                  created: float | None = None) -> CounterSample:
+    return CounterSample(T0 + timedelta(seconds=seconds), counts, created, keys=bounds)
+
+
+def test_increases_are_the_deltas_under_the_same_rules_as_rates() -> None:
+    assert counter_increases(bucket_sample(0, 3.0, 5.0, 6.0), bucket_sample(5, 4.0, 9.0, 12.0)) == (1.0, 4.0, 6.0)
+    assert counter_increases(bucket_sample(0, 3.0, 5.0, 6.0), bucket_sample(5, 1.0, 2.0, 2.0)) is None  # a reset
+    assert counter_increases(bucket_sample(0, 3.0, 5.0, 6.0, created=1.0),
+                             bucket_sample(5, 4.0, 9.0, 12.0, created=2.0)) is None  # restarted, and counted past
+    assert counter_increases(bucket_sample(0, 3.0, 5.0, 6.0), bucket_sample(0, 4.0, 9.0, 12.0)) is None  # no time
+
+
+def test_samples_of_other_buckets_give_no_increase() -> None:
+    other_bounds = bucket_sample(5, 4.0, 9.0, 12.0, bounds=(0.5, 2.5, float("inf")))
+    assert counter_increases(bucket_sample(0, 3.0, 5.0, 6.0), other_bounds) is None
+    assert counter_rates(bucket_sample(0, 3.0, 5.0, 6.0), other_bounds) is None
+
+
+def test_a_memory_of_increases() -> None:
+    memory = CounterMemory(increases=True)
+    assert memory.advance(POOL, [A], {A: bucket_sample(0, 3.0, 5.0, 6.0)}) == {}
+    assert memory.advance(POOL, [A], {A: bucket_sample(10, 4.0, 9.0, 12.0)}) == {A: (1.0, 4.0, 6.0)}
+    rates = CounterMemory()  # the same samples, as rates
+    rates.advance(POOL, [A], {A: bucket_sample(0, 3.0, 5.0, 6.0)})
+    assert rates.advance(POOL, [A], {A: bucket_sample(10, 4.0, 9.0, 12.0)}) == {A: (0.1, 0.4, 0.6)}

@@ -24,10 +24,10 @@ import pytest
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Gauge, generate_latest
 
-from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolKey, PoolSignals
+from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolKey, PoolSignals, ttft_quantile
 from controller.sources.metrics.base import MetricsSource, PoolTarget, SourceResults
 from controller.sources.metrics.prometheus import PrometheusQueries, PrometheusSource, build_queries
-from devkube.fakevllm import CONTENT_TYPE, FakeVLLMFleet, FakeVLLMReplica, KVMetric
+from devkube.fakevllm import CONTENT_TYPE, TTFT_BUCKETS, FakeVLLMFleet, FakeVLLMReplica, KVMetric
 from devkube.prometheus import PrometheusNotInstalled, PrometheusServer, ScrapeTarget
 from tests.support.router_metrics import FakeRouterMetrics
 
@@ -41,6 +41,8 @@ GONE = (TEAM_B, "gone")  # its target is removed by the last test
 RATES = (TEAM_A, "rates")  # two replicas whose token counters grow at known rates
 GAUGES_ONLY = (TEAM_B, "gauges-only")  # a replica that exposes no token counters
 ROUTED = (TEAM_B, "routed")  # no vLLM replica, a router (labelled poolpilot_io_router) that sees demand
+TTFT = (TEAM_A, "ttft")  # two replicas that only the TTFT increase test gives requests to
+TTFT_WHOLE = (TEAM_A, "ttft-whole")  # two more, for the quantile on Prometheus' whole counts
 # Per second, what RATES' replicas count: (prompt, generation) each. The second has two engines.
 RATES_PER_REPLICA = [(100.0, 20.0), (50.0, 10.0)]
 TICK_SECONDS = 0.02
@@ -109,7 +111,7 @@ def _counting(replicas: Sequence[FakeVLLMReplica]) -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
-    layout = [*[(key, 1) for key in MANY], (MIXED, 2), (ZERO, 1), (GONE, 1), (RATES, 2)]
+    layout = [*[(key, 1) for key in MANY], (MIXED, 2), (ZERO, 1), (GONE, 1), (RATES, 2), (TTFT, 2), (TTFT_WHOLE, 2)]
     with contextlib.ExitStack() as stack:
         fleet = stack.enter_context(FakeVLLMFleet.in_thread(sum(count for _, count in layout)))
         routed = stack.enter_context(FakeRouterMetrics.in_thread())
@@ -223,8 +225,8 @@ async def test_queries_per_round_do_not_grow_with_pools(cluster: Cluster, source
         await asyncio.sleep(0.2)  # the query log is written after the answer
         counts[len(pools)] = (cluster.prom.api_query_count() - api_before,
                               len(cluster.prom.queries_logged()) - log_before, source.last_round.requests)
-    assert counts == {1: (9, 9, 9), 20: (9, 9, 9)}
-    assert set(cluster.prom.queries_logged()[-9:]) == set(source.queries.all().values())
+    assert counts == {1: (10, 10, 10), 20: (10, 10, 10)}
+    assert set(cluster.prom.queries_logged()[-10:]) == set(source.queries.all().values())
 
 
 async def test_zero_is_a_value_and_no_series_is_no_samples(source: PrometheusSource) -> None:
@@ -310,7 +312,7 @@ async def test_token_rates_and_router_demand_per_pool(cluster: Cluster) -> None:
     assert routed.replicas_reporting == 0 and routed.from_router and routed.usable  # the router alone is usable
     assert (routed.prompt_tokens_per_second, routed.generation_tokens_per_second) == (None, None)
     assert routed.router_in_flight == 5.0 and _near(routed.router_spills_per_second, 0.5)
-    # The API's tokens ride in the token-rate queries (nine queries still), told apart by their backend label.
+    # The API's tokens ride in the token-rate queries (no query of their own), told apart by their backend label.
     assert _near(routed.router_api_prompt_tokens_per_second, 30.0)
     assert _near(routed.router_api_generation_tokens_per_second, 10.0)
     assert (rates.router_api_prompt_tokens_per_second, rates.router_api_generation_tokens_per_second) == (None, None)
@@ -322,11 +324,72 @@ async def test_token_rates_and_router_demand_per_pool(cluster: Cluster) -> None:
     assert "or sum by (namespace, poolpilot_io_pool, backend)" in source.queries.prompt_rate
 
 
+# --- time to first token -------------------------------------------------------------------
+
+async def test_the_ttft_histogram_is_the_increase_over_the_rate_window(cluster: Cluster) -> None:
+    source = PrometheusSource(cluster.prom.url, timeout_seconds=2.0, rate_window_seconds=5)
+    a, b = cluster.replicas[TTFT]
+    bounds = [*TTFT_BUCKETS, math.inf]
+
+    def histogram_of(results: SourceResults) -> dict[float, float]:
+        return dict(_signals(results[TTFT]).ttft_histogram or ())
+
+    try:
+        assert source.queries.ttft_buckets.startswith(
+            "sum by (le, namespace, poolpilot_io_pool) (increase(vllm:time_to_first_token_seconds_bucket{")
+        assert source.queries.ttft_buckets.endswith("[5s]))")
+        # No request yet: every bucket counted 0 over the window (the series exist from the start); not read.
+        quiet = histogram_of(await _read_until(source, [TTFT], lambda r: bool(histogram_of(r))))
+        assert list(quiet) == bounds and set(quiet.values()) == {0.0}
+        a.observe_ttft(*[3.0] * 20)
+        b.observe_ttft(*[0.3] * 19, 3000.0)
+
+        def both_counted(results: SourceResults) -> bool:
+            counts = histogram_of(results)
+            return counts[0.5] > 0 and counts[5.0] > counts[2.5] and counts[math.inf] > counts[2560.0]
+
+        results = await _read_until(source, [TTFT, GAUGES_ONLY, ZERO], both_counted, timeout=15.0, interval=0.25)
+    finally:
+        await source.close()
+    signals = _signals(results[TTFT])
+    assert signals.ttft_histogram is not None and [bound for bound, _ in signals.ttft_histogram] == bounds
+    counts = histogram_of(results)
+    # increase() extrapolates to the window's end (each replica by its own factor, 1 to about 2: counts need not be
+    # 19 and 20), but a replica's buckets share it, so p95 is exact: rank 0.95 * (20 fa + 20 fb) less b's 19 fb
+    # below 2.5 s is 19 fa of a's 20 fa, in the (2.5, 5] bucket.
+    assert 19 <= counts[0.5] <= 19 * 2.2 and 20 <= counts[5.0] - counts[2.5] <= 20 * 2.2
+    assert ttft_quantile(signals.ttft_histogram, 95) == pytest.approx(2.5 + 2.5 * 19 / 20)
+    assert ttft_quantile(signals.ttft_histogram, 99.9) == 2560.0  # b's 3000 s request is in +Inf
+    assert _signals(results[GAUGES_ONLY]).ttft_histogram is None  # no TTFT series: not read, not zero
+    zero = _signals(results[ZERO]).ttft_histogram
+    assert zero is not None and ttft_quantile(zero, 95) is None
+
+
+async def test_the_ttft_quantile_is_prometheus_histogram_quantile(cluster: Cluster) -> None:
+    """On the same (whole, unextrapolated) counts, the core's figure is Prometheus' own."""
+    a, b = cluster.replicas[TTFT_WHOLE]
+    a.observe_ttft(0.0005, *[0.07] * 7, *[0.9] * 5, 12.0)
+    b.observe_ttft(*[0.2] * 3, 45.0, 45.0, 3000.0)
+    pool = 'sum by (le) (vllm:time_to_first_token_seconds_bucket{poolpilot_io_pool="ttft-whole"})'
+    deadline = time.monotonic() + 15
+    while True:
+        rows = cluster.prom.query(pool)
+        counts = tuple(sorted((float(row["metric"]["le"]), float(row["value"][1])) for row in rows))
+        if counts and counts[-1][1] == 20:
+            break
+        assert time.monotonic() < deadline, counts
+        await asyncio.sleep(0.25)
+    for percentile in (5, 25, 50, 90, 95, 99, 99.9):  # in the first bucket, within others, in +Inf
+        (answer,) = cluster.prom.query(f"histogram_quantile({percentile / 100!r}, {pool})")
+        assert ttft_quantile(counts, percentile) == pytest.approx(float(answer["value"][1]), rel=1e-12), percentile
+
+
 def test_the_rate_window_is_whole_milliseconds_and_at_least_a_second() -> None:
     def queries(window: float) -> PrometheusQueries:
         return build_queries(pool_label="poolpilot_io_pool", namespace_label="namespace", rate_window_seconds=window)
 
     assert "[1500ms]" in queries(1.5).router_arrivals and "[120s]" in queries(120).prompt_rate
+    assert "[1500ms]" in queries(1.5).ttft_buckets
     for bad in (0.5, math.nan, math.inf):
         with pytest.raises(ValueError, match="rate_window_seconds"):
             queries(bad)
@@ -393,7 +456,7 @@ async def test_prometheus_stopped_is_unreachable_quickly() -> None:
         assert time.monotonic() - started < 1.0
         assert {_kind(reading) for reading in results.values()} == {MetricsProblemKind.UNREACHABLE}
         assert "Connection refused" in _message(results[ZERO])
-        assert source.last_round.failed_requests == 9
+        assert source.last_round.failed_requests == 10  # every query of the round
         prom.resume()  # and back: the next round answers again
         assert _kind((await source.read(_targets([ZERO]), now=_now()))[ZERO]) is MetricsProblemKind.NO_SAMPLES
     finally:

@@ -116,7 +116,7 @@ async def test_the_operators_own_url_and_the_allowed_ones_are_queried(prometheus
         finally:
             await reader.close()
         assert problem.kind is MetricsProblemKind.NO_SAMPLES, problem  # it asked, and the answer was empty
-        assert hits["/api/v1/query"] == 9
+        assert hits["/api/v1/query"] == 10
         assert reader.tracked_prometheus_urls == (url,)
 
 

@@ -9,7 +9,7 @@ reference/llm-serving-control-planes.md section 1.2. The router's names are the 
 
 from __future__ import annotations
 
-__all__ = ["ROUTER_METRICS", "ROUTER_METRICS_PORT", "VLLM_COUNTERS"]
+__all__ = ["ROUTER_METRICS", "ROUTER_METRICS_PORT", "VLLM_COUNTERS", "VLLM_TTFT"]
 
 
 class VLLM_COUNTERS:  # a namespace of constants, named as the metrics are
@@ -19,6 +19,16 @@ class VLLM_COUNTERS:  # a namespace of constants, named as the metrics are
     GENERATION_TOKENS = "vllm:generation_tokens_total"  # "Number of generation tokens processed."
     PROMPT_TOKENS_CREATED = "vllm:prompt_tokens_created"
     GENERATION_TOKENS_CREATED = "vllm:generation_tokens_created"
+
+
+class VLLM_TTFT:
+    """vLLM's time-to-first-token histogram (labels model_name and engine; buckets 0.001 ... 2560 s and +Inf),
+    reference/llm-serving-control-planes.md section 1.2; its series as prometheus_client exposes them."""
+
+    HISTOGRAM = "vllm:time_to_first_token_seconds"  # "Histogram of time to first token in seconds."
+    BUCKET = "vllm:time_to_first_token_seconds_bucket"  # cumulative, label le
+    CREATED = "vllm:time_to_first_token_seconds_created"
+    BOUND_LABEL = "le"
 
 
 class ROUTER_METRICS:

@@ -25,6 +25,13 @@ Token rates (``vllm:prompt_tokens_total``, ``vllm:generation_tokens_total``) nee
 replica: the source remembers each replica's last sample (:mod:`.counters`), and a pool's rate is the
 sum over the replicas that have one, None until one has.
 
+Time to first token (``vllm:time_to_first_token_seconds_bucket``, summed per bucket bound over engines) is
+read the same way, as increases: per replica, how many requests' first token came, per bucket, between its
+last two scrapes (a restart, seen as for the token counters, gives none that round); per pool, the sum over
+the replicas that have them, by bound (``PoolSignals.ttft_histogram``). The window is therefore the time
+between two evaluations, where Prometheus' is its rate window; the scaler needs enough requests in it
+(``MIN_TTFT_OBSERVATIONS``) before it reads a percentile.
+
 The pool's router pods (``PoolTarget.router_addresses``) are scraped in the same round. Their figures
 (``poolpilot_router_*``, summed over the router pods) are the pool's demand: arrivals per second (the
 rate of ``poolpilot_router_requests_total``, which counts a request when it is answered: under a steady
@@ -51,10 +58,17 @@ from datetime import datetime
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from controller.core.signals import VLLM_METRICS, MetricsProblem, MetricsProblemKind, PoolKey, PoolSignals
+from controller.core.signals import (
+    VLLM_METRICS,
+    Histogram,
+    MetricsProblem,
+    MetricsProblemKind,
+    PoolKey,
+    PoolSignals,
+)
 from controller.sources.metrics.base import PoolTarget, ReadStats, RouterFigures, SourceResults, invalid_signals
-from controller.sources.metrics.counters import CounterMemory, CounterSample, summed_rates
-from controller.sources.metrics.names import ROUTER_METRICS, VLLM_COUNTERS
+from controller.sources.metrics.counters import CounterMemory, CounterSample, Rates, summed_rates
+from controller.sources.metrics.names import ROUTER_METRICS, VLLM_COUNTERS, VLLM_TTFT
 
 __all__ = ["HTTPStatusError", "InvalidExposition", "PodsSource", "RedirectRefused", "ReplicaFailure",
            "ReplicaReading", "RouterReading", "fetch_metrics_text", "parse_router_metrics", "parse_vllm_metrics",
@@ -79,9 +93,18 @@ class ReplicaReading:
     prompt_tokens: float | None = None  # vllm:prompt_tokens_total: a counter, a rate needs two readings
     generation_tokens: float | None = None  # vllm:generation_tokens_total
     counters_created: float | None = None  # the counters' earliest _created: later after a restart
+    # vllm:time_to_first_token_seconds_bucket, summed over engines: (le, requests so far); None if not exposed.
+    ttft_buckets: Histogram | None = None
+    ttft_created: float | None = None  # the histogram's earliest _created
 
     def counter_sample(self, at: datetime) -> CounterSample:
         return CounterSample(at, (self.prompt_tokens, self.generation_tokens), self.counters_created)
+
+    def ttft_sample(self, at: datetime) -> CounterSample | None:
+        if self.ttft_buckets is None:
+            return None
+        return CounterSample(at, tuple(count for _, count in self.ttft_buckets), self.ttft_created,
+                             keys=tuple(bound for bound, _ in self.ttft_buckets))
 
 
 @dataclass(frozen=True)
@@ -138,7 +161,7 @@ def _not_the_format(lines: Iterable[tuple[int, str]]) -> InvalidExposition:
 _GAUGE_NAMES = (VLLM_METRICS.WAITING, VLLM_METRICS.RUNNING, VLLM_METRICS.KV_CACHE, VLLM_METRICS.KV_CACHE_LEGACY)
 _COUNTER_NAMES = (VLLM_COUNTERS.PROMPT_TOKENS, VLLM_COUNTERS.GENERATION_TOKENS)
 _CREATED_NAMES = (VLLM_COUNTERS.PROMPT_TOKENS_CREATED, VLLM_COUNTERS.GENERATION_TOKENS_CREATED)
-_SIGNAL_NAMES = (*_GAUGE_NAMES, *_COUNTER_NAMES, *_CREATED_NAMES)
+_SIGNAL_NAMES = (*_GAUGE_NAMES, *_COUNTER_NAMES, *_CREATED_NAMES, VLLM_TTFT.BUCKET, VLLM_TTFT.CREATED)
 # A sample or HELP/TYPE line of exactly one of those names (the name ends at `{` or a blank, so
 # `vllm:num_requests_waiting_by_reason` is not `vllm:num_requests_waiting`).
 _SIGNAL_LINE = re.compile(
@@ -149,7 +172,8 @@ _SIGNAL_LINE = re.compile(
 def signal_lines(text: str) -> str:
     """The part of an exposition the signals come from. A real vLLM body is tens of KB, mostly
     histograms; parsing all of it costs milliseconds of the event loop per replica per round, a
-    regular expression over it a small fraction of that (``python -m bench.parse_cost``)."""
+    regular expression over it a small fraction of that (``python -m bench.parse_cost``). Of the
+    histograms only TTFT's buckets are kept (without their HELP and TYPE: the samples parse as untyped)."""
     return "\n".join(_SIGNAL_LINE.findall(text)) + "\n"
 
 
@@ -168,6 +192,8 @@ def parse_vllm_metrics(text: str) -> ReplicaReading:
     totals: dict[str, float] = {}
     kv: dict[str, list[float]] = {VLLM_METRICS.KV_CACHE: [], VLLM_METRICS.KV_CACHE_LEGACY: []}
     created: list[float] = []
+    ttft: dict[float, float] = {}
+    ttft_created: list[float] = []
     try:
         for family in text_string_to_metric_families(signal_lines(text)):
             for sample in family.samples:
@@ -177,6 +203,13 @@ def parse_vllm_metrics(text: str) -> ReplicaReading:
                     kv[sample.name].append(float(sample.value))
                 elif sample.name in _CREATED_NAMES and math.isfinite(sample.value):
                     created.append(float(sample.value))
+                elif sample.name == VLLM_TTFT.BUCKET:
+                    bound = _bucket_bound(sample.labels.get(VLLM_TTFT.BOUND_LABEL))
+                    ttft[bound] = ttft.get(bound, 0.0) + float(sample.value)
+                elif sample.name == VLLM_TTFT.CREATED and math.isfinite(sample.value):
+                    ttft_created.append(float(sample.value))
+    except InvalidExposition:
+        raise
     except Exception as e:  # the parser raises ValueError mostly, but any failure means "not the format"
         raise _not_the_format(_numbered_signal_lines(text)) from e
     if VLLM_METRICS.WAITING not in totals and VLLM_METRICS.RUNNING not in totals and not any(kv.values()):
@@ -191,15 +224,40 @@ def parse_vllm_metrics(text: str) -> ReplicaReading:
         prompt_tokens=totals.get(VLLM_COUNTERS.PROMPT_TOKENS),
         generation_tokens=totals.get(VLLM_COUNTERS.GENERATION_TOKENS),
         counters_created=min(created) if created else None,
+        ttft_buckets=tuple(sorted(ttft.items())) if ttft else None,
+        ttft_created=min(ttft_created) if ttft_created else None,
     )
     if reading.waiting is None and reading.running is None and reading.kv is None:
         raise InvalidExposition("the body has none of vLLM's load metrics (is this a vLLM server?)")
     problems = invalid_signals(queue=reading.waiting, running=reading.running, kv=reading.kv, counts={
         f"prompt tokens ({VLLM_COUNTERS.PROMPT_TOKENS})": reading.prompt_tokens,
-        f"generation tokens ({VLLM_COUNTERS.GENERATION_TOKENS})": reading.generation_tokens})
+        f"generation tokens ({VLLM_COUNTERS.GENERATION_TOKENS})": reading.generation_tokens,
+        **{f"TTFT requests up to {bound:g} s ({VLLM_TTFT.BUCKET})": count for bound, count in ttft.items()}})
     if problems:
         raise InvalidExposition("; ".join(problems))
     return reading
+
+
+def _bucket_bound(label: str | None) -> float:
+    """A bucket's ``le`` as a number (``+Inf`` is math.inf); :class:`InvalidExposition` if it is not one."""
+    try:
+        bound = float(label) if label is not None else math.nan
+    except ValueError:
+        bound = math.nan
+    if math.isnan(bound):
+        raise InvalidExposition(f"a {VLLM_TTFT.BUCKET} sample has no numeric le label")
+    return bound
+
+
+def _summed_histogram(parts: Iterable[tuple[tuple[float, ...], Rates]]) -> Histogram | None:
+    """Per bucket bound, the sum over the replicas' increases (``(bounds, increases)`` each), as Prometheus'
+    ``sum by (le)`` adds them; None if no replica has any."""
+    by_bound: dict[float, list[float]] = {}
+    for bounds, increases in parts:
+        for bound, increase in zip(bounds, increases, strict=True):
+            if increase is not None:
+                by_bound.setdefault(bound, []).append(increase)
+    return tuple((bound, math.fsum(by_bound[bound])) for bound in sorted(by_bound)) if by_bound else None
 
 
 # The router's families as the parser names them: a counter's family drops ``_total`` (with a TYPE line).
@@ -292,6 +350,7 @@ class PodsSource:
         self._last_round = ReadStats()
         self.replica_counters = CounterMemory()  # vLLM's token counters, per replica URL
         self.router_counters = CounterMemory()  # the router's requests and spills, per router pod URL
+        self.ttft_counters = CounterMemory(increases=True)  # vLLM's TTFT buckets, per replica URL
 
     @property
     def last_round(self) -> ReadStats:
@@ -309,6 +368,7 @@ class PodsSource:
         """A pool is gone (or reads elsewhere now): drop its counters' samples."""
         self.replica_counters.forget(key)
         self.router_counters.forget(key)
+        self.ttft_counters.forget(key)
 
     async def read(self, pools: Sequence[PoolTarget], *, now: datetime) -> SourceResults:
         started = time.monotonic()
@@ -369,6 +429,7 @@ class PodsSource:
         demand = self._router_demand(pool, routers, now)
         if not pool.endpoints:
             self.replica_counters.forget(pool.key)
+            self.ttft_counters.forget(pool.key)
             if demand is not None:  # scaled to zero, but the router sees the demand: that is the reading
                 return demand.into(PoolSignals(queue_depth=None, running_requests=None, kv_cache_utilization=None,
                                                replicas_reporting=0, observed_at=now))
@@ -380,6 +441,9 @@ class PodsSource:
         failures = [outcome for outcome in mine.values() if isinstance(outcome, ReplicaFailure)]
         rates = self.replica_counters.advance(
             pool.key, pool.endpoints, {url: reading.counter_sample(now) for url, reading in readings.items()})
+        ttft_samples = {url: sample for url, reading in readings.items()
+                        if (sample := reading.ttft_sample(now)) is not None}
+        ttft_increases = self.ttft_counters.advance(pool.key, pool.endpoints, ttft_samples)
         if not readings:
             kinds = Counter(failure.kind for failure in failures)
             kind = next(iter(kinds)) if len(kinds) == 1 else MetricsProblemKind.UNREACHABLE
@@ -401,6 +465,8 @@ class PodsSource:
             observed_at=now,
             prompt_tokens_per_second=prompt_rate,
             generation_tokens_per_second=generation_rate,
+            ttft_histogram=_summed_histogram((ttft_samples[url].keys, increases)
+                                             for url, increases in ttft_increases.items()),
         ))
 
     def _router_demand(self, pool: PoolTarget, routers: Mapping[str, Reading | ReplicaFailure],

@@ -1,4 +1,4 @@
-"""Pool signals from Prometheus: nine PromQL queries per round, however many pools there are.
+"""Pool signals from Prometheus: ten PromQL queries per round, however many pools there are.
 
 Why this shape:
 
@@ -34,9 +34,14 @@ Why this shape:
   not ``NoSamples``.
 - The tokens the router sent to the hosted API (``poolpilot_router_prompt_tokens_total`` and
   ``..._generation_tokens_total`` with ``backend="api"``, rates as above) ride in the two token-rate
-  queries, so the round stays at nine queries: each is ``vLLM's rate by pool or the router's API rate by
+  queries, so they add no query: each is ``vLLM's rate by pool or the router's API rate by
   pool and backend``. The router's rows keep their ``backend`` label and vLLM's have none, so ``or`` keeps
   both and the rows tell themselves apart. Bad values make them None (logged), as the router's other figures.
+- Time to first token: ``increase()`` of ``vllm:time_to_first_token_seconds_bucket`` over the same
+  ``rate_window_seconds``, summed per pool and bucket bound (``sum by (le, namespace, pool)``): one row per
+  pool and bound, the pool's ``ttft_histogram`` (the requests whose first token came within the window, per
+  bucket; Prometheus extrapolates to the window's edges, so counts need not be whole). The percentile is
+  the core's to compute, from the pool's SLO. A pool whose replicas expose no TTFT has no rows: None.
 - The client (``prometheus-api-client``) is synchronous: each query runs in a thread,
   all of them concurrently, under one deadline. Retries are off: the next round is the retry.
 - Failures become a ``MetricsProblem`` for every pool (unreachable, timeout) or for
@@ -62,7 +67,7 @@ from urllib3.util.retry import Retry
 
 from controller.core.signals import VLLM_METRICS, MetricsProblem, MetricsProblemKind, PoolKey, PoolSignals
 from controller.sources.metrics.base import PoolTarget, ReadStats, RouterFigures, SourceResults, invalid_signals
-from controller.sources.metrics.names import ROUTER_METRICS, VLLM_COUNTERS
+from controller.sources.metrics.names import ROUTER_METRICS, VLLM_COUNTERS, VLLM_TTFT
 from controller.sources.metrics.promql import Matcher, aggregate, quote, selector, validate_label_name
 
 __all__ = ["PrometheusQueries", "PrometheusSource", "build_queries"]
@@ -87,6 +92,7 @@ class PrometheusQueries:
     router_arrivals: str
     router_in_flight: str
     router_spills: str
+    ttft_buckets: str
 
     def all(self) -> dict[str, str]:
         return {name: getattr(self, name) for name in _QUERY_NAMES}
@@ -94,7 +100,7 @@ class PrometheusQueries:
 
 _VALUE_QUERIES = ("queue", "running", "kv", "prompt_rate", "generation_rate")  # one row per pool
 _ROUTER_QUERIES = ("router_arrivals", "router_in_flight", "router_spills")  # one row per pool
-_QUERY_NAMES = (*_VALUE_QUERIES[:3], "freshness", *_VALUE_QUERIES[3:], *_ROUTER_QUERIES)
+_QUERY_NAMES = (*_VALUE_QUERIES[:3], "freshness", *_VALUE_QUERIES[3:], *_ROUTER_QUERIES, "ttft_buckets")
 # The router's API token rates, answered by the token-rate queries as rows with a backend label.
 _ROUTER_API_ROWS = {"prompt_rate": "router_api_prompt", "generation_rate": "router_api_generation"}
 _BACKEND = "backend"
@@ -103,8 +109,8 @@ _BACKEND = "backend"
 def build_queries(*, pool_label: str, namespace_label: str, namespaces: Sequence[str] = (),
                   router_label: str = "poolpilot_io_router",
                   rate_window_seconds: float = DEFAULT_RATE_WINDOW_SECONDS) -> PrometheusQueries:
-    """Per (namespace, pool): queue, running, KV, the token rates and the router's three figures; and per
-    replica the newest sample time."""
+    """Per (namespace, pool): queue, running, KV, the token rates and the router's three figures; per
+    replica the newest sample time; per pool and bucket bound, the TTFT requests over the window."""
     validate_label_name(router_label)
     if not (math.isfinite(rate_window_seconds) and rate_window_seconds >= 1):
         raise ValueError("rate_window_seconds must be at least 1")  # and then a whole number of milliseconds
@@ -145,6 +151,8 @@ def build_queries(*, pool_label: str, namespace_label: str, namespaces: Sequence
         router_in_flight=aggregate("sum", by_pool, router_series(selector(ROUTER_METRICS.IN_FLIGHT, in_namespaces))),
         # No spills series before the first spill: 0 for the pools whose router reports requests.
         router_spills=f"{router_rate(ROUTER_METRICS.SPILLS)} or (0 * {arrivals})",
+        ttft_buckets=aggregate("sum", [VLLM_TTFT.BOUND_LABEL, *by_pool],
+                               f"increase({series(VLLM_TTFT.BUCKET)}{window})"),
     )
 
 
@@ -287,9 +295,12 @@ class PrometheusSource:
             return MetricsProblem(MetricsProblemKind.NO_SAMPLES,
                                   f"Prometheus has no vLLM samples for pool {key[1]!r} in namespace {key[0]!r} "
                                   f"(series labels {self.namespace_label}, {self.pool_label})", now)
+        ttft = tuple(sorted(rows.ttft.get(key, {}).items())) or None
         invalid = invalid_signals(queue=values["queue"], running=values["running"], kv=values["kv"], counts={
             f"prompt tokens per second (rate of {VLLM_COUNTERS.PROMPT_TOKENS})": values["prompt_rate"],
-            f"generation tokens per second (rate of {VLLM_COUNTERS.GENERATION_TOKENS})": values["generation_rate"]})
+            f"generation tokens per second (rate of {VLLM_COUNTERS.GENERATION_TOKENS})": values["generation_rate"],
+            **{f"TTFT requests up to {bound:g} s (increase of {VLLM_TTFT.BUCKET})": count
+               for bound, count in ttft or ()}})
         if invalid:
             message = "Prometheus returned invalid values: " + "; ".join(invalid)
             logger.warning("pool %s/%s: %s", key[0], key[1], message)
@@ -305,7 +316,8 @@ class PrometheusSource:
         return demand.into(PoolSignals(queue_depth=values["queue"], running_requests=values["running"],
                                        kv_cache_utilization=values["kv"], replicas_reporting=len(fresh),
                                        observed_at=now, prompt_tokens_per_second=values["prompt_rate"],
-                                       generation_tokens_per_second=values["generation_rate"]))
+                                       generation_tokens_per_second=values["generation_rate"],
+                                       ttft_histogram=ttft))
 
     def _router_demand(self, key: PoolKey, rows: _IndexedRows) -> RouterFigures:
         """The router's figures; one Prometheus returned bad is None (and logged)."""
@@ -342,6 +354,11 @@ class PrometheusSource:
             key = self._key_of(row)
             if key is not None:
                 indexed.replica_times.setdefault(key, []).append(_sample_value(row))
+        for row in rows["ttft_buckets"]:
+            key = self._key_of(row)
+            if key is not None:
+                bound = _bucket_bound(row)
+                indexed.ttft.setdefault(key, {})[bound] = math.nan if math.isnan(bound) else _sample_value(row)
         return indexed
 
     def _key_of(self, row: Mapping[str, Any]) -> PoolKey | None:
@@ -358,6 +375,15 @@ class PrometheusSource:
 class _IndexedRows:
     values: dict[str, dict[PoolKey, float]] = field(default_factory=dict)
     replica_times: dict[PoolKey, list[float]] = field(default_factory=dict)
+    ttft: dict[PoolKey, dict[float, float]] = field(default_factory=dict)  # per pool: bucket bound -> requests
+
+
+def _bucket_bound(row: Mapping[str, Any]) -> float:
+    """A row's ``le`` as a number (``+Inf`` is math.inf); NaN if it has none (its count is then NaN: invalid)."""
+    try:
+        return float(row["metric"][VLLM_TTFT.BOUND_LABEL])
+    except (KeyError, TypeError, ValueError):
+        return math.nan
 
 
 def _sample_value(row: Mapping[str, Any]) -> float:

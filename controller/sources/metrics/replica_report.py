@@ -4,7 +4,10 @@ The text comes from a replica's metrics URL (fetched as the pods source fetches 
 header, redirect rule, size bound), a file, or stdin, and goes through the pods source's own
 :func:`~controller.sources.metrics.pods.parse_vllm_metrics`: what this prints is what the operator
 sees, summed over ``engine``, KV from ``vllm:kv_cache_usage_perc`` or else ``vllm:gpu_cache_usage_perc``.
-The token counters are shown as totals: the operator's rates need two scrapes, this is one.
+The token counters are shown as totals: the operator's rates need two scrapes, this is one. So is time to
+first token: its percentile here (``--ttft-percentile``, the SLO's default 95) is over every request since
+the replica started, through the same :func:`~controller.core.signals.ttft_quantile` the scaler reads a
+pool's window with (and, as there, not read below ``MIN_TTFT_OBSERVATIONS`` requests).
 Every failure is :class:`SignalsUnavailable`, one line; unlike a pool's status, which never quotes a
 replica, it shows the offending line, for the engineer at the terminal.
 """
@@ -19,8 +22,9 @@ from typing import TextIO
 
 import aiohttp
 
-from controller.core.signals import VLLM_METRICS
-from controller.sources.metrics.names import VLLM_COUNTERS
+from controller.api.spec import SLOSpec
+from controller.core.signals import MIN_TTFT_OBSERVATIONS, VLLM_METRICS, ttft_observations, ttft_quantile
+from controller.sources.metrics.names import VLLM_COUNTERS, VLLM_TTFT
 from controller.sources.metrics.pods import (
     HTTPStatusError,
     InvalidExposition,
@@ -30,9 +34,10 @@ from controller.sources.metrics.pods import (
     parse_vllm_metrics,
 )
 
-__all__ = ["SignalsUnavailable", "describe_reading", "read_replica", "reading_as_json"]
+__all__ = ["DEFAULT_TTFT_PERCENTILE", "SignalsUnavailable", "describe_reading", "read_replica", "reading_as_json"]
 
 _SHOWN_LINE_CHARACTERS = 120
+DEFAULT_TTFT_PERCENTILE = SLOSpec().ttft_percentile  # what a pool's spec.slo reads unless it says otherwise
 
 
 class SignalsUnavailable(Exception):
@@ -49,13 +54,16 @@ def read_replica(source: str, *, timeout_seconds: float, stdin: TextIO | None = 
         raise SignalsUnavailable(f"{source}: {e}{shown}") from None
 
 
-def reading_as_json(reading: ReplicaReading) -> dict[str, float | None]:
+def reading_as_json(reading: ReplicaReading, ttft_percentile: float = DEFAULT_TTFT_PERCENTILE
+                    ) -> dict[str, float | None]:
     return {"queueDepth": reading.waiting, "runningRequests": reading.running, "kvCacheUtilization": reading.kv,
-            "promptTokensTotal": reading.prompt_tokens, "generationTokensTotal": reading.generation_tokens}
+            "promptTokensTotal": reading.prompt_tokens, "generationTokensTotal": reading.generation_tokens,
+            "ttftPercentile": ttft_percentile, "ttftSeconds": ttft_quantile(reading.ttft_buckets, ttft_percentile),
+            "ttftRequestsTotal": None if reading.ttft_buckets is None else ttft_observations(reading.ttft_buckets)}
 
 
-def describe_reading(reading: ReplicaReading) -> str:
-    """Five lines: each signal, its value (or that the text lacks it) and where it comes from."""
+def describe_reading(reading: ReplicaReading, ttft_percentile: float = DEFAULT_TTFT_PERCENTILE) -> str:
+    """Six lines: each signal, its value (or that the text lacks it) and where it comes from."""
     def number(value: float | None) -> str:
         return "-" if value is None else f"{value:g}"
 
@@ -69,8 +77,22 @@ def describe_reading(reading: ReplicaReading) -> str:
         ("prompt tokens", number(reading.prompt_tokens), _summed(VLLM_COUNTERS.PROMPT_TOKENS, reading.prompt_tokens)),
         ("generation tokens", number(reading.generation_tokens),
          _summed(VLLM_COUNTERS.GENERATION_TOKENS, reading.generation_tokens)),
+        _ttft_row(reading, ttft_percentile),
     ]
     return "\n".join(f"{name:<22}{value:<14}{where}" for name, value, where in rows)
+
+
+def _ttft_row(reading: ReplicaReading, percentile: float) -> tuple[str, str, str]:
+    name = f"TTFT p{percentile:g}"
+    if reading.ttft_buckets is None:
+        return name, "-", f"not reported ({VLLM_TTFT.HISTOGRAM})"
+    seconds = ttft_quantile(reading.ttft_buckets, percentile)
+    requests = f"{ttft_observations(reading.ttft_buckets):g}"
+    if seconds is None:
+        return name, "-", (f"{VLLM_TTFT.HISTOGRAM}: {requests} requests since the replica started, fewer than "
+                           f"the {MIN_TTFT_OBSERVATIONS} it takes")
+    return name, f"{seconds:.3g} s", (f"{VLLM_TTFT.HISTOGRAM}, {requests} requests since the replica started "
+                                      "(the operator reads those between two scrapes)")
 
 
 def _summed(metric: str, value: float | None) -> str:
