@@ -145,7 +145,9 @@ def plan(observation: Observation, memory: ScalingState, *, now: datetime) -> Pl
     else:
         ready = observation.deployments.ready_total
         inputs = ScalingInputs(signals=observation.signals, current_replicas=current, ready_replicas=ready,
-                               starting_replicas=_starting(observation, spec, current, ready, now))
+                               starting_replicas=_starting(observation, spec, current, ready, now),
+                               in_flight_per_replica=previous.fallback.in_flight_per_replica
+                               if previous.fallback else None)
         decision, memory = decide_replicas(spec, inputs, memory, now=now)
         decision = override_scaling(decision, cheaper, spec)
         scaling = ScalingOutcome(reading=observation.signals, source=observation.source, decision=decision)

@@ -15,8 +15,9 @@ Rules, in the order they apply:
      its band never recommends fewer than the current count, one below never more (as HPA skips a
      recount that flips direction): a level that persists while replicas start does not shrink them.
    - router demand (a pool behind its router): at zero ready replicas, anything arriving or in flight
-     at the router recommends ``max(1, ceil(in_flight / target_queue_depth_per_replica))``: the scale
-     from zero. With replicas ready, a router that spills recommends ``ceil(ready * arrivals / served)``
+     at the router recommends ``max(1, ceil(in_flight / per_replica))``: the scale from zero, with
+     ``per_replica`` what one replica was seen to take (``status.fallback.inFlightPerReplica``), or
+     ``target_queue_depth_per_replica`` before that is known. With replicas ready, a router that spills recommends ``ceil(ready * arrivals / served)``
      (a spilled request never queues in vLLM, so vLLM's own signals cannot see it).
    - time to first token (what the pool's users feel), against ``spec.slo``: the observed percentile
      p = ``ttft_quantile(ttft_histogram, slo.ttftPercentile)`` over the source's window. With ready
@@ -152,6 +153,8 @@ class ScalingInputs:
     current_replicas: int  # what the Deployments ask for now (spot + on-demand)
     ready_replicas: int
     starting_replicas: int  # asked for, not ready yet, still inside scaling.startupSeconds: capacity on its way
+    # What one replica was seen to take (status.fallback.inFlightPerReplica); None until observed.
+    in_flight_per_replica: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("current_replicas", "ready_replicas", "starting_replicas"):
@@ -283,7 +286,8 @@ def _router_demand(spec: InferencePoolSpec, inputs: ScalingInputs,
     """Demand vLLM cannot see: a request the router spilled to the API never queued in vLLM.
 
     At zero ready replicas, anything arriving or in flight at the router asks for
-    ``max(1, ceil(in_flight / targetQueueDepthPerReplica))`` replicas: scale from zero. With replicas
+    ``max(1, ceil(in_flight / per_replica))`` replicas: scale from zero (``per_replica``: what one replica was
+    seen to take, else ``targetQueueDepthPerReplica``). With replicas
     ready, a router that spills asks for ``ceil(ready * arrivals / served)``: the pool grows by the
     share it could not take. Otherwise it recommends nothing, and vLLM's own signals decide.
     """
@@ -295,7 +299,10 @@ def _router_demand(spec: InferencePoolSpec, inputs: ScalingInputs,
     if ready == 0:
         if arrivals <= 0 and in_flight <= 0:
             return None
-        wanted = max(1, _ceil(in_flight / spec.scaling.target_queue_depth_per_replica))
+        # What is in flight mostly runs, batched, once a replica is there: as many replicas as hold it, by what
+        # one was seen to take; before that is known, a queue of the target per replica.
+        per_replica = inputs.in_flight_per_replica or spec.scaling.target_queue_depth_per_replica
+        wanted = max(1, _ceil(in_flight / per_replica))
         return SignalRecommendation(ScalingSignal.ROUTER_DEMAND, arrivals, 0.0, None, "above", max(wanted, current))
     served = arrivals - (signals.router_spills_per_second or 0.0)
     if arrivals <= 0 or served >= arrivals - _EPSILON or served <= 0:

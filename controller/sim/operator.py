@@ -22,7 +22,7 @@ from controller.core.plan import Observation, Plan, Reporting, conclude, plan
 from controller.core.pool import DeploymentState, PoolObservation
 from controller.core.replicas import ReplicaPod
 from controller.core.scaling import ScalingState
-from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolSignals
+from controller.core.signals import Histogram, MetricsProblem, MetricsProblemKind, PoolSignals
 from controller.kube.render import router_enabled
 from controller.sim.policy import Policy, PoolView
 from controller.sim.world import EPOCH, TTFT_BUCKETS, NoticeHandling, Scrape, World
@@ -70,20 +70,18 @@ def signals_from_scrapes(spec: InferencePoolSpec, world: World, now: float) -> P
         router_api_generation_tokens_per_second=(
             _rate(latest.api_generation_tokens, start.api_generation_tokens, seconds)
             if routed and rates_formed else None),
-        **_ttft_field(latest, start),
+        ttft_histogram=_ttft_histogram(latest, start) if reported and rates_formed else None,
     )
 
 
-def _ttft_field(latest: Scrape, start: Scrape) -> dict[str, object]:
-    """The TTFT histogram over the window, cumulative per bucket, where the signals carry one."""
-    if "ttft_histogram" not in PoolSignals.__dataclass_fields__:
-        return {}
+def _ttft_histogram(latest: Scrape, start: Scrape) -> Histogram:
+    """vLLM's TTFT histogram over the window, cumulative per bucket, as the sources deliver it."""
     running = 0.0
     cumulative: list[tuple[float, float]] = []
     for bound, new, old in zip(TTFT_BUCKETS, latest.ttft_counts, start.ttft_counts, strict=True):
         running += new - old
         cumulative.append((bound, running))
-    return {"ttft_histogram": tuple(cumulative)}
+    return tuple(cumulative)
 
 
 class PoolPilotController:

@@ -347,6 +347,15 @@ def test_at_zero_replicas_demand_at_the_router_scales_the_pool_up_from_zero() ->
     assert one.desired == 1  # any arrival asks for one
 
 
+def test_from_zero_the_replicas_asked_for_hold_what_is_in_flight_by_what_one_was_seen_to_take() -> None:
+    spec = make_spec(min_replicas=0, fallback=True)
+    reading = router_reading(queue=None, kv=None, replicas=0, arrivals=16, in_flight=88)
+    inputs = ScalingInputs(signals=reading, current_replicas=0, ready_replicas=0, starting_replicas=0,
+                           in_flight_per_replica=50)  # status.fallback.inFlightPerReplica, from when replicas ran
+    decision = decide_replicas(spec, inputs, ScalingState(seeded=True), now=NOW)[0]
+    assert decision.desired == 2  # ceil(88 / 50), not ceil(88 / 4) = 22
+
+
 def test_at_zero_replicas_a_quiet_router_keeps_the_pool_at_zero() -> None:
     decision = decide_with(router_reading(queue=None, kv=None, replicas=0, arrivals=0, in_flight=0),
                            current=0, ready=0)

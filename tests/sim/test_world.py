@@ -34,8 +34,8 @@ def pool_spec(overrides: Mapping[str, Any] | None = None) -> InferencePoolSpec:
     return spec
 
 
-def simulation(trace: Trace, spot: SpotTrace, *, spec: InferencePoolSpec | None = None, profile: str = "llama-3.1-8b-h100",
-               notice_seconds: float = 120.0, seed: int = 1) -> Simulation:
+def simulation(trace: Trace, spot: SpotTrace, *, spec: InferencePoolSpec | None = None,
+               profile: str = "llama-3.1-8b-h100", notice_seconds: float = 120.0, seed: int = 1) -> Simulation:
     chosen = profile_named(profile)
     api = hosted_api_for("meta-llama/Llama-3.1-8B-Instruct")
     return Simulation(pool_name="llama-8b", spec=_with_prices(spec or pool_spec(), chosen, api), profile=chosen,
