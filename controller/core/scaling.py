@@ -17,8 +17,9 @@ Rules, in the order they apply:
    - router demand (a pool behind its router): at zero ready replicas, anything arriving or in flight
      at the router recommends ``max(1, ceil(in_flight / per_replica))``: the scale from zero, with
      ``per_replica`` what one replica was seen to take (``status.fallback.inFlightPerReplica``), or
-     ``target_queue_depth_per_replica`` before that is known. With replicas ready, a router that spills recommends ``ceil(ready * arrivals / served)``
-     (a spilled request never queues in vLLM, so vLLM's own signals cannot see it).
+     ``target_queue_depth_per_replica`` before that is known. With replicas ready, a router that spills
+     recommends ``ceil(ready * arrivals / served)`` (a spilled request never queues in vLLM, so vLLM's own
+     signals cannot see it).
    - time to first token (what the pool's users feel), against ``spec.slo``: the observed percentile
      p = ``ttft_quantile(ttft_histogram, slo.ttftPercentile)`` over the source's window. With ready
      replicas and p > ``slo.ttftSeconds * (1 + tolerance)`` it recommends ``ceil(ready * min(p / slo, 2))``

@@ -14,14 +14,14 @@ from datetime import datetime, timedelta
 
 from controller.api.spec import InferencePoolSpec
 from controller.api.status import InferencePoolStatus
-from controller.core.capacity import CapacityType
+from controller.core.capacity import CapacityType, split_replicas
 from controller.core.drain import EvictionResult
 from controller.core.fallback import replica_budget
 from controller.core.notices import InterruptionNotice, NoticeKind
 from controller.core.plan import Observation, Plan, Reporting, conclude, plan
 from controller.core.pool import DeploymentState, PoolObservation
 from controller.core.replicas import ReplicaPod
-from controller.core.scaling import ScalingState
+from controller.core.scaling import ScalingState, effective_min_replicas
 from controller.core.signals import Histogram, MetricsProblem, MetricsProblemKind, PoolSignals
 from controller.kube.render import router_enabled
 from controller.sim.policy import Policy, PoolView
@@ -98,6 +98,14 @@ class PoolPilotController:
         self.events: Counter[str] = Counter()
         self.evaluated = False
         self.reporting = Reporting(signals_refresh_seconds=15.0)
+
+    def prepare(self, world: World) -> None:
+        """The run starts warm: the pool exists, its Deployments at the spec's minimum (split as the spec says)."""
+        split = split_replicas(effective_min_replicas(self.spec), self.spec.capacity)
+        world.desired[CapacityType.SPOT] = split.spot
+        world.desired[CapacityType.ON_DEMAND] = split.on_demand
+        world.reconcile_replicas(0.0)
+        self.evaluated = True
 
     def __call__(self, world: World, now: float) -> None:
         observation = self.observe(world, now)

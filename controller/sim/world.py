@@ -213,7 +213,11 @@ class World:
         self._push(0.0, "evaluate", None)
         self._push(0.0, "scrape", None)
         self._push(self.config.sample_seconds, "sample", None)
-        self.controller(self, 0.0)
+        prepare = getattr(self.controller, "prepare", None)
+        if prepare is not None:
+            prepare(self)  # a pool that has been running: its Deployments exist, at their minimum
+        else:
+            self.controller(self, 0.0)  # a baseline's first decision
         self._warm_start()
         arrivals = iter(self.requests)
         upcoming = next(arrivals, None)
