@@ -8,9 +8,11 @@ Two steps, both pure:
    * ``NoReadyReplicas``: nothing is ready (scaled to zero, starting, every spot replica reclaimed);
    * ``AtMaximum`` / ``CannotGrow``: at ``replicas.max``, or the asked-for replicas are not coming
      (``CapacityNotReady``), with the queue per ready replica or the KV cache above the fallback's
-     saturation thresholds;
+     saturation thresholds, or the observed TTFT percentile over ``spec.slo`` (what users feel: on a slow
+     GPU a queue under the threshold already waits for seconds);
    * ``ColdStart``: replicas were ordered and are starting while the queue per ready replica is above
-     the scaler's target: the API bridges the minutes a GPU replica takes to start;
+     the scaler's target, or the TTFT is over the SLO: the API bridges the minutes a GPU replica takes to
+     start;
    * ``WithinCapacity`` (False), or ``Unknown`` when the signals cannot be read.
 
 2. **The mode.** Full at once when nothing is ready; Overflow at once for a cold start, and after
@@ -25,9 +27,11 @@ The timers are the ``Saturated`` condition's ``lastTransitionTime``, so an opera
    H100 batches up to 1,024 sequences, its cache holds a few hundred of a chat mix): the router would then
    queue hundreds of requests in vLLM before it spills one, and every one of them waits. So the budget is
    measured: the sequences a replica runs over the share of the cache they fill (``running / ready / kv``)
-   is how many its cache holds at the current mix; plus ``saturation.queueDepthPerReplica`` of queue. It is
-   formed only from a cache at least ``BUDGET_MIN_KV`` full (a nearly empty cache says little), and kept
-   from the status otherwise.
+   is how many its cache holds at the current mix; plus a queue of ``saturation.queueDepthPerReplica`` at
+   most, and no longer than a replica starts within the SLO (Little's law: ``slo.ttftSeconds`` times the
+   requests per second a replica serves, from the router's arrivals less its spills): on a slow GPU a queue
+   of 8 is already seconds of waiting. It is formed only from a cache at least ``BUDGET_MIN_KV`` full (a
+   nearly empty cache says little), and kept from the status otherwise.
 
 With ``fallback.preferCheaper`` the pool may also be at zero because the API is cheaper (:mod:`.cheaper`): then
 the mode is Full with the ``FallbackActive`` reason ``CheaperOnAPI``, and the move there posts the
@@ -46,7 +50,7 @@ from controller.core import events
 from controller.core.cheaper import CHEAPER_ON_API, CheaperDecision
 from controller.core.conditions import find_condition, format_time, parse_time, set_condition
 from controller.core.scaling import ScalingDecision, ScalingReason
-from controller.core.signals import MetricsProblem, PoolSignals
+from controller.core.signals import MetricsProblem, PoolSignals, ttft_quantile
 
 __all__ = ["BUDGET_MIN_KV", "FallbackDecision", "Saturation", "assess_saturation", "decide_fallback", "replica_budget"]
 
@@ -64,7 +68,12 @@ def replica_budget(spec: InferencePoolSpec, signals: PoolSignals | MetricsProble
     if running is None or kv is None or kv < BUDGET_MIN_KV or running <= 0:
         return previous
     sequences = running / ready / kv
-    return max(1, math.ceil(sequences + spec.fallback.saturation.queue_depth_per_replica))
+    queue = spec.fallback.saturation.queue_depth_per_replica
+    arrivals = signals.router_arrivals_per_second
+    if arrivals is not None and arrivals > 0:
+        served_per_replica = max(0.0, arrivals - (signals.router_spills_per_second or 0.0)) / ready
+        queue = min(queue, max(1.0, spec.slo.ttft_seconds * served_per_replica))
+    return max(1, math.ceil(sequences + queue))
 
 
 @dataclass(frozen=True)
@@ -108,18 +117,24 @@ def assess_saturation(spec: InferencePoolSpec, signals: PoolSignals | MetricsPro
     kv = signals.kv_cache_utilization
     above_limits = ((per_replica is not None and per_replica > limits.queue_depth_per_replica)
                     or (kv is not None and kv >= limits.kv_cache_utilization))
+    ttft = ttft_quantile(signals.ttft_histogram, spec.slo.ttft_percentile)
+    slo_missed = ttft is not None and ttft > spec.slo.ttft_seconds
+    above_limits = above_limits or slo_missed
     load = _load_words(signals, ready)
-    thresholds = (f"saturation at {limits.queue_depth_per_replica:g} waiting per replica or KV cache "
-                  f"{limits.kv_cache_utilization:.0%}")
+    if ttft is not None:
+        load = (f"{load}, p{spec.slo.ttft_percentile:g} TTFT {ttft:.2g} s" if load else
+                f"p{spec.slo.ttft_percentile:g} TTFT {ttft:.2g} s")
+    thresholds = (f"saturation at {limits.queue_depth_per_replica:g} waiting per replica, KV cache "
+                  f"{limits.kv_cache_utilization:.0%} or TTFT over the {spec.slo.ttft_seconds:g} s SLO")
     # Replicas on their way and a queue over the scaler's target: the API bridges their cold start, at once
     # (the scaler's own order counts: it has just asked for them).
     target = spec.scaling.target_queue_depth_per_replica
     starting = 0
     if decision is not None and decision.reason is not ScalingReason.CAPACITY_NOT_READY:
         starting = max(decision.desired - ready, decision.starting_replicas)
-    if starting > 0 and per_replica is not None and per_replica > target:
-        return Saturation("True", "ColdStart", f"{load}, above the target of {target:g}, while "
-                                               f"{starting} replica(s) start")
+    if starting > 0 and (slo_missed or (per_replica is not None and per_replica > target)):
+        above = f"over the {spec.slo.ttft_seconds:g} s SLO" if slo_missed else f"above the target of {target:g}"
+        return Saturation("True", "ColdStart", f"{load}, {above}, while {starting} replica(s) start")
     if above_limits and decision is not None:
         if decision.desired >= spec.replicas.max:
             return Saturation("True", "AtMaximum", f"{load} at replicas.max {spec.replicas.max} ({thresholds})")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -12,11 +14,11 @@ from controller.api.spec import InferencePoolSpec
 from controller.api.status import InferencePoolStatus
 from controller.core.capacity import CapacityType
 from controller.core.conditions import find_condition
-from controller.core.fallback import replica_budget
+from controller.core.fallback import assess_saturation, replica_budget
 from controller.core.plan import Observation, conclude, plan
 from controller.core.pool import DeploymentState, PoolObservation, validate_pool
-from controller.core.scaling import ScalingState
-from controller.core.signals import MetricsProblem, MetricsProblemKind, PoolSignals
+from controller.core.scaling import ScalingInputs, ScalingState, decide_replicas
+from controller.core.signals import Histogram, MetricsProblem, MetricsProblemKind, PoolSignals
 
 T0 = datetime(2026, 12, 3, 9, 0, 0, tzinfo=UTC)
 PROVIDER = {"baseURL": "https://api.example.com/v1", "model": "llama-3.1-8b"}
@@ -189,3 +191,35 @@ def test_replica_budget_from_signals(running: float, ready: int, kv: float, expe
     signals = PoolSignals(queue_depth=0.0, running_requests=running, kv_cache_utilization=kv,
                           replicas_reporting=ready, observed_at=datetime(2026, 1, 1, tzinfo=UTC))
     assert replica_budget(spec, signals, ready, None) == expected
+
+
+def test_the_budgets_queue_is_no_longer_than_a_replica_starts_within_the_slo() -> None:
+    spec = validate_pool("pool", {"model": {"name": "m"}, "slo": {"ttftSeconds": 1.5}, "fallback": {
+        "enabled": True, "provider": {"baseURL": "https://api.example.com/v1", "model": "m"}}})
+    assert isinstance(spec, InferencePoolSpec)
+    # An L4 replica of an 8B model: its cache holds 20 of this mix and it serves 0.9 requests/s; a queue of
+    # 8 would wait 9 s. Within the 1.5 s SLO it starts 1.5 x 0.9 = 1.35 of them.
+    slow = PoolSignals(queue_depth=4.0, running_requests=40.0, kv_cache_utilization=1.0, replicas_reporting=2,
+                       observed_at=datetime(2026, 1, 1, tzinfo=UTC), router_arrivals_per_second=3.0,
+                       router_spills_per_second=1.2)
+    assert replica_budget(spec, slow, 2, None) == math.ceil(20 + 1.35)
+    fast = dataclasses.replace(slow, router_arrivals_per_second=40.0, router_spills_per_second=0.0)
+    assert replica_budget(spec, fast, 2, None) == 20 + 8  # 30 per second: the saturation queue is the bound
+
+
+def test_a_ttft_over_the_slo_at_the_maximum_saturates_the_pool_even_under_the_queue_threshold() -> None:
+    spec = validate_pool("pool", {"model": {"name": "m"}, "replicas": {"min": 1, "max": 2}, "slo": {"ttftSeconds": 1.5},
+                                  "fallback": {"enabled": True,
+                                               "provider": {"baseURL": "https://api.example.com/v1", "model": "m"}}})
+    assert isinstance(spec, InferencePoolSpec)
+    slow: Histogram = ((1.0, 10.0), (2.5, 20.0), (5.0, 60.0), (math.inf, 60.0))  # p95 4.8 s
+    signals = PoolSignals(queue_depth=6.0, running_requests=40.0, kv_cache_utilization=0.7, replicas_reporting=2,
+                          observed_at=datetime(2026, 1, 1, tzinfo=UTC), ttft_histogram=slow)
+    decision = decide_replicas(spec, ScalingInputs(signals=signals, current_replicas=2, ready_replicas=2,
+                                                   starting_replicas=0), ScalingState(seeded=True),
+                               now=datetime(2026, 1, 1, tzinfo=UTC))[0]
+    saturation = assess_saturation(spec, signals, decision, ready=2)
+    assert (saturation.status, saturation.reason) == ("True", "AtMaximum")  # 3 waiting per replica: under 8
+    assert "p95 TTFT 4.8 s" in saturation.message  # 2.5 + (57 - 20) / 40 x 2.5
+    quick = dataclasses.replace(signals, ttft_histogram=((1.0, 60.0), (2.5, 60.0), (math.inf, 60.0)))
+    assert assess_saturation(spec, quick, decision, ready=2).status == "False"
