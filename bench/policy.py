@@ -20,10 +20,10 @@ import sys
 import time
 from typing import Any
 
-from controller.sim.cli import load_pool, pick_profile, render_report
-from controller.sim.profiles import hosted_api_for
+from controller.api.spec import InferencePoolSpec
+from controller.sim.cli import render_report, simulation_of
 from controller.sim.run import Simulation, SimulationReport, run_simulation
-from controller.sim.spot_traces import load_spot_trace, shifted
+from controller.sim.spot_traces import SpotTrace, load_spot_trace, shifted
 from controller.sim.traces import load_trace
 
 POOL = pathlib.Path(__file__).with_name("policy-pool.yaml")
@@ -31,21 +31,14 @@ SPOT_START_SECONDS = 900.0  # the g4dn trace's 24 nodes are all up from here (it
 
 
 def _simulation(pool: pathlib.Path, trace_name: str, args: argparse.Namespace) -> Simulation:
-    from controller.sim.cli import _flag, _with_prices
-
-    name, spec = load_pool(str(pool))
-    profile = pick_profile(spec, None)
-    api = hosted_api_for(spec.model.name)
     trace = load_trace(trace_name, duration_seconds=None, rate_scale=args.rate_scale, seed=args.seed, data_dir=None)
-    spot = load_spot_trace(args.spot_trace, duration_seconds=trace.duration_seconds + SPOT_START_SECONDS,
-                           seed=args.seed, nodes=2 * spec.replicas.max, data_dir=None)
-    if args.spot_trace.startswith("spotserve-g4dn"):
-        spot = shifted(spot, SPOT_START_SECONDS)
-    model_args = list(spec.model.args)
-    return Simulation(pool_name=name, spec=_with_prices(spec, profile, api), profile=profile, api=api, trace=trace,
-                      spot=spot, max_num_seqs=_flag(model_args, "--max-num-seqs") or profile.max_num_seqs,
-                      max_model_len=_flag(model_args, "--max-model-len") or profile.max_model_len,
-                      notice_seconds=args.notice_seconds, seed=args.seed)
+
+    def spot(spec: InferencePoolSpec) -> SpotTrace:
+        found = load_spot_trace(args.spot_trace, duration_seconds=trace.duration_seconds + SPOT_START_SECONDS,
+                                seed=args.seed, nodes=2 * spec.replicas.max, data_dir=None)
+        return shifted(found, SPOT_START_SECONDS) if args.spot_trace == "spotserve-g4dn" else found
+
+    return simulation_of(str(pool), trace, spot, notice_seconds=args.notice_seconds, seed=args.seed)
 
 
 def goals(report: SimulationReport) -> list[tuple[str, bool, str]]:

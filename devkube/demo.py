@@ -28,6 +28,7 @@ from controller.api.crd import generate_crd
 from controller.api.spec import API_GROUP, API_VERSION, PLURAL
 from devkube.aws import MotoServer, interruption_queue
 from devkube.cluster import DevCluster
+from devkube.demo_simulation import simulation_act
 from devkube.endpointslices import ready_endpoints
 from devkube.fakeprovider import FakeProvider
 from devkube.fakevllm import FakeVLLMFleet
@@ -358,6 +359,17 @@ def _overflow_and_back(api: _Api, cluster: DevCluster, fleet: FakeVLLMFleet, pro
         raise DemoFailed("no request went to the API while the pool was saturated")
 
 
+def _simulate() -> None:
+    _section("7. What it would cost on real traffic: `poolpilot simulate`, against the baselines")
+    print("The same decisions without a cluster: the operator's own plan on simulated replicas (continuous "
+          "batching, KV cache, cold starts), spot reclaims and the hosted API, against static on-demand, KEDA, "
+          "SkyServe, the API alone and a hindsight oracle, on the same requests and the same reclaims.")
+    root = _repo_root()
+    if not simulation_act(root / "manifests" / "examples" / "spot-fallback-pool.yaml",
+                          root / "build" / "poolpilot-simulation.png"):
+        raise DemoFailed("the simulation did not run")
+
+
 def _served_name(api: _Api) -> str:
     """The model name llama-8b's clients send (what vLLM's --served-model-name and the router answer to)."""
     model = api.get(_pools_path("llama-8b"))["spec"]["model"]
@@ -458,6 +470,7 @@ def _run_against(cluster: DevCluster, fleet: FakeVLLMFleet, moto: MotoServer, pr
         _scale_on_load(api, fleet)
         _spot_reclaim(api, cluster, moto)
         _overflow_and_back(api, cluster, fleet, provider)
+        _simulate()
     except DemoFailed as failure:
         print(f"\nDEMO FAILED: {failure}\n--- operator log ---\n{operator.log()[-5000:]}", file=sys.stderr)
         return 1

@@ -7,7 +7,7 @@ import json
 import pathlib
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TextIO
 
 import yaml
@@ -19,8 +19,11 @@ from controller.sim.policy import POLICY_NAMES
 if TYPE_CHECKING:  # the models load only when a command runs, not for every `poolpilot` invocation
     from controller.sim.profiles import HostedApiProfile, ReplicaProfile
     from controller.sim.run import Simulation, SimulationReport
+    from controller.sim.spot_traces import SpotTrace
+    from controller.sim.traces import Trace
 
-__all__ = ["add_simulate_arguments", "add_size_arguments", "load_pool", "render_report", "run_simulate", "run_size"]
+__all__ = ["add_simulate_arguments", "add_size_arguments", "load_pool", "pick_profile", "render_report", "run_simulate",
+           "run_size", "simulation_of"]
 
 
 class PoolFileError(ValueError):
@@ -98,25 +101,37 @@ def pick_profile(spec: InferencePoolSpec, name: str | None) -> ReplicaProfile:
     return profile_for(spec.model.name, spec.model.gpus_per_replica, gpu)
 
 
-def build_simulation(args: argparse.Namespace) -> Simulation:
+def simulation_of(pool: str, trace: Trace, spot: SpotTrace | Callable[[InferencePoolSpec], SpotTrace], *,
+                  profile: str | None = None, notice_seconds: float = 120.0, seed: int = 1,
+                  cold_start_seconds: float | None = None) -> Simulation:
+    """A simulation of the pool file on this trace: the profile, the prices and vLLM's limits as the spec gives
+    them (``spot`` may be made from the spec, e.g. sized to its replicas.max)."""
     from controller.sim.profiles import hosted_api_for
     from controller.sim.run import Simulation
+
+    name, spec = load_pool(pool)
+    chosen = pick_profile(spec, profile)
+    api = hosted_api_for(spec.model.name)
+    model_args = list(spec.model.args)
+    return Simulation(
+        pool_name=name, spec=_with_prices(spec, chosen, api), profile=chosen, api=api, trace=trace,
+        spot=spot(spec) if callable(spot) else spot,
+        max_num_seqs=_flag(model_args, "--max-num-seqs") or chosen.max_num_seqs,
+        max_model_len=_flag(model_args, "--max-model-len") or chosen.max_model_len,
+        notice_seconds=notice_seconds, seed=seed, cold_start_seconds=cold_start_seconds)
+
+
+def build_simulation(args: argparse.Namespace) -> Simulation:
     from controller.sim.spot_traces import load_spot_trace
     from controller.sim.traces import load_trace
 
-    name, spec = load_pool(args.pool)
-    profile = pick_profile(spec, args.profile)
-    api = hosted_api_for(spec.model.name)
     trace = load_trace(args.trace, duration_seconds=args.duration, rate_scale=args.rate_scale, seed=args.seed,
                        data_dir=args.data_dir, rate_mode=args.rate_mode)
-    spot = load_spot_trace(args.spot_trace, duration_seconds=trace.duration_seconds, seed=args.seed,
-                           nodes=max(spec.replicas.max, 1) * 2, data_dir=args.data_dir)
-    model_args = list(spec.model.args)
-    return Simulation(
-        pool_name=name, spec=_with_prices(spec, profile, api), profile=profile, api=api, trace=trace, spot=spot,
-        max_num_seqs=_flag(model_args, "--max-num-seqs") or profile.max_num_seqs,
-        max_model_len=_flag(model_args, "--max-model-len") or profile.max_model_len,
-        notice_seconds=args.notice_seconds, seed=args.seed, cold_start_seconds=args.cold_start)
+    return simulation_of(
+        args.pool, trace, lambda spec: load_spot_trace(args.spot_trace, duration_seconds=trace.duration_seconds,
+                                                       seed=args.seed, nodes=max(spec.replicas.max, 1) * 2,
+                                                       data_dir=args.data_dir),
+        profile=args.profile, notice_seconds=args.notice_seconds, seed=args.seed, cold_start_seconds=args.cold_start)
 
 
 def _money(value: float) -> str:
@@ -232,7 +247,8 @@ def run_simulate(args: argparse.Namespace) -> int:
 
         try:
             plot_timelines([r.timeline for r in report.results], pathlib.Path(args.plot),
-                           title=f"{simulation.pool_name}: {simulation.trace.source}")
+                           title=f"{simulation.pool_name} on {simulation.profile.name}: {simulation.trace.name}, "
+                                 f"{len(simulation.trace.requests):,} requests, spot: {simulation.spot.name}")
         except RuntimeError as error:
             print(f"poolpilot simulate: {error}", file=sys.stderr)
             return 2
