@@ -90,15 +90,18 @@ def _with_prices(spec: InferencePoolSpec, profile: ReplicaProfile, api: HostedAp
 GPU_LABELS = ("karpenter.k8s.aws/instance-gpu-name", "cloud.google.com/gke-accelerator", "nvidia.com/gpu.product")
 
 
-def pick_profile(spec: InferencePoolSpec, name: str | None) -> ReplicaProfile:
-    """``--profile``, else the model on the GPU the pool's node selectors name, else the model's default GPU."""
-    from controller.sim.profiles import profile_for, profile_named
+def pick_profile(spec: InferencePoolSpec, name: str | None, *, derive: bool = False) -> ReplicaProfile:
+    """``--profile``, else the model on the GPU the pool's node selectors name, else the model's default GPU.
+
+    ``derive`` (for ``size``): a tensor-parallel size no profile measured gets one derived for its memory.
+    """
+    from controller.sim.profiles import profile_for, profile_named, sizing_profile
 
     if name:
         return profile_named(name)
     selectors = {**spec.capacity.on_demand.node_selector, **spec.capacity.spot.node_selector}
     gpu = next((selectors[label] for label in GPU_LABELS if label in selectors), None)
-    return profile_for(spec.model.name, spec.model.gpus_per_replica, gpu)
+    return (sizing_profile if derive else profile_for)(spec.model.name, spec.model.gpus_per_replica, gpu)
 
 
 def simulation_of(pool: str, trace: Trace, spot: SpotTrace | Callable[[InferencePoolSpec], SpotTrace], *,
@@ -303,7 +306,7 @@ def run_size(args: argparse.Namespace) -> int:
 
     try:
         _, spec = load_pool(args.pool)
-        profile = pick_profile(spec, args.profile)
+        profile = pick_profile(spec, args.profile, derive=True)
     except (ValueError, OSError) as error:
         print(f"poolpilot size: {error}", file=sys.stderr)
         return 2

@@ -21,6 +21,8 @@ Every figure comes from ``reference/vllm-replica-model.md`` (the note), by secti
 
 from __future__ import annotations
 
+import dataclasses
+
 import math
 import re
 from collections.abc import Mapping
@@ -279,6 +281,32 @@ def profile_for(model: str, gpus: int, gpu: str | None = None) -> ReplicaProfile
     raise ValueError(
         f"no replica profile for {model!r} on {gpus} x {gpu or _DEFAULT_GPU[size]}; for this model: "
         f"{', '.join(same_model)}; name one with --profile")
+
+
+def sizing_profile(model: str, gpus: int, gpu: str | None = None) -> ReplicaProfile:
+    """``profile_for``'s profile, or for sizing only one derived from the model's profile on that GPU at another
+    tensor-parallel size: the weights split over ``gpus`` GPUs, their overhead, the same GPU and prices per GPU.
+
+    Its memory figures hold (that is what sizing checks first: does it fit, how much cache is left); its
+    step-time coefficients are the measured profile's, not measured at this size, so the simulator never uses
+    a derived profile.
+    """
+    try:
+        return profile_for(model, gpus, gpu)
+    except ValueError:
+        size = _model_size(model)
+        wanted = gpu if gpu is not None else _DEFAULT_GPU[size]
+        same = [p for p in _PROFILE_LIST if _model_size(p.model) == size and _gpu_matches(wanted, p.gpu)]
+        if not same or gpus < 1:
+            raise
+        base = min(same, key=lambda p: abs(p.gpus - gpus))
+        share = gpus / base.gpus
+        return dataclasses.replace(
+            base, name=f"{base.name.rsplit('-tp', 1)[0]}-tp{gpus} (derived)", gpus=gpus,
+            weights_gib_per_gpu=base.weights_gib_per_gpu * base.gpus / gpus,
+            overhead_gib_per_gpu=_OVERHEAD_GIB_1GPU if gpus == 1 else _OVERHEAD_GIB_TP,
+            on_demand_hourly=base.on_demand_hourly * share, spot_hourly=base.spot_hourly * share,
+            sources=f"derived from {base.name} for sizing: weights split over {gpus} GPU(s); {base.sources}")
 
 
 def hosted_api_for(model: str) -> HostedApiProfile:
