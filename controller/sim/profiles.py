@@ -22,7 +22,6 @@ Every figure comes from ``reference/vllm-replica-model.md`` (the note), by secti
 from __future__ import annotations
 
 import dataclasses
-
 import math
 import re
 from collections.abc import Mapping

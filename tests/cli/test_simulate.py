@@ -21,7 +21,7 @@ def test_simulate_prints_one_json_object_with_every_policys_figures(capsys: pyte
     assert set(report["policies"]) == {"static-ondemand", "keda", "keda-spot", "skyserve", "api-only", "poolpilot",
                                        "oracle"}
     for name, figures in report["policies"].items():
-        assert FIELDS <= set(figures), name
+        assert set(figures) >= FIELDS, name
         assert figures["requests"] == report["trace"]["requests"] > 0
         assert 0 <= figures["slo_attainment"] <= 1 and 0 <= figures["api_token_share"] <= 1
     assert report["policies"]["api-only"]["api_token_share"] == 1.0
@@ -76,6 +76,6 @@ def test_size_warns_that_a_70b_model_does_not_fit_one_gpu(tmp_path: Path, capsys
     assert main(["size", str(pool)]) == 0  # gpusPerReplica 1: no measured profile, one derived for its memory
     out = capsys.readouterr().out
     assert "warning: the model does not fit: 131.4 GiB of weights" in out
-    assert main(["size", str(pool).replace("big", "big"), "--profile", "llama-3.1-70b-h100-tp4"]) == 0
+    assert main(["size", str(pool), "--profile", "llama-3.1-70b-h100-tp4"]) == 0
     out = capsys.readouterr().out
     assert "4 x H100" in out and "does not fit" not in out
