@@ -72,7 +72,7 @@ def test_size_says_what_one_replica_holds_and_warns_when_the_cache_is_small(
 
 def test_size_warns_that_a_70b_model_does_not_fit_one_gpu(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pool = tmp_path / "big.yaml"
-    pool.write_text(EXAMPLE.read_text().replace("meta-llama/Llama-3.1-8B-Instruct", "meta-llama/Llama-3.1-70B-Instruct"))
+    pool.write_text(EXAMPLE.read_text().replace("Llama-3.1-8B-Instruct", "Llama-3.1-70B-Instruct"))
     assert main(["size", str(pool)]) == 0  # gpusPerReplica 1: no measured profile, one derived for its memory
     out = capsys.readouterr().out
     assert "warning: the model does not fit: 131.4 GiB of weights" in out
