@@ -17,9 +17,9 @@ Rules, in the order they apply:
    - router demand (a pool behind its router): at zero ready replicas, anything arriving or in flight
      at the router recommends ``max(1, ceil(in_flight / per_replica))``: the scale from zero, with
      ``per_replica`` what one replica was seen to take (``status.fallback.inFlightPerReplica``), or
-     ``target_queue_depth_per_replica`` before that is known. With replicas ready, a router that spills
-     recommends ``ceil(ready * arrivals / served)`` (a spilled request never queues in vLLM, so vLLM's own
-     signals cannot see it).
+     ``target_queue_depth_per_replica`` before that is known. With replicas ready and at their queue or
+     KV target, a router that spills recommends ``ceil(ready * arrivals / served)`` (a spilled request never
+     queues in vLLM, so vLLM's own signals cannot see it); spills while vLLM shows room recommend nothing.
    - time to first token (what the pool's users feel), against ``spec.slo``: the observed percentile
      p = ``ttft_quantile(ttft_histogram, slo.ttftPercentile)`` over the source's window. With ready
      replicas and p > ``slo.ttftSeconds * (1 + tolerance)`` it recommends ``ceil(ready * min(p / slo, 2))``
@@ -308,9 +308,22 @@ def _router_demand(spec: InferencePoolSpec, inputs: ScalingInputs,
     served = arrivals - (signals.router_spills_per_second or 0.0)
     if arrivals <= 0 or served >= arrivals - _EPSILON or served <= 0:
         return None
+    if not _full(spec, signals, ready):
+        # Spills while vLLM shows room are the router's budget or a rate window still counting a moment the
+        # pool was short (replicas got ready since): not capacity missing now. Multiplying today's ready
+        # count by that ratio would order replicas for a shortage already met.
+        return None
     ratio = arrivals / served
     return SignalRecommendation(ScalingSignal.ROUTER_DEMAND, arrivals, served, ratio, "above",
                                 max(_ceil(ready * ratio), current))
+
+
+def _full(spec: InferencePoolSpec, signals: PoolSignals, ready: int) -> bool:
+    """Whether vLLM's own signals show the ready replicas at their targets (queue or KV cache)."""
+    scaling = spec.scaling
+    queue, kv = signals.queue_depth, signals.kv_cache_utilization
+    return ((queue is not None and queue / ready >= scaling.target_queue_depth_per_replica)
+            or (kv is not None and kv >= scaling.target_kv_cache_utilization))
 
 
 def _recommend(
