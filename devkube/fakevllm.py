@@ -48,8 +48,35 @@ Serving, as vLLM's OpenAI server does (response shapes of ``vllm/entrypoints/ope
   is cut (no ``[DONE]``); then the socket closes and connections are refused. With S = 0 (vLLM's default)
   everything in flight is cut at once. It returns the in-flight requests ``finished`` and ``aborted``.
 
+The replica model (opt-in): with ``ReplicaState.profile`` set (a ``controller.sim.profiles.ReplicaProfile``,
+or a profile's name for ``set``), the completions are served by the simulator's replica engine,
+``controller.sim.replica.ReplicaEngine`` (continuous batching, chunked prefill, KV blocks, recompute
+preemption, the profile's step times), so load behaves: a fixed request rate spread over more replicas gives
+each a shorter queue::
+
+    FakeVLLMFleet(3, state=ReplicaState(profile=profile_named("llama-3.1-8b-l4"), time_scale=10))
+    fleet.set_all(profile="llama-3.1-8b-l4")       # or on a running fleet (add_replica(profile=...) too)
+
+* One engine per replica, made at the first request; its clock is ``time_scale`` x the event loop's seconds
+  since then (``time_scale=10``: the replica is 10 times faster than the wall clock, for short tests; the TTFT
+  observations are wall seconds). A change of profile or scale takes a new engine once the old one is empty.
+* The engine decides when a request's first token comes and when it finishes (``first_token_at``,
+  ``finished_at``). A stream gets its first token then, the next ones paced at the engine's current decode step
+  (the profile's step time for the batch and KV the engine holds: the engine does not say when each of a
+  request's tokens comes), and the last one, with any left, when the engine finishes it; a non-streamed answer
+  comes whole at the finish. The output length is ``max_tokens`` or ``output_tokens`` as without a profile.
+* The context length is the profile's ``max_model_len`` (the 400, ``/v1/models``); ``tokens_per_second`` and
+  ``max_num_seqs`` are not used (the profile has its own ``max_num_seqs``: ``dataclasses.replace`` it).
+* ``/metrics`` adds the engine's live ``waiting``, ``running``, KV use (``vllm:kv_cache_usage_perc``, and the
+  legacy name), prompt and generation tokens and preemptions to the explicit values of ``set()``; each first
+  token is a TTFT observation. Read on the replica's loop, the gauges are as of now; from another thread, as
+  of the engine's last step.
+* ``terminate`` drains as above; at the timeout, ``engine.abort`` drops what is left. A request whose client
+  went away mid-stream runs on in the engine to its end (vLLM would abort it).
+
 Differences from vLLM: one token per ``1/tokens_per_second`` per sequence whatever the batch (no step
-model, no prefill time, no KV cache or preemption); prompt tokens are counted as 4 characters each; a
+model, no prefill time, no KV cache or preemption) unless a profile is set (the engine's own simplifications
+are in ``controller.sim.replica``); prompt tokens are counted as 4 characters each; a
 missing ``max_tokens`` means 16 (vLLM gives the rest of the context); no ``n`` > 1, batch prompts, logprobs,
 stop strings, tools or sampling; a client that goes away is noticed only on the next write (vLLM aborts
 the request at once); the listening socket is the replica's own, so "the process exits" is the socket
@@ -65,13 +92,14 @@ import dataclasses
 import errno
 import ipaddress
 import json
+import logging
 import math
 import socket
 import threading
 import time
 import uuid
 from collections import Counter, deque
-from collections.abc import AsyncIterator, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Literal, Self, TypeVar
@@ -81,6 +109,9 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.samples import Sample
 
+from controller.sim.profiles import ReplicaProfile, profile_named
+from controller.sim.replica import ReplicaEngine
+from controller.sim.request import SimRequest
 from devkube.loopthread import in_thread, running_loop
 
 __all__ = [
@@ -98,6 +129,8 @@ __all__ = [
     "ipv6_loopback_bindable",
     "loopback_aliases_bindable",
 ]
+
+log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Values = float | tuple[float, ...]  # one number (split over engines) or one per engine
@@ -159,12 +192,20 @@ class ReplicaState:
     tokens_per_second: float = 50.0  # per running sequence
     max_num_seqs: int = 256  # vLLM's default for the API server (--max-num-seqs)
     output_tokens: int | None = None  # the model "ends its answer" after this many tokens (None: at max_tokens)
+    # The replica model (controller.sim): with a profile, a ReplicaEngine serves the completions instead of the
+    # miniature scheduler (tokens_per_second and max_num_seqs are then the profile's business, not used).
+    profile: ReplicaProfile | None = None
+    time_scale: float = 1.0  # with a profile: engine seconds per wall second (10: the replica runs 10x faster)
 
     def __post_init__(self) -> None:
         if self.engines < 1:
             raise ValueError("a replica has at least one engine")
         if not self.tokens_per_second > 0 or self.max_num_seqs < 1:
             raise ValueError("tokens_per_second must be > 0 and max_num_seqs >= 1")
+        if not (self.time_scale > 0 and math.isfinite(self.time_scale)):
+            raise ValueError(f"time_scale must be a positive number, not {self.time_scale}")
+        if self.profile is not None:
+            ReplicaEngine(self.profile)  # a profile vLLM could not start with fails here, not at the first request
         if self.output_tokens is not None and self.output_tokens < 1:
             raise ValueError("output_tokens must be >= 1")
         for name in ("waiting", "running", "kv", "kv_legacy", "deferred"):
@@ -259,16 +300,218 @@ class _Scheduler:
             sequence.aborted.set()
 
 
+@dataclass(eq=False, kw_only=True)
+class _ModelledSequence(_Sequence):
+    """A request served by the replica model: the engine's request, and the moments the handler waits for."""
+
+    request: SimRequest
+    first_token: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    done: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)  # finished in the engine, or aborted
+
+
+class _ReplicaModel:
+    """The replica's :class:`ReplicaEngine` on the event loop's clock, when its state has a profile.
+
+    Engine time is ``time_scale`` x the loop's seconds since the engine was made (lazily, at the first request
+    with that profile and scale); it never goes back. One task drives the engine: it sleeps until
+    ``engine.next_change`` (woken early by a submission), advances the engine, and wakes the handlers whose
+    request got its first token (recording the TTFT) or finished. A change of profile or time scale takes a new
+    engine at the first request that finds the old one empty; its counters carry over.
+    """
+
+    def __init__(self, observe_ttft: Callable[[float], None]) -> None:
+        self.engine: ReplicaEngine | None = None
+        self._observe_ttft = observe_ttft
+        self._key: tuple[ReplicaProfile, float] | None = None
+        self._scale = 1.0
+        self._origin = 0.0  # loop time at engine time 0
+        self._last = 0.0  # latest engine time handed to the engine
+        self._next_id = 0
+        self._in_engine: dict[int, _ModelledSequence] = {}  # by request id; a request whose handler left is not
+        self._awaiting_first: dict[int, _ModelledSequence] = {}
+        self._active: dict[_ModelledSequence, None] = {}  # handlers under way (a drain waits for them)
+        self._wake = asyncio.Event()
+        self._driver: asyncio.Task[None] | None = None
+        self._retired = (0, 0, 0)  # prompt, generation tokens and preemptions of engines replaced
+        self.idle = asyncio.Event()
+        self.idle.set()
+
+    # --- the engine and its clock ---------------------------------------------------------------
+
+    def engine_for(self, profile: ReplicaProfile, time_scale: float) -> ReplicaEngine:
+        """The engine serving the next request: a new one when the profile or scale changed and the old is empty."""
+        key = (profile, time_scale)
+        engine = self.engine
+        if engine is not None and (key == self._key or self._active or engine.outstanding):
+            return engine
+        if engine is not None:
+            prompt, generation, preemptions = self._retired
+            self._retired = (prompt + engine.prompt_tokens_total, generation + engine.generation_tokens_total,
+                             preemptions + engine.preemptions_total)
+        self.engine = engine = ReplicaEngine(profile)
+        self._key = key
+        self._scale = time_scale
+        self._origin = asyncio.get_running_loop().time()
+        self._last = 0.0
+        return engine
+
+    def now(self) -> float:
+        """Engine time now (monotonic: a timer that fires a hair early does not take the engine back)."""
+        self._last = max(self._last, (asyncio.get_running_loop().time() - self._origin) * self._scale)
+        return self._last
+
+    def advance(self) -> None:
+        """Bring the engine's gauges to now (the driver hands out what this produces at its next wake)."""
+        if self.engine is not None:
+            self.engine.advance(self.now())
+
+    def token_interval(self) -> float:
+        """Wall seconds of the engine's current decode step: the profile's step time for the batch and KV held."""
+        engine = self.engine
+        assert engine is not None
+        profile = engine.profile
+        context = round(engine.kv_usage * profile.kv_capacity_tokens)
+        return profile.step_seconds(max(1, engine.running), 0, context) / self._scale
+
+    # --- requests ----------------------------------------------------------------------------------
+
+    def submit(self, prompt_tokens: int, output_tokens: int) -> _ModelledSequence | None:
+        """Queue a request in the engine; None when it exceeds the engine's ``max_model_len``."""
+        engine = self.engine
+        assert engine is not None, "engine_for comes first"
+        now = self.now()
+        request = SimRequest(id=self._next_id, arrival=now, prompt_tokens=prompt_tokens, output_tokens=output_tokens)
+        if not engine.submit(request, now):
+            return None
+        self._next_id += 1
+        sequence = _ModelledSequence(prompt_tokens, arrived=asyncio.get_running_loop().time(), request=request)
+        self._in_engine[request.id] = sequence
+        self._awaiting_first[request.id] = sequence
+        self._active[sequence] = None
+        self.idle.clear()
+        if self._driver is None or self._driver.done():
+            self._driver = asyncio.get_running_loop().create_task(self._drive(), name="fakevllm-engine")
+        self._wake.set()
+        return sequence
+
+    def release(self, sequence: _ModelledSequence) -> None:
+        """The handler is done. A request still in the engine (its client went away) runs on to its end."""
+        with contextlib.suppress(KeyError):
+            del self._active[sequence]
+        self._awaiting_first.pop(sequence.request.id, None)
+        self._in_engine.pop(sequence.request.id, None)
+        if not self._active:
+            self.idle.set()
+
+    def in_flight(self) -> list[_ModelledSequence]:
+        return list(self._active)
+
+    def abort_all(self) -> None:
+        """The shutdown's abort: every request still in the engine is dropped and its handler told."""
+        if self.engine is None:
+            return
+        dropped = self.engine.abort(self.now())
+        self._hand_out()
+        for request in dropped:
+            sequence = self._in_engine.pop(request.id, None)
+            if sequence is None:
+                continue
+            self._awaiting_first.pop(request.id, None)
+            if sequence.outcome is None:
+                sequence.outcome = Outcome.ABORTED
+            sequence.aborted.set()
+            sequence.done.set()
+
+    async def close(self) -> None:
+        driver, self._driver = self._driver, None
+        if driver is not None:
+            driver.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await driver
+
+    async def _drive(self) -> None:
+        try:
+            while True:
+                self._wake.clear()
+                engine = self.engine
+                assert engine is not None
+                now = self.now()
+                engine.advance(now)
+                self._hand_out()
+                next_change = engine.next_change  # may bring only a change of the batch: nothing to hand out
+                if math.isinf(next_change):
+                    await self._wake.wait()
+                    continue
+                try:
+                    await asyncio.wait_for(self._wake.wait(), timeout=(next_change - now) / self._scale)
+                except TimeoutError:
+                    self._last = max(self._last, next_change)
+        except Exception:  # a bug in the model must not leave the handlers waiting forever
+            log.exception("the replica model failed; aborting its requests")
+            for sequence in list(self._active):
+                sequence.outcome = sequence.outcome or Outcome.ABORTED
+                sequence.aborted.set()
+                sequence.done.set()
+            raise
+
+    def _hand_out(self) -> None:
+        """Wake the handlers whose request got its first token or finished since the last look."""
+        engine = self.engine
+        assert engine is not None
+        if self._awaiting_first:
+            for request_id, sequence in list(self._awaiting_first.items()):
+                first_token_at = sequence.request.first_token_at
+                if first_token_at is not None:
+                    del self._awaiting_first[request_id]
+                    self._observe_ttft((first_token_at - sequence.request.arrival) / self._scale)
+                    sequence.first_token.set()
+        for request in engine.pop_finished():
+            finished = self._in_engine.pop(request.id, None)
+            if finished is not None:
+                finished.done.set()
+
+    # --- gauges --------------------------------------------------------------------------------------
+
+    @property
+    def running(self) -> int:
+        return 0 if self.engine is None else self.engine.running
+
+    @property
+    def waiting(self) -> int:
+        return 0 if self.engine is None else self.engine.waiting
+
+    @property
+    def kv_usage(self) -> float:
+        return 0.0 if self.engine is None else self.engine.kv_usage
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self._retired[0] + (0 if self.engine is None else self.engine.prompt_tokens_total)
+
+    @property
+    def generation_tokens(self) -> int:
+        return self._retired[1] + (0 if self.engine is None else self.engine.generation_tokens_total)
+
+    @property
+    def preemptions(self) -> int:
+        return self._retired[2] + (0 if self.engine is None else self.engine.preemptions_total)
+
+
 _PER_ENGINE = ("waiting", "running", "kv", "kv_legacy", "deferred")
 
 
 def _changes(**fields: Any) -> dict[str, Any]:
-    """``ReplicaState`` fields to replace: the ones given (not ``None``), per-engine sequences as tuples."""
-    return {
+    """``ReplicaState`` fields to replace: the ones given (not ``None``), per-engine sequences as tuples, a
+    profile given by name as the profile."""
+    changes: dict[str, Any] = {
         key: tuple(value) if key in _PER_ENGINE and not isinstance(value, int | float) else value
         for key, value in fields.items()
         if value is not None
     }
+    profile = changes.get("profile")
+    if isinstance(profile, str):
+        changes["profile"] = profile_named(profile)
+    return changes
 
 
 class FakeVLLMReplica:
@@ -290,6 +533,7 @@ class FakeVLLMReplica:
         self._closing: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._scheduler = _Scheduler()
+        self._model = _ReplicaModel(self.observe_ttft)  # serves instead of the scheduler when a profile is set
         self._rejecting = False  # draining: new requests get 503
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(_VLLMCollector(self))
@@ -320,12 +564,17 @@ class FakeVLLMReplica:
     @property
     def running(self) -> int:
         """Sequences decoding now (the live part of vllm:num_requests_running)."""
-        return len(self._scheduler.running)
+        return len(self._scheduler.running) + self._model.running
 
     @property
     def waiting(self) -> int:
         """Sequences queued now (the live part of vllm:num_requests_waiting)."""
-        return len(self._scheduler.waiting)
+        return len(self._scheduler.waiting) + self._model.waiting
+
+    @property
+    def engine(self) -> ReplicaEngine | None:
+        """The replica model's engine (None until a request is served with a profile)."""
+        return self._model.engine
 
     def set(self, *, waiting: float | Sequence[float] | None = None, running: float | Sequence[float] | None = None,
             kv: float | Sequence[float] | None = None, kv_legacy: float | Sequence[float] | None = None,
@@ -334,14 +583,19 @@ class FakeVLLMReplica:
             generation_tokens: float | None = None, preemptions: float | None = None,
             delay_seconds: float | None = None, failure: Failure | None = None, healthy: bool | None = None,
             tokens_per_second: float | None = None, max_num_seqs: int | None = None,
-            output_tokens: int | None = None) -> None:
-        """Change what the replica reports and how it serves; ``None`` leaves a field as it is. Any thread."""
+            output_tokens: int | None = None, profile: ReplicaProfile | str | None = None,
+            time_scale: float | None = None) -> None:
+        """Change what the replica reports and how it serves; ``None`` leaves a field as it is. Any thread.
+
+        ``profile`` (a :class:`ReplicaProfile` or a profile's name) turns the replica model on, ``time_scale``
+        speeds it up; see the module's doc.
+        """
         changes = _changes(waiting=waiting, running=running, kv=kv, kv_legacy=kv_legacy, deferred=deferred,
                            engines=engines, kv_metric=kv_metric, prompt_tokens=prompt_tokens,
                            generation_tokens=generation_tokens, preemptions=preemptions,
                            delay_seconds=delay_seconds, failure=failure, healthy=healthy,
                            tokens_per_second=tokens_per_second, max_num_seqs=max_num_seqs,
-                           output_tokens=output_tokens)
+                           output_tokens=output_tokens, profile=profile, time_scale=time_scale)
         with self._lock:
             self._state = dataclasses.replace(self._state, **changes)
         loop = self._loop
@@ -358,6 +612,8 @@ class FakeVLLMReplica:
 
     def exposition(self) -> bytes:
         """The ``/metrics`` body for the current state, exactly as served."""
+        if self._loop is not None and running_loop() is self._loop:
+            self._model.advance()  # the replica model's gauges as of now (from another thread: as of its last step)
         return generate_latest(self._registry)
 
     # --- serving --------------------------------------------------------------------------
@@ -373,6 +629,7 @@ class FakeVLLMReplica:
         self._closing = asyncio.Event()
         self._loop = asyncio.get_running_loop()
         self._scheduler = _Scheduler()  # a new process: nothing in flight, counters from zero
+        self._model = _ReplicaModel(self.observe_ttft)
         self._rejecting = False
         try:
             await web.SockSite(runner, sock).start()
@@ -401,13 +658,15 @@ class FakeVLLMReplica:
         """What SIGTERM does to ``vllm serve --shutdown-timeout=<shutdown_timeout>`` (see the module's doc)."""
         if self._runner is None:
             return DrainResult(finished=0, aborted=0)
-        scheduler = self._scheduler
-        in_flight = scheduler.in_flight()
+        scheduler, model = self._scheduler, self._model
+        in_flight: list[_Sequence] = [*scheduler.in_flight(), *model.in_flight()]
         if shutdown_timeout > 0:
             self._rejecting = True  # set_rejecting_requests(True): 503 for new requests, the socket stays open
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(scheduler.idle.wait(), timeout=shutdown_timeout)
+                await asyncio.wait_for(_all_set(scheduler.idle, model.idle), timeout=shutdown_timeout)
         scheduler.abort_all()
+        model.abort_all()
+        await model.close()
         runner, self._runner = self._runner, None
         if self._closing is not None:
             self._closing.set()
@@ -463,9 +722,11 @@ class FakeVLLMReplica:
             return _unavailable()
         if not await self._pause(self._state.delay_seconds):
             return web.Response(status=503)
+        profile = self._state.profile
         model = {
             "id": self.model_name, "object": "model", "created": int(self._created), "owned_by": "vllm",
-            "root": self.model_name, "parent": None, "max_model_len": MAX_MODEL_LEN,
+            "root": self.model_name, "parent": None,
+            "max_model_len": MAX_MODEL_LEN if profile is None else profile.max_model_len,
         }
         return web.json_response({"object": "list", "data": [model]})
 
@@ -484,7 +745,10 @@ class FakeVLLMReplica:
             body = await request.json()
         except ValueError:
             return _error(400, "BadRequestError", "The request body is not valid JSON.")
-        parsed = _parse_generation(body, chat=request.path.endswith("/chat/completions"), model=self.model_name)
+        chat = request.path.endswith("/chat/completions")
+        if state.profile is not None:
+            return await self._generate_modelled(request, body, chat, state.profile, state.time_scale)
+        parsed = _parse_generation(body, chat=chat, model=self.model_name)
         if isinstance(parsed, web.Response):
             return parsed
         sequence = _Sequence(parsed.prompt_tokens, arrived=asyncio.get_running_loop().time())
@@ -499,8 +763,58 @@ class FakeVLLMReplica:
             if sequence.outcome is not None:
                 self.completions[sequence.outcome] += 1
 
+    async def _generate_modelled(self, request: web.Request, body: Any, chat: bool, profile: ReplicaProfile,
+                                 time_scale: float) -> web.StreamResponse:
+        """A completion served by the replica model: the engine says when its first token comes and it ends."""
+        model = self._model
+        engine = model.engine_for(profile, time_scale)
+        parsed = _parse_generation(body, chat=chat, model=self.model_name, max_model_len=engine.max_model_len)
+        if isinstance(parsed, web.Response):
+            return parsed
+        sequence = model.submit(parsed.prompt_tokens, self._output_length(parsed))
+        if sequence is None:  # past the engine's max_model_len: vLLM's 400 (the check above catches it first)
+            return _context_too_long(parsed.prompt_tokens, parsed.max_tokens, engine.max_model_len)
+        try:
+            if parsed.stream:
+                return await self._stream(request, parsed, sequence)
+            return await self._answer(request, parsed, sequence)
+        finally:
+            model.release(sequence)
+            if sequence.outcome is not None:
+                self.completions[sequence.outcome] += 1
+
+    async def _decode_modelled(self, parsed: _Generation, sequence: _ModelledSequence) -> AsyncIterator[str]:
+        """The first token at the engine's first token; a stream's next ones at the engine's decode step; the
+        last (and any left) when the engine finishes the request; stops early if aborted."""
+        if not await _first_of(sequence.first_token, sequence.aborted) or sequence.aborted.is_set():
+            return
+        total = sequence.request.output_tokens
+        sent = 0
+        if parsed.stream:
+            loop = asyncio.get_running_loop()
+            due = loop.time()
+            yield _word(sent)
+            sent += 1
+            while sent < total - 1 and not sequence.done.is_set():
+                due += self._model.token_interval()  # a schedule, so the writes' time does not add up
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sequence.done.wait(), timeout=max(0.0, due - loop.time()))
+                if sequence.done.is_set():
+                    break
+                yield _word(sent)
+                sent += 1
+        await sequence.done.wait()
+        if sequence.aborted.is_set():
+            return
+        for index in range(sent, total):
+            yield _word(index)
+
     async def _decode(self, parsed: _Generation, sequence: _Sequence) -> AsyncIterator[str]:
         """The sequence's tokens at the replica's pace, once admitted; stops early if aborted."""
+        if isinstance(sequence, _ModelledSequence):
+            async for token in self._decode_modelled(parsed, sequence):
+                yield token
+            return
         if not await _first_of(sequence.admitted, sequence.aborted) or sequence.aborted.is_set():
             return
         for index in range(self._output_length(parsed)):
@@ -512,7 +826,7 @@ class FakeVLLMReplica:
             self._scheduler.generation_tokens += 1
             if index == 0:
                 self.observe_ttft(asyncio.get_running_loop().time() - sequence.arrived)
-            yield f" {_WORDS[index % len(_WORDS)]}"
+            yield _word(index)
 
     def _output_length(self, parsed: _Generation) -> int:
         natural = self._state.output_tokens
@@ -557,7 +871,8 @@ class FakeVLLMReplica:
                         "stop_reason": None}
             return {"index": 0, "text": text, "logprobs": None, "finish_reason": finish, "stop_reason": None}
 
-        length = self._output_length(parsed)
+        length = (sequence.request.output_tokens if isinstance(sequence, _ModelledSequence)
+                  else self._output_length(parsed))
         sent = 0
         try:
             async for token in self._decode(parsed, sequence):
@@ -593,7 +908,8 @@ class _Generation:
     created: int
 
 
-def _parse_generation(body: Any, *, chat: bool, model: str) -> _Generation | web.Response:
+def _parse_generation(body: Any, *, chat: bool, model: str, max_model_len: int = MAX_MODEL_LEN,
+                      ) -> _Generation | web.Response:
     """The fields the fake honours, checked as vLLM checks them (400/404 with vLLM's error shape)."""
     if not isinstance(body, Mapping):
         return _error(400, "BadRequestError", "The request body must be a JSON object.")
@@ -610,17 +926,25 @@ def _parse_generation(body: Any, *, chat: bool, model: str) -> _Generation | web
     if requested is not None and (not isinstance(requested, int) or isinstance(requested, bool) or requested < 1):
         return _error(400, "BadRequestError", f"max_tokens must be at least 1, got {requested}.", param="max_tokens")
     max_tokens = DEFAULT_MAX_TOKENS if requested is None else requested
-    if prompt_tokens + max_tokens > MAX_MODEL_LEN:
-        return _error(400, "BadRequestError",
-                      f"This model's maximum context length is {MAX_MODEL_LEN} tokens. However, you requested "
-                      f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
-                      f"completion). Please reduce the length of the messages or completion.")
+    if prompt_tokens + max_tokens > max_model_len:
+        return _context_too_long(prompt_tokens, max_tokens, max_model_len)
     options = body.get("stream_options") or {}
     return _Generation(
         chat=chat, prompt_tokens=prompt_tokens, max_tokens=max_tokens, stream=bool(body.get("stream")),
         include_usage=bool(isinstance(options, Mapping) and options.get("include_usage")),
         id=f"{'chatcmpl' if chat else 'cmpl'}-{uuid.uuid4().hex}", created=int(time.time()),
     )
+
+
+def _context_too_long(prompt_tokens: int, max_tokens: int, max_model_len: int) -> web.Response:
+    return _error(400, "BadRequestError",
+                  f"This model's maximum context length is {max_model_len} tokens. However, you requested "
+                  f"{prompt_tokens + max_tokens} tokens ({prompt_tokens} in the messages, {max_tokens} in the "
+                  f"completion). Please reduce the length of the messages or completion.")
+
+
+def _word(index: int) -> str:
+    return f" {_WORDS[index % len(_WORDS)]}"
 
 
 def _text_tokens(text: str) -> int:
@@ -679,6 +1003,12 @@ def _cut(request: web.Request, response: web.StreamResponse | None = None) -> we
     return response if response is not None else web.Response(status=503)
 
 
+async def _all_set(*events: asyncio.Event) -> None:
+    """Until every event is set (each stays set once it is: a draining replica takes no new requests)."""
+    for event in events:
+        await event.wait()
+
+
 async def _first_of(wanted: asyncio.Event, other: asyncio.Event) -> bool:
     """Wait for either event; True if ``wanted`` is set."""
     if not wanted.is_set() and not other.is_set():
@@ -721,9 +1051,9 @@ class _VLLMCollector:
             return family
 
         # The live engine adds to what the test set: explicit values stay as they were without traffic.
-        live = replica._scheduler
-        running = _plus(state.running, len(live.running), state.engines)
-        waiting_total = _plus(state.waiting, len(live.waiting), state.engines)
+        live, model = replica._scheduler, replica._model
+        running = _plus(state.running, len(live.running) + model.running, state.engines)
+        waiting_total = _plus(state.waiting, len(live.waiting) + model.waiting, state.engines)
         yield gauge("vllm:num_requests_running", "Number of requests in model execution batches.", running)
         yield gauge("vllm:num_requests_waiting", "Number of requests waiting to be processed.", waiting_total)
         by_reason = GaugeMetricFamily(
@@ -740,18 +1070,19 @@ class _VLLMCollector:
             by_reason.add_metric([engine, replica.model_name, "deferred"], late)
         yield by_reason
         if state.kv_metric in (KVMetric.CURRENT, KVMetric.BOTH):
-            yield gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.", state.kv,
-                        split=False)
+            yield gauge("vllm:kv_cache_usage_perc", "KV-cache usage. 1 means 100 percent usage.",
+                        _plus_each(state.kv, model.kv_usage), split=False)
         if state.kv_metric in (KVMetric.LEGACY, KVMetric.BOTH):
             doc = ("GPU KV-cache usage. 1 means 100 percent usage." if state.kv_metric is KVMetric.LEGACY
                    else "DEPRECATED: Use vllm:kv_cache_usage_perc instead.")
             legacy = state.kv if state.kv_legacy is None else state.kv_legacy
-            yield gauge("vllm:gpu_cache_usage_perc", doc, legacy, split=False)
+            yield gauge("vllm:gpu_cache_usage_perc", doc, _plus_each(legacy, model.kv_usage), split=False)
         yield counter("vllm:prompt_tokens", "Number of prefill tokens processed.",
-                      state.prompt_tokens + live.prompt_tokens)
+                      state.prompt_tokens + live.prompt_tokens + model.prompt_tokens)
         yield counter("vllm:generation_tokens", "Number of generation tokens processed.",
-                      state.generation_tokens + live.generation_tokens)
-        yield counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.", state.preemptions)
+                      state.generation_tokens + live.generation_tokens + model.generation_tokens)
+        yield counter("vllm:num_preemptions", "Cumulative number of preemption from the engine.",
+                      state.preemptions + model.preemptions)
         yield self._ttft(state, engines, labels)
 
     def _ttft(self, state: ReplicaState, engines: list[str], labels: list[str]) -> HistogramMetricFamily:
@@ -776,6 +1107,15 @@ def _plus(values: Values, live: int, engines: int) -> Values:
         return values
     if isinstance(values, tuple):
         return tuple(v + extra for v, extra in zip(values, _split(live, engines), strict=True))
+    return values + live
+
+
+def _plus_each(values: Values, live: float) -> Values:
+    """A live fraction added to every engine's explicit value (the KV gauge is not split over engines)."""
+    if not live:
+        return values
+    if isinstance(values, tuple):
+        return tuple(v + live for v in values)
     return values + live
 
 
