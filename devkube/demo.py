@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import functools
 import json
 import pathlib
@@ -26,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from controller.api.crd import generate_crd
 from controller.api.spec import API_GROUP, API_VERSION, PLURAL
+from controller.sim.profiles import profile_named
 from devkube.aws import MotoServer, interruption_queue
 from devkube.cluster import DevCluster
 from devkube.demo_simulation import simulation_act
@@ -53,6 +55,7 @@ DEMO_API_KEY = "sk-demo-not-a-real-key"  # the fake provider's; the example's Se
 DEMO_FOR_SECONDS, DEMO_RECOVER_AFTER_SECONDS = 5, 10
 DEMO_MAX_NUM_SEQS = 4
 SUSTAINED_RATE, SUSTAINED_REQUESTS = 60, 480  # act 6: 8 s of load
+DEMO_PROFILE = "llama-3.1-8b-l4"  # act 6's replicas: the simulator's model of an 8B model on one L4
 HOSTED_MODEL = "meta-llama/Meta-Llama-3.1-8B-Instruct-Turbo"  # what the example's provider calls the model
 
 
@@ -325,7 +328,10 @@ def _overflow_and_back(api: _Api, cluster: DevCluster, fleet: FakeVLLMFleet, pro
           "the pool is\nsaturated, so FALLBACK is Overflow (after saturation.forSeconds, or at once to bridge a "
           "cold start).")
     before = _router_counts(cluster)
-    fleet.set_all(tokens_per_second=10)  # 20 tokens: 2 s a request, so that about 120 are in flight
+    # From here the fake replicas run the simulator's replica model (controller/sim/replica.py): an 8B model on
+    # an L4, continuous batching, its KV cache; a request's time is the batch's, not a fixed pace. Their pods
+    # say --max-num-seqs=4, as vLLM would honour it.
+    fleet.set_all(profile=dataclasses.replace(profile_named(DEMO_PROFILE), max_num_seqs=DEMO_MAX_NUM_SEQS))
     reports: list[LoadReport] = []
     loader = threading.Thread(target=lambda: reports.append(asyncio.run(run_load(
         functools.partial(_endpoints, cluster), requests=SUSTAINED_REQUESTS, rate=SUSTAINED_RATE, max_tokens=20,
@@ -334,16 +340,18 @@ def _overflow_and_back(api: _Api, cluster: DevCluster, fleet: FakeVLLMFleet, pro
     time.sleep(SUSTAINED_REQUESTS / SUSTAINED_RATE - 2)  # the load's last seconds: the cost at this load
     pool = api.get(_pools_path("llama-8b"))
     loader.join(timeout=60)
-    fleet.set_all(tokens_per_second=20)
     if not reports:
         raise DemoFailed("the load generator did not finish")
     burst = reports[0]
     served = {backend: count - before.get(backend, 0) for backend, count in _router_counts(cluster).items()}
-    budget = DEMO_MAX_NUM_SEQS + 8  # --max-num-seqs + saturation.queueDepthPerReplica, per ready replica
+    # What one replica takes before the router spills: --max-num-seqs + saturation.queueDepthPerReplica, or
+    # less if the operator measured less (status.fallback.inFlightPerReplica: the KV cache and the SLO).
+    measured = pool.get("status", {}).get("fallback", {}).get("inFlightPerReplica")
+    budget = min(DEMO_MAX_NUM_SEQS + 8, measured or DEMO_MAX_NUM_SEQS + 8)
     print(f"{SUSTAINED_RATE} streaming requests/s for {SUSTAINED_REQUESTS // SUSTAINED_RATE} s through the front "
-          f"door, about 120 in flight: {served.get('pool', 0):.0f} served by the pool (at most {budget} in flight "
-          f"per ready replica), {served.get('api', 0):.0f} by the API; completed {burst.completed}, "
-          f"lost {len(burst.records) - burst.completed}.")
+          f"door: {served.get('pool', 0):.0f} served by the pool (at most {budget} in flight per ready replica), "
+          f"{served.get('api', 0):.0f} by the API; completed "
+          f"{burst.completed}, lost {len(burst.records) - burst.completed}.")
     fleet.set_all(waiting=1, running=2, kv=0.4)
     calmed = time.monotonic()
     _wait("traffic back on the pool", lambda: _mode(api, "llama-8b") == "Off", timeout=60)

@@ -133,6 +133,7 @@ class ScalingSignal(StrEnum):
     QUEUE_DEPTH = "queueDepth"
     KV_CACHE = "kvCacheUtilization"
     ROUTER_DEMAND = "routerDemand"  # what the router saw arrive and could not place on the pool
+    THROUGHPUT = "throughput"  # tokens per second against what one replica was seen to serve at its targets
     TTFT = "ttft"  # the observed time to first token against spec.slo: up only
 
 
@@ -174,6 +175,9 @@ class ScalingState:
     # (pkg/controller/podautoscaler/horizontal.go, reconcileAutoscaler), so a restart does not cut the
     # scale-down window short.
     seeded: bool = False
+    # Tokens per second (prompt and generated) one ready replica served while the pool was at its queue or KV
+    # target: what a replica serves at this mix (a moving average; None until the pool was once at a target).
+    replica_tokens_per_second: float | None = None
 
 
 @dataclass(frozen=True)
@@ -215,9 +219,12 @@ def decide_replicas(
     seed = () if state.seeded else ((now, inputs.current_replicas),)
     remembered = tuple(rec for rec in (*state.recommendations, *seed) if _inside(rec[0], now, longest_window))
     signals = inputs.signals
-    per_signal = _recommend_per_signal(spec, inputs, signals) if isinstance(signals, PoolSignals) else ()
+    learned = _learn_throughput(spec, inputs, signals, state.replica_tokens_per_second)
+    per_signal = (_recommend_per_signal(spec, inputs, signals, state.replica_tokens_per_second)
+                  if isinstance(signals, PoolSignals) else ())
     if not isinstance(signals, PoolSignals) or not per_signal:
-        return _hold_blind(spec, inputs, now), ScalingState(recommendations=remembered, seeded=True)
+        return _hold_blind(spec, inputs, now), ScalingState(recommendations=remembered, seeded=True,
+                                                            replica_tokens_per_second=learned)
 
     recommended = max(s.recommended for s in per_signal)
     # With one signal unread, scaling down on the other would be scaling down blind on it; nor is
@@ -229,6 +236,7 @@ def decide_replicas(
         recommendations=tuple(rec for rec in (*remembered, (now, kept)) if _inside(rec[0], now, longest_window)),
         idle_since=idle_since,
         seeded=True,
+        replica_tokens_per_second=learned,
     )
     decision = _decide(spec, inputs, signals, per_signal, recommended, remembered, idle_since, now,
                        blind_down=blind_down)
@@ -238,8 +246,50 @@ def decide_replicas(
 # ----------------------------------------------------------------------------------------- signals
 
 
+# The moving average's weight for each new reading of a replica's throughput at its targets.
+_THROUGHPUT_WEIGHT = 0.2
+
+
+def _tokens_per_second(signals: PoolSignals) -> float | None:
+    if signals.prompt_tokens_per_second is None or signals.generation_tokens_per_second is None:
+        return None
+    return signals.prompt_tokens_per_second + signals.generation_tokens_per_second
+
+
+def _learn_throughput(spec: InferencePoolSpec, inputs: ScalingInputs, signals: PoolSignals | MetricsProblem,
+                      known: float | None) -> float | None:
+    """What one replica serves, learned while the pool is at its queue or KV target (see ``_throughput``)."""
+    ready = inputs.ready_replicas
+    if not isinstance(signals, PoolSignals) or ready == 0 or inputs.starting_replicas:
+        return known  # replicas starting: the window's tokens came from fewer of them than are ready now
+    tokens = _tokens_per_second(signals)
+    if tokens is None or tokens <= 0 or not _at_target(spec, signals, ready):
+        return known
+    served = tokens / ready
+    return served if known is None else (1 - _THROUGHPUT_WEIGHT) * known + _THROUGHPUT_WEIGHT * served
+
+
+def _throughput(spec: InferencePoolSpec, inputs: ScalingInputs, signals: PoolSignals,
+                per_replica: float | None) -> SignalRecommendation | None:
+    """The replicas that serve the pool's tokens per second at what one served at its targets.
+
+    The queue and the KV cache measure a replica's memory; on a large GPU (an 8B model on an H100 holds
+    hundreds of sequences) its compute runs out first: the queue stays empty and the cache a few percent full
+    while each step slows, so both would scale a busy pool down to one overloaded replica. The tokens it
+    served while at a target are its throughput at this mix; this signal keeps enough replicas for the
+    tokens arriving. Unknown until the pool was once at a target (then it recommends nothing).
+    """
+    tokens = _tokens_per_second(signals)
+    ready = inputs.ready_replicas
+    if per_replica is None or tokens is None or ready == 0:
+        return None
+    ratio = tokens / ready / per_replica
+    return _recommend(ScalingSignal.THROUGHPUT, tokens, per_replica, ratio, _ceil(tokens / per_replica), spec,
+                      inputs)
+
+
 def _recommend_per_signal(
-    spec: InferencePoolSpec, inputs: ScalingInputs, signals: PoolSignals
+    spec: InferencePoolSpec, inputs: ScalingInputs, signals: PoolSignals, replica_tokens_per_second: float | None
 ) -> tuple[SignalRecommendation, ...]:
     scaling = spec.scaling
     ready = inputs.ready_replicas
@@ -258,7 +308,9 @@ def _recommend_per_signal(
         )
     demand = _router_demand(spec, inputs, signals)
     ttft = _ttft_pressure(spec, inputs, signals)
-    return (*found, *((demand,) if demand else ()), *((ttft,) if ttft else ()))
+    throughput = _throughput(spec, inputs, signals, replica_tokens_per_second)
+    return (*found, *((demand,) if demand else ()), *((ttft,) if ttft else ()),
+            *((throughput,) if throughput else ()))
 
 
 def _observed_ttft(spec: InferencePoolSpec, inputs: ScalingInputs, signals: PoolSignals) -> float | None:
@@ -308,7 +360,7 @@ def _router_demand(spec: InferencePoolSpec, inputs: ScalingInputs,
     served = arrivals - (signals.router_spills_per_second or 0.0)
     if arrivals <= 0 or served >= arrivals - _EPSILON or served <= 0:
         return None
-    if not _full(spec, signals, ready):
+    if not _at_target(spec, signals, ready):
         # Spills while vLLM shows room are the router's budget or a rate window still counting a moment the
         # pool was short (replicas got ready since): not capacity missing now. Multiplying today's ready
         # count by that ratio would order replicas for a shortage already met.
@@ -318,7 +370,7 @@ def _router_demand(spec: InferencePoolSpec, inputs: ScalingInputs,
                                 max(_ceil(ready * ratio), current))
 
 
-def _full(spec: InferencePoolSpec, signals: PoolSignals, ready: int) -> bool:
+def _at_target(spec: InferencePoolSpec, signals: PoolSignals, ready: int) -> bool:
     """Whether vLLM's own signals show the ready replicas at their targets (queue or KV cache)."""
     scaling = spec.scaling
     queue, kv = signals.queue_depth, signals.kv_cache_utilization
@@ -592,6 +644,10 @@ def _signals_text(spec: InferencePoolSpec, inputs: ScalingInputs, per_signal: tu
         parts.append(arriving if ready else f"{arriving} with {replicas}")
     if ttft_seconds is not None:
         parts.append(_ttft_text(spec, ttft_seconds, pushed=ScalingSignal.TTFT in by_signal))
+    throughput = by_signal.get(ScalingSignal.THROUGHPUT)
+    if throughput is not None:
+        parts.append(f"{_number(round(throughput.observed))} tokens/s at {_number(round(throughput.target))} per "
+                     "replica (served at its targets)")
     if demand is not None and not ready:
         return "; ".join(parts)  # at zero replicas the router is the only signal there is
     if queue is None:

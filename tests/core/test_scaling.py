@@ -378,3 +378,43 @@ def test_arrivals_at_the_router_keep_a_pool_from_counting_as_idle() -> None:
     quiet = dataclasses.replace(busy, router_arrivals_per_second=0.0, router_in_flight=0.0)
     inputs = dataclasses.replace(inputs, signals=quiet)
     assert decide_replicas(spec, inputs, ScalingState(seeded=True), now=NOW)[0].desired == 0
+
+
+def with_tokens(signals: PoolSignals, prompt: float, generation: float) -> PoolSignals:
+    return dataclasses.replace(signals, prompt_tokens_per_second=prompt, generation_tokens_per_second=generation)
+
+
+def test_a_replicas_throughput_is_learned_while_the_pool_is_at_a_target() -> None:
+    spec = make_spec(down_window=0)
+    at_queue_target = with_tokens(load(queue=8, kv=0.3), prompt=1500, generation=500)  # 4 waiting per replica
+    inputs = ScalingInputs(signals=at_queue_target, current_replicas=2, ready_replicas=2, starting_replicas=0)
+    _, state = decide_replicas(spec, inputs, ScalingState(seeded=True), now=NOW)
+    assert state.replica_tokens_per_second == 1000  # 2,000 tokens/s over 2 ready replicas
+    # A second reading moves the average a fifth of the way.
+    faster = with_tokens(load(queue=8, kv=0.3), prompt=2500, generation=500)
+    _, state = decide_replicas(spec, dataclasses.replace(inputs, signals=faster), state, now=NOW)
+    assert state.replica_tokens_per_second == pytest.approx(0.8 * 1000 + 0.2 * 1500)
+    # Under the targets, or with replicas starting, nothing is learned.
+    quiet = with_tokens(load(queue=0, kv=0.1), prompt=100, generation=50)
+    assert decide_replicas(spec, dataclasses.replace(inputs, signals=quiet), state, now=NOW)[1] \
+        .replica_tokens_per_second == state.replica_tokens_per_second
+    starting = dataclasses.replace(inputs, current_replicas=3, starting_replicas=1)
+    assert decide_replicas(spec, starting, ScalingState(seeded=True), now=NOW)[1].replica_tokens_per_second is None
+
+
+def test_the_throughput_keeps_a_busy_pool_from_scaling_down_on_an_empty_queue_and_cache() -> None:
+    # An 8B model on H100s: the cache holds hundreds of sequences, so queue and KV read near zero while the
+    # replicas are busy. Each served 1,000 tokens/s at its targets; 1,900 tokens/s arrive.
+    spec = make_spec(down_window=0)
+    busy = with_tokens(load(queue=0, kv=0.05), prompt=1400, generation=500)
+    inputs = ScalingInputs(signals=busy, current_replicas=2, ready_replicas=2, starting_replicas=0)
+    decision, _ = decide_replicas(spec, inputs, ScalingState(seeded=True, replica_tokens_per_second=1000), now=NOW)
+    assert decision.desired == 2  # the KV cache alone would say 1
+    assert ScalingSignal.THROUGHPUT in decision.signals_used
+    assert "1900 tokens/s at 1000 per replica (served at its targets)" in decision.message
+    without, _ = decide_replicas(spec, inputs, ScalingState(seeded=True), now=NOW)
+    assert without.desired == 1  # unknown throughput: queue and KV decide, as before
+    more = with_tokens(load(queue=0, kv=0.05), prompt=3500, generation=500)
+    up, _ = decide_replicas(spec, dataclasses.replace(inputs, signals=more),
+                            ScalingState(seeded=True, replica_tokens_per_second=1000), now=NOW)
+    assert up.desired == 4  # 4,000 tokens/s need four such replicas
