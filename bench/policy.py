@@ -1,7 +1,7 @@
 """PoolPilot's policy against the baselines and the hindsight oracle on the real traces, with real reclaims.
 
     python -m bench.policy [--rate-scale 3] [--traces azure-conv,azure-code,mooncake] [--spot-trace spotserve-g4dn]
-                           [--pool bench/policy-pool.yaml] [--jobs 2] [--json]
+                           [--pool bench/policy-pool.yaml] [--jobs 2] [--json] [--ablations]
 
 Each trace (../shared/data/traces: Azure LLM 2023 conv and code, CC-BY-4.0; Mooncake conversation,
 Apache-2.0) is replayed at ``--rate-scale`` times its rate (time compressed) against the SpotServe g4dn
@@ -22,6 +22,7 @@ from typing import Any
 
 from controller.api.spec import InferencePoolSpec
 from controller.sim.cli import render_report, simulation_of
+from controller.sim.policy import ABLATIONS, POLICY_NAMES
 from controller.sim.run import Simulation, SimulationReport, run_simulation
 from controller.sim.spot_traces import SpotTrace, load_spot_trace, shifted
 from controller.sim.traces import load_trace
@@ -74,12 +75,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--ablations", action="store_true",
+                        help="also PoolPilot without its TTFT signal and without its throughput signal")
     args = parser.parse_args(argv)
     everything: dict[str, Any] = {}
     for trace_name in [t for t in args.traces.split(",") if t]:
         simulation = _simulation(args.pool, trace_name, args)
         started = time.perf_counter()
-        report = run_simulation(simulation, jobs=args.jobs)
+        report = run_simulation(simulation, (*POLICY_NAMES, *(ABLATIONS if args.ablations else ())), jobs=args.jobs)
         wall = time.perf_counter() - started
         met = goals(report)
         everything[trace_name] = {**report.as_json(), "goals": [

@@ -14,7 +14,7 @@ import yaml
 
 from controller.api.spec import InferencePoolSpec
 from controller.core.pool import describe_problems, validate_pool
-from controller.sim.policy import POLICY_NAMES
+from controller.sim.policy import ABLATIONS, POLICY_NAMES
 
 if TYPE_CHECKING:  # the models load only when a command runs, not for every `poolpilot` invocation
     from controller.sim.profiles import HostedApiProfile, ReplicaProfile
@@ -284,7 +284,9 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
                         help="warning before a spot node goes (AWS: 120, GCP and Azure: 30)")
     parser.add_argument("--cold-start", type=float, default=None,
                         help="seconds from asking for a replica to its first served request; default: the profile's")
-    parser.add_argument("--policies", default=None, help=f"comma-separated; default all: {','.join(POLICY_NAMES)}")
+    parser.add_argument("--policies", default=None,
+                        help=f"comma-separated; default all: {','.join(POLICY_NAMES)}; also "
+                             f"{', '.join(ABLATIONS)}: PoolPilot without that signal, to see what it changes")
     parser.add_argument("--profile", default=None,
                         help="the replica profile (model on GPU); default: chosen from spec.model")
     parser.add_argument("--seed", type=int, default=1)

@@ -9,6 +9,7 @@ cluster is only where the observation comes from and where the apply step writes
 
 from __future__ import annotations
 
+import dataclasses
 from collections import Counter
 from datetime import datetime, timedelta
 
@@ -87,10 +88,14 @@ def _ttft_histogram(latest: Scrape, start: Scrape) -> Histogram:
 class PoolPilotController:
     """The operator's evaluation of one pool, in the world; its memory is the status and the scaler's state."""
 
-    name = "poolpilot"
     on_notice: NoticeHandling = "plan"
 
-    def __init__(self, spec: InferencePoolSpec) -> None:
+    def __init__(self, spec: InferencePoolSpec, *, without: str | None = None) -> None:
+        """``without``: "ttft" or "throughput", a signal left out (an ablation: what that signal changes)."""
+        if without not in (None, "ttft", "throughput"):
+            raise ValueError(f"cannot leave out {without!r}: only ttft or throughput")
+        self.without = without
+        self.name = "poolpilot" if without is None else f"poolpilot-no-{without}"
         self.spec = spec
         self.interval_seconds = float(spec.scaling.evaluation_interval_seconds)
         self.status = InferencePoolStatus()
@@ -110,6 +115,9 @@ class PoolPilotController:
     def __call__(self, world: World, now: float) -> None:
         observation = self.observe(world, now)
         planned = plan(observation, self.memory, now=at(now))
+        if self.without == "throughput":  # never learned, so never used
+            planned = dataclasses.replace(planned, memory=dataclasses.replace(planned.memory,
+                                                                              replica_tokens_per_second=None))
         evictions = self.apply(world, planned, now)
         conclusion = conclude(observation, planned, [], now=at(now), reporting=self.reporting, evictions=evictions)
         self.status = conclusion.status
@@ -144,9 +152,11 @@ class PoolPilotController:
             InterruptionNotice(kind=NoticeKind.SPOT_INTERRUPTION, source="aws-sqs", event_id=event_id, node=node,
                                deadline=at(terminates_at), detail="EC2 Spot Instance Interruption Warning")
             for node, (event_id, terminates_at) in sorted(world.notices.items()) if node in nodes)
+        signals = signals_from_scrapes(spec, world, now)
+        if self.without == "ttft" and isinstance(signals, PoolSignals):
+            signals = dataclasses.replace(signals, ttft_histogram=None)
         return Observation(generation=1, spec=spec, previous=self.status, deployments=deployments,
-                           source=spec.metrics.source, signals=signals_from_scrapes(spec, world, now),
-                           pods=tuple(pods), notices=notices)
+                           source=spec.metrics.source, signals=signals, pods=tuple(pods), notices=notices)
 
     def apply(self, world: World, planned: Plan, now: float) -> list[EvictionResult]:
         if planned.split is None:

@@ -14,10 +14,12 @@ from typing import Protocol
 from controller.api.spec import InferencePoolSpec
 from controller.api.status import FallbackMode
 
-__all__ = ["POLICY_NAMES", "Policy", "PolicyContext", "PoolView", "Target"]
+__all__ = ["ABLATIONS", "POLICY_NAMES", "Policy", "PolicyContext", "PoolView", "Target"]
 
 # Every policy a simulation can compare: the baselines, the API alone, PoolPilot, and the hindsight oracle.
 POLICY_NAMES = ("static-ondemand", "keda", "keda-spot", "skyserve", "api-only", "poolpilot", "oracle")
+# Asked for by name only: PoolPilot without a signal, to show what the signal changes (an ablation).
+ABLATIONS = ("poolpilot-no-ttft", "poolpilot-no-throughput")
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,7 +18,7 @@ from typing import Any
 from controller.api.spec import InferencePoolSpec
 from controller.sim.baselines import make_policy
 from controller.sim.operator import BaselineController, PoolPilotController
-from controller.sim.policy import POLICY_NAMES, PolicyContext
+from controller.sim.policy import ABLATIONS, POLICY_NAMES, PolicyContext
 from controller.sim.profiles import HostedApiProfile, ReplicaProfile
 from controller.sim.sizing import saturated_throughput, sustainable_requests_per_second
 from controller.sim.spot_traces import SpotTrace, no_capacity_spans
@@ -158,8 +158,9 @@ def run_policy(simulation: Simulation, policy: str, replica_rps: float,
     started = time.perf_counter()
     config = simulation.world_config()
     controller: PoolPilotController | BaselineController
-    if policy == "poolpilot":
-        controller = PoolPilotController(simulation.spec)
+    if policy.startswith("poolpilot"):
+        controller = PoolPilotController(simulation.spec, without=policy.removeprefix("poolpilot-no-")
+                                         if policy != "poolpilot" else None)
     else:
         trace = simulation.trace
         controller = BaselineController(make_policy(policy, policy_context(simulation, replica_rps),
@@ -212,9 +213,9 @@ def replica_capacity(simulation: Simulation) -> float:
 def run_simulation(simulation: Simulation, policies: Sequence[str] = ALL_POLICIES, *, jobs: int = 1,
                    progress: Callable[[str, float], None] | None = None) -> SimulationReport:
     started = time.perf_counter()
-    unknown = [p for p in policies if p not in ALL_POLICIES]
+    unknown = [p for p in policies if p not in (*ALL_POLICIES, *ABLATIONS)]
     if unknown:
-        raise ValueError(f"unknown policies {', '.join(unknown)}; known: {', '.join(ALL_POLICIES)}")
+        raise ValueError(f"unknown policies {', '.join(unknown)}; known: {', '.join((*ALL_POLICIES, *ABLATIONS))}")
     replica_rps = replica_capacity(simulation)
     if jobs > 1 and len(policies) > 1:
         with ProcessPoolExecutor(max_workers=min(jobs, len(policies))) as pool:
