@@ -149,7 +149,7 @@ def policy_context(simulation: Simulation, replica_rps: float) -> PolicyContext:
         peak_requests_per_second=trace.peak_rate(60.0), duration_seconds=trace.duration_seconds,
         spot_hourly=prices.spot_hourly, on_demand_hourly=prices.on_demand_hourly,
         api_input_per_million=prices.api_input_per_million, api_output_per_million=prices.api_output_per_million,
-        window_seconds=10.0, demand_per_window=tuple(trace.rate_per_window(10.0)), reclaims=tuple(reclaims),
+        window_seconds=60.0, demand_per_window=tuple(trace.rate_per_window(60.0)), reclaims=tuple(reclaims),
         spot_missing=tuple(no_capacity_spans(simulation.spot)))
 
 
