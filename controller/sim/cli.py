@@ -187,9 +187,11 @@ def verdict(report: SimulationReport) -> list[str]:
     if "static-ondemand" in names:
         static = report.result("static-ondemand")
         if static.cost_usd > 0:
-            said.append(f"PoolPilot costs {1 - ours.cost_usd / static.cost_usd:.0%} less than on-demand provisioned "
-                        f"for the peak (${_money(ours.cost_usd)} against ${_money(static.cost_usd)}), "
-                        f"meeting the SLO for {ours.slo_attainment:.2%} of requests ({static.slo_attainment:.2%}).")
+            saving = 1 - ours.cost_usd / static.cost_usd
+            than = f"{saving:.0%} less" if saving >= 0 else f"{-saving:.0%} more"
+            said.append(f"PoolPilot costs {than} than on-demand provisioned for the peak (${_money(ours.cost_usd)} "
+                        f"against ${_money(static.cost_usd)}), meeting the SLO for {ours.slo_attainment:.2%} of "
+                        f"requests ({static.slo_attainment:.2%}).")
     for other in ("keda", "keda-spot", "skyserve"):
         if other in names:
             theirs = report.result(other)
