@@ -65,6 +65,7 @@ Rules, in the order they apply:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -246,6 +247,8 @@ def decide_replicas(
 # ----------------------------------------------------------------------------------------- signals
 
 
+# With the throughput known, the queue asks for at most this many times the replicas the arriving tokens need.
+_MAX_BACKLOG_FACTOR = 2
 # The moving average's weight for each new reading of a replica's throughput at its targets.
 _THROUGHPUT_WEIGHT = 0.2
 
@@ -309,8 +312,21 @@ def _recommend_per_signal(
     demand = _router_demand(spec, inputs, signals)
     ttft = _ttft_pressure(spec, inputs, signals)
     throughput = _throughput(spec, inputs, signals, replica_tokens_per_second)
+    if throughput is not None:
+        found = [_drained_by_spare_capacity(s, throughput, inputs) for s in found]
     return (*found, *((demand,) if demand else ()), *((ttft,) if ttft else ()),
             *((throughput,) if throughput else ()))
+
+
+def _drained_by_spare_capacity(signal: SignalRecommendation, throughput: SignalRecommendation,
+                               inputs: ScalingInputs) -> SignalRecommendation:
+    """A queue is a backlog, not a rate: with what a replica serves known, the queue asks for at most twice the
+    replicas the arriving tokens need (a reclaim's backlog of 42 on two replicas asked for 11, ready a cold
+    start later, long after spare capacity and the API's overflow had taken it)."""
+    if signal.signal is not ScalingSignal.QUEUE_DEPTH:
+        return signal
+    cap = max(inputs.current_replicas, _MAX_BACKLOG_FACTOR * throughput.recommended)
+    return signal if signal.recommended <= cap else dataclasses.replace(signal, recommended=cap)
 
 
 def _observed_ttft(spec: InferencePoolSpec, inputs: ScalingInputs, signals: PoolSignals) -> float | None:

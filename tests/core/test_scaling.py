@@ -418,3 +418,16 @@ def test_the_throughput_keeps_a_busy_pool_from_scaling_down_on_an_empty_queue_an
     up, _ = decide_replicas(spec, dataclasses.replace(inputs, signals=more),
                             ScalingState(seeded=True, replica_tokens_per_second=1000), now=NOW)
     assert up.desired == 4  # 4,000 tokens/s need four such replicas
+
+
+def test_with_the_throughput_known_a_backlog_asks_for_at_most_twice_what_the_tokens_need() -> None:
+    # A reclaim left a backlog of 42 on two replicas; the tokens arriving need 2 at what one served at target.
+    spec = make_spec(down_window=0, max_replicas=20)
+    backlog = with_tokens(load(queue=42, kv=0.5), prompt=15000, generation=4000)
+    inputs = ScalingInputs(signals=backlog, current_replicas=2, ready_replicas=2, starting_replicas=0)
+    capped, _ = decide_replicas(spec, inputs, ScalingState(seeded=True, replica_tokens_per_second=17000), now=NOW)
+    assert capped.desired == 4  # not ceil(42 / 4) = 11
+    queue = next(s for s in capped.per_signal if s.signal is ScalingSignal.QUEUE_DEPTH)
+    assert queue.recommended == 4
+    unknown, _ = decide_replicas(spec, inputs, ScalingState(seeded=True), now=NOW)
+    assert unknown.desired == 2 + 4  # throughput unknown: the queue alone, one scale-up step (4) at a time
