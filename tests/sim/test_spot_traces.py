@@ -48,7 +48,7 @@ def reclaims_within_run(trace: SpotTrace) -> list[float]:
 # The SpotServe files
 
 
-def test_every_spotserve_segment_parses() -> None:
+def test_every_spotserve_segment_parses(real_data: Path) -> None:
     segments = sorted((SPOTSERVE / "trace_seg").glob("*.txt"))
     assert len(segments) == 21
     for path in segments:
@@ -58,7 +58,7 @@ def test_every_spotserve_segment_parses() -> None:
         assert all(event.t <= trace.duration_seconds for event in trace.events), path
 
 
-def test_the_full_g4dn_trace() -> None:
+def test_the_full_g4dn_trace(real_data: Path) -> None:
     trace = read_spotserve_csv(SPOTSERVE / "trace_full" / "g4dn.csv")
     assert len(trace.events) == 153  # data/README.md: 153 events
     assert trace.initial_nodes == ()  # its first node comes at 8 min
@@ -69,7 +69,7 @@ def test_the_full_g4dn_trace() -> None:
     assert "ignored" not in trace.source
 
 
-def test_the_papers_two_segments_by_short_name() -> None:
+def test_the_papers_two_segments_by_short_name(real_data: Path) -> None:
     as_trace = load_spot_trace("spotserve-As")
     assert (as_trace.name, len(as_trace.initial_nodes), as_trace.duration_seconds) == ("spotserve-As", 7, 1320.0)
     bs_trace = load_spot_trace("spotserve-Bs")
@@ -266,7 +266,7 @@ def test_model_by_name_takes_nodes_and_seed() -> None:
     assert trace == model_spot_trace(duration_seconds=3600, nodes=4, seed=9)
 
 
-def test_a_longer_trace_is_cut_keeping_notices_inside_the_run() -> None:
+def test_a_longer_trace_is_cut_keeping_notices_inside_the_run(real_data: Path) -> None:
     trace = load_spot_trace("spotserve-g4dn", duration_seconds=1500)
     assert trace.duration_seconds == 1500
     assert max(event.t for event in trace.events) <= 1500 + 120
@@ -274,7 +274,7 @@ def test_a_longer_trace_is_cut_keeping_notices_inside_the_run() -> None:
     assert "first 25 min" in trace.source
 
 
-def test_a_shorter_trace_holds_its_last_state() -> None:
+def test_a_shorter_trace_holds_its_last_state(real_data: Path) -> None:
     trace = load_spot_trace("spotserve-Bs", duration_seconds=3600)
     assert trace.duration_seconds == 3600
     assert capacity_at(trace, 3000.0) == capacity_at(trace, 1020.0) == 9
@@ -294,7 +294,7 @@ def test_a_missing_spot_file_names_its_path(tmp_path: Path) -> None:
     assert str(tmp_path / "spot/spotserve/trace_seg/trace_0304_real.txt") in str(raised.value)
 
 
-def test_a_shifted_trace_starts_with_the_nodes_up_at_its_new_start() -> None:
+def test_a_shifted_trace_starts_with_the_nodes_up_at_its_new_start(real_data: Path) -> None:
     from controller.sim.spot_traces import shifted
 
     full = load_spot_trace("spotserve-g4dn")

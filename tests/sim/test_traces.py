@@ -45,7 +45,8 @@ def assert_ordered(requests: list[SimRequest]) -> None:
         ("mooncake", 12_031, 59.0, 12_035, 343),
     ],
 )
-def test_reads_the_real_traces(name: str, rows: int, minutes: float, mean_prompt: int, mean_output: int) -> None:
+def test_reads_the_real_traces(real_data: Path, name: str, rows: int, minutes: float, mean_prompt: int,
+                               mean_output: int) -> None:
     trace = load_trace(name)
     requests = list(trace.requests)
     assert len(requests) == rows
@@ -56,7 +57,7 @@ def test_reads_the_real_traces(name: str, rows: int, minutes: float, mean_prompt
     assert "CC-BY-4.0" in trace.source or "Apache-2.0" in trace.source
 
 
-def test_the_azure_conv_trace_parses_exactly() -> None:
+def test_the_azure_conv_trace_parses_exactly(real_data: Path) -> None:
     requests = read_azure_csv(default_data_dir() / "traces/azure-llm-2023/AzureLLMInferenceTrace_conv_2023.csv")
     # The file's first two rows: 18:15:46.6805900 and 18:15:50.9951690.
     assert requests[1].arrival == 4.314579
@@ -219,7 +220,7 @@ def test_synthetic_tokens_are_shaped_like_the_azure_conv_trace() -> None:
 # Naming a trace: load_trace
 
 
-def test_rate_scale_superimposes_shifted_copies_by_default() -> None:
+def test_rate_scale_superimposes_shifted_copies_by_default(real_data: Path) -> None:
     plain = load_trace("azure-conv")
     busy = load_trace("azure-conv", rate_scale=3)
     assert len(busy.requests) == 3 * len(plain.requests)
@@ -241,7 +242,7 @@ def test_a_fractional_rate_scale_thins_one_copy(tmp_path: Path) -> None:
     assert [r.arrival for r in trace.requests] == [r.arrival for r in again.requests]  # seeded
 
 
-def test_rate_scale_can_compress_time() -> None:
+def test_rate_scale_can_compress_time(real_data: Path) -> None:
     plain = load_trace("azure-conv")
     fast = load_trace("azure-conv", rate_scale=3, rate_mode="compress")
     assert len(fast.requests) == len(plain.requests)
