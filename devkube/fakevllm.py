@@ -109,6 +109,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 from prometheus_client.samples import Sample
 
+from controller.core.signals import VLLM_TTFT_BUCKETS
 from controller.sim.profiles import ReplicaProfile, profile_named
 from controller.sim.replica import ReplicaEngine
 from controller.sim.request import SimRequest
@@ -137,11 +138,8 @@ Values = float | tuple[float, ...]  # one number (split over engines) or one per
 
 # What vLLM's prometheus_client serves for the classic text format.
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
-# vLLM's buckets for vllm:time_to_first_token_seconds (vllm/v1/metrics/loggers.py).
-TTFT_BUCKETS: tuple[float, ...] = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
-    160.0, 640.0, 2560.0,
-)
+# vLLM's buckets for vllm:time_to_first_token_seconds, as the core knows them.
+TTFT_BUCKETS = VLLM_TTFT_BUCKETS
 DEFAULT_MODEL = "meta-llama/Llama-3.1-8B-Instruct"
 _MAX_HANG_SECONDS = 120.0  # a hanging replica gives up after this, or when it is stopped
 MAX_MODEL_LEN = 8192  # what /v1/models reports; prompt + max_tokens beyond it is a 400, as in vLLM

@@ -20,8 +20,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 
-__all__ = ["MIN_TTFT_OBSERVATIONS", "VLLM_METRICS", "Histogram", "MetricsProblem", "MetricsProblemKind", "PoolKey",
-           "PoolSignals", "SignalsByPool", "ttft_observations", "ttft_quantile"]
+__all__ = ["MIN_TTFT_OBSERVATIONS", "VLLM_METRICS", "VLLM_TTFT_BUCKETS", "Histogram", "MetricsProblem",
+           "MetricsProblemKind", "PoolKey", "PoolSignals", "SignalsByPool", "ttft_observations", "ttft_quantile"]
 
 PoolKey = tuple[str, str]  # (namespace, pool name)
 # A cumulative histogram: (upper bound ``le``, observations <= it), by ascending bound, +Inf as math.inf.
@@ -31,6 +31,11 @@ Histogram = tuple[tuple[float, float], ...]
 # two requests is one request's luck, not what its users feel; 10 is the smallest count at which a p95
 # is not simply the slowest request (rank 9.5 of 10).
 MIN_TTFT_OBSERVATIONS = 10
+# vLLM's bucket bounds for vllm:time_to_first_token_seconds (vllm/v1/metrics/loggers.py), +Inf not included.
+VLLM_TTFT_BUCKETS: tuple[float, ...] = (
+    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
+    160.0, 640.0, 2560.0,
+)
 
 
 class VLLM_METRICS:  # a namespace of constants, named as the metrics are

@@ -19,7 +19,7 @@ import hashlib
 import importlib.metadata
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -373,17 +373,21 @@ def render_replicas_service(pool: PoolRef, spec: InferencePoolSpec) -> Manifest:
     }
 
 
-def _max_num_seqs(tokens: list[str]) -> int | None:
-    """vLLM's --max-num-seqs as the user's args give it (``--max-num-seqs=N``, or ``--max-num-seqs``, ``N``)."""
+def vllm_int_flag(tokens: Sequence[str], flag: str) -> int | None:
+    """A positive integer vLLM flag as the user's args give it (``--flag=N``, or ``--flag``, ``N``)."""
     for index, token in enumerate(tokens):
         value = None
-        if token.startswith("--max-num-seqs="):
+        if token.startswith(flag + "="):
             value = token.partition("=")[2]
-        elif token == "--max-num-seqs" and index + 1 < len(tokens):
+        elif token == flag and index + 1 < len(tokens):
             value = tokens[index + 1]
         if value is not None and value.isdigit() and int(value) > 0:
             return int(value)
     return None
+
+
+def _max_num_seqs(tokens: list[str]) -> int | None:
+    return vllm_int_flag(tokens, "--max-num-seqs")
 
 
 def router_max_in_flight_per_replica(spec: InferencePoolSpec) -> int:

@@ -5,15 +5,15 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import re
 import sys
-from collections.abc import Callable, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TextIO
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, TextIO
 
 import yaml
 
 from controller.api.spec import InferencePoolSpec
 from controller.core.pool import describe_problems, validate_pool
+from controller.kube.render import vllm_int_flag
 from controller.sim.policy import ABLATIONS, POLICY_NAMES
 
 if TYPE_CHECKING:  # the models load only when a command runs, not for every `poolpilot` invocation
@@ -54,20 +54,6 @@ def load_pool(path: str) -> tuple[str, InferencePoolSpec]:
     if not isinstance(parsed, InferencePoolSpec):
         raise PoolFileError(f"{path}: the spec is invalid (SpecValid=False on a cluster): {describe_problems(parsed)}")
     return name, parsed
-
-
-def _flag(args: Sequence[str], flag: str) -> int | None:
-    """An integer vLLM flag from the model's args (``--flag=N`` or ``--flag N``)."""
-    for index, token in enumerate(args):
-        if token.startswith(flag + "="):
-            value = token.split("=", 1)[1]
-        elif token == flag and index + 1 < len(args):
-            value = args[index + 1]
-        else:
-            continue
-        if re.fullmatch(r"\d+", value):
-            return int(value)
-    return None
 
 
 def _with_prices(spec: InferencePoolSpec, profile: ReplicaProfile, api: HostedApiProfile) -> InferencePoolSpec:
@@ -119,8 +105,8 @@ def simulation_of(pool: str, trace: Trace, spot: SpotTrace | Callable[[Inference
     return Simulation(
         pool_name=name, spec=_with_prices(spec, chosen, api), profile=chosen, api=api, trace=trace,
         spot=spot(spec) if callable(spot) else spot,
-        max_num_seqs=_flag(model_args, "--max-num-seqs") or chosen.max_num_seqs,
-        max_model_len=_flag(model_args, "--max-model-len") or chosen.max_model_len,
+        max_num_seqs=vllm_int_flag(model_args, "--max-num-seqs") or chosen.max_num_seqs,
+        max_model_len=vllm_int_flag(model_args, "--max-model-len") or chosen.max_model_len,
         notice_seconds=notice_seconds, seed=seed, cold_start_seconds=cold_start_seconds)
 
 
@@ -210,7 +196,8 @@ def verdict(report: SimulationReport) -> list[str]:
     return said
 
 
-def _print_progress(stream: TextIO, total: float) -> Any:
+def _print_progress(stream: TextIO, total: float) -> tuple[Callable[[str, float], None], Callable[[], None]]:
+    """One progress bar per policy as the policies run one after another: (update, close)."""
     from controller.sim.progress import Progress
 
     bars: dict[str, Progress] = {}
@@ -316,7 +303,7 @@ def run_size(args: argparse.Namespace) -> int:
         return 2
     api = hosted_api_for(spec.model.name)
     model_args = list(spec.model.args)
-    report = size_replica(profile, max_model_len=_flag(model_args, "--max-model-len") or profile.max_model_len,
+    report = size_replica(profile, max_model_len=vllm_int_flag(model_args, "--max-model-len") or profile.max_model_len,
                           prompt_tokens=args.prompt_tokens, output_tokens=args.output_tokens, api=api)
     print(json.dumps(size_as_json(report)) if args.json else render_size(report))
     return 0

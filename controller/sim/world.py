@@ -33,7 +33,7 @@ import heapq
 import itertools
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -43,6 +43,7 @@ from controller.api.status import FallbackMode
 from controller.core.capacity import CapacityType
 from controller.core.notices import NoticeKind
 from controller.core.replicas import DrainMark, DrainStage
+from controller.core.signals import VLLM_TTFT_BUCKETS
 from controller.router.picking import PoolLoad, Route, budget_per_replica, route, spill_after
 from controller.sim.profiles import HostedApiProfile, ReplicaProfile
 from controller.sim.replica import ReplicaEngine
@@ -52,11 +53,8 @@ from controller.sim.timeline import Sample, Timeline
 
 __all__ = ["EPOCH", "NoticeHandling", "Prices", "SimPod", "World", "WorldConfig"]
 
-# vLLM's TTFT histogram buckets (vllm/v1/metrics/loggers.py), as the fake replicas serve them.
-TTFT_BUCKETS: tuple[float, ...] = (
-    0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0, 20.0, 40.0, 80.0,
-    160.0, 640.0, 2560.0, math.inf,
-)
+# vLLM's TTFT histogram buckets, +Inf last: what a replica's histogram counts.
+TTFT_BUCKETS: tuple[float, ...] = (*VLLM_TTFT_BUCKETS, math.inf)
 _HOUR = 3600.0
 _MILLION = 1_000_000.0
 _SIGKILL_MARGIN_SECONDS = 5.0  # a drained replica stops this long before its node goes
@@ -606,9 +604,6 @@ class World:
                 self._terminate(name, upcoming)
         for name in list(self._engines):
             self._terminate(name, limit, status=None)
-
-    def pods_in_flight(self) -> Iterator[SimPod]:
-        return iter(self.pods.values())
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,7 +16,7 @@ import pytest
 
 from controller.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
 from controller.kube.client import build_api_client
-from controller.router.discovery import discover, fallback_mode, replica_urls
+from controller.router.discovery import discover, fallback_mode, in_flight_per_replica, replica_urls
 from controller.router.view import RouterView, ViewHolder
 from devkube import DevCluster
 
@@ -266,3 +266,18 @@ def test_fallback_mode_reads_the_status_and_defaults_to_off() -> None:
     assert fallback_mode({"status": {"fallback": {"mode": "Sideways"}}}) == "Off"
     assert fallback_mode({"status": {}}) == "Off"
     assert fallback_mode(None) == "Off"
+
+
+@pytest.mark.parametrize(("fallback", "expected"), [
+    ({"mode": "Overflow", "inFlightPerReplica": 18}, 18),
+    ({"mode": "Overflow"}, None),  # not measured yet: the router keeps its configured budget
+    ({"inFlightPerReplica": 0}, None),
+    ({"inFlightPerReplica": -3}, None),
+    ({"inFlightPerReplica": "18"}, None),
+    ({"inFlightPerReplica": True}, None),
+    ({"inFlightPerReplica": 2.5}, None),
+])
+def test_a_budget_in_the_status_counts_only_as_a_positive_integer(fallback: dict[str, Any],
+                                                                   expected: int | None) -> None:
+    assert in_flight_per_replica({"status": {"fallback": fallback}}) == expected
+    assert in_flight_per_replica(None) is None and in_flight_per_replica({"status": "garbage"}) is None
