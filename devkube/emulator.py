@@ -277,6 +277,9 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
             assert path.namespace is not None and path.name is not None  # pods are namespaced
             result = eviction.evict(self.store, path.namespace, path.name, request.data, dry_run=_dry_run(request))
             return _Response(status=int(result["code"]), payload=result)
+        # A PUT of a missing Lease creates it (store.creates_on_update): 201, as a POST.
+        created = method == "PUT" and path.name is not None and path.subresource is None \
+            and self.store.creates_on_update(resource, path.namespace, path.name)
         if method == "GET":
             payload = self._serve_read(request, resource, path)
         elif path.name is None:
@@ -285,7 +288,7 @@ class DevKubeEmulator(kmock.KubernetesEmulator):
             payload = self._serve_object_write(request, resource, path)
         # Always explicit: kmock copies a nested response's status into the reaction's shared
         # response, so a 201 of one creation would otherwise leak into all later responses.
-        status = 201 if method == "POST" and path.name is None else 200
+        status = 201 if (method == "POST" and path.name is None) or created else 200
         return _Response(status=status, payload=payload)
 
     def _serve_read(self, request: kmock.Request, resource: Resource, path: ApiPath) -> kmock.Payload:

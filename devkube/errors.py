@@ -8,6 +8,8 @@ client raises ``ApiException`` with the usual ``status`` and ``reason``.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from typing import Any
 
 import kmock
@@ -91,3 +93,43 @@ def unsupported_media_type(content_type: str) -> ApiError:
 
 def expired(message: str) -> ApiError:
     return ApiError(410, "Expired", message)
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldProblem:
+    """One entry of apimachinery's field.ErrorList: ``{field}: Invalid value: {value}: {detail}``."""
+
+    field: str
+    value: str
+    detail: str
+    reason: str = "FieldValueInvalid"
+
+    @property
+    def message(self) -> str:
+        return f"Invalid value: {self.value}: {self.detail}"
+
+
+def invalid_fields(resource: Resource, name: str | None, problems: list[FieldProblem], *,
+                   by_resource: bool = False) -> ApiError:
+    """422 as apimachinery's errors.NewInvalid builds it: ``Kind.group "name" is invalid: <field>: <message>``
+    (several in brackets), with one cause per problem. ``by_resource``: named by the qualified plural
+    (``leases.coordination.k8s.io``), as the generic registry's update checks are."""
+    if by_resource:
+        subject, kind = qualified_plural(resource), resource.plural
+    else:
+        subject, kind = f"{resource.kind}.{resource.group}" if resource.group else resource.kind, resource.kind
+    rendered = [f"{problem.field}: {problem.message}" for problem in problems]
+    text = rendered[0] if len(rendered) == 1 else f"[{', '.join(rendered)}]"
+    details: dict[str, Any] = {"name": name or "", "kind": kind,
+                               "causes": [{"reason": p.reason, "message": p.message, "field": p.field}
+                                          for p in problems]}
+    if resource.group:
+        details["group"] = resource.group
+    return ApiError(422, "Invalid", f'{subject} "{name or ""}" is invalid: {text}', details)
+
+
+def invalid_patch(patched: Any, message: str) -> ApiError:
+    """422 for a patch whose result does not decode (apiserver's patch handler: the object's JSON is the value)."""
+    value = json.dumps(json.dumps(patched, separators=(",", ":")))
+    cause = {"reason": "FieldValueInvalid", "message": f"Invalid value: {value}: {message}", "field": "patch"}
+    return ApiError(422, "Invalid", f' "" is invalid: patch: Invalid value: {value}: {message}', {"causes": [cause]})

@@ -36,7 +36,8 @@ Semantics, as on a real server:
 
 Differences from a real server (cover them in e2e tests on a real cluster):
 
-* No admission, no RBAC, no validation of built-in kinds (only names). Custom resources are pruned,
+* No admission, no RBAC, no validation of built-in kinds (only names), except Leases, decoded and
+  validated as kube-apiserver does (:mod:`.leases`; a PUT creates a missing one). Custom resources are pruned,
   defaulted and validated against their CRD's schema and CEL rules (``crd_schema``), unless
   ``validate_custom_resources`` is off (a cluster with an older CRD).
 * ``generation`` is tracked for every kind; a real server has none for ConfigMaps, Secrets,
@@ -70,7 +71,7 @@ from typing import Any
 
 import kmock
 
-from devkube import crd_schema, crds, defaults, errors, patching, quota, selectors, tables
+from devkube import crd_schema, crds, defaults, errors, leases, patching, quota, selectors, tables
 from devkube.resources import Resource, lookup, resolve
 
 ObjectKey = tuple[kmock.resource, str | None, str]
@@ -82,6 +83,7 @@ PODS = kmock.resource("", "v1", "pods")
 DEFAULT_POD_GRACE_SECONDS = 30
 CRDS = kmock.resource("apiextensions.k8s.io", "v1", "customresourcedefinitions")
 QUOTAS = kmock.resource("", "v1", "resourcequotas")
+LEASES = kmock.resource("coordination.k8s.io", "v1", "leases")
 
 # Fields of metadata that only the server sets; clients' values are ignored on updates.
 _SERVER_OWNED_METADATA = (
@@ -305,7 +307,7 @@ class ObjectStore:
         if resource.has_status:
             obj.pop("status", None)
         defaults.apply_defaults(resource.group, resource.plural, obj, previous=None)
-        return self._admit_custom(resource, obj)
+        return self._admit_custom(resource, self._admit_builtin(resource, obj, patched=False))
 
     def _admit_custom(self, resource: Resource, obj: dict[str, Any]) -> dict[str, Any]:
         """What apiextensions-apiserver does with a custom resource on create and update: prune unknown
@@ -319,6 +321,30 @@ class ObjectStore:
             raise errors.invalid(resource, obj["metadata"].get("name"), message)
         # Metadata is the API server's own; the schema governs the rest.
         return {**admission.obj, "metadata": obj["metadata"]}
+
+    def _admit_builtin(self, resource: Resource, obj: dict[str, Any], *, patched: bool) -> dict[str, Any]:
+        """Decode and validate the built-in kinds the emulator knows the Go types of (Leases, :mod:`.leases`).
+
+        A body that does not decode is a 400 on a create or an update (the request's body is decoded
+        first), and a 422 on a patch (the patched object is), as on kube-apiserver."""
+        if resource.key != LEASES:
+            return obj
+        try:
+            decoded = leases.decode_lease(obj)
+        except leases.LeaseDecodeError as error:
+            if patched:
+                raise errors.invalid_patch(obj, str(error)) from None
+            raise errors.bad_request(f'{resource.kind} in version "{resource.version}" cannot be handled as a '
+                                     f"{resource.kind}: {error}") from None
+        problems = leases.validate_lease(decoded)
+        if problems:
+            raise errors.invalid_fields(resource, decoded["metadata"].get("name"), problems)
+        return decoded
+
+    def creates_on_update(self, resource: Resource, namespace: str | None, name: str) -> bool:
+        """Whether a PUT of this object creates it: it is missing, and its kind's registry strategy allows
+        that (``AllowCreateOnUpdate``: Leases, pkg/registry/coordination/lease/strategy.go)."""
+        return resource.key == LEASES and self._live(self._key(resource, namespace, name)) is None
 
     def _storage_api_version(self, resource: Resource) -> str:
         version = self.storage_key(resource).version
@@ -395,7 +421,8 @@ class ObjectStore:
             except (patching.PatchError, ValueError) as e:
                 raise errors.invalid(resource, name, str(e)) from e
 
-        return self._update(resource, namespace, name, compute, subresource=subresource, dry_run=dry_run)
+        return self._update(resource, namespace, name, compute, subresource=subresource, dry_run=dry_run,
+                            patched=True)
 
     def replace(
         self,
@@ -410,14 +437,22 @@ class ObjectStore:
         if not isinstance(body, Mapping) or not isinstance(body.get("metadata", {}), Mapping):
             raise errors.bad_request("the body must be a JSON object with an object in metadata")
         body_name = body.get("metadata", {}).get("name")
-        if self.is_custom(resource) and not body.get("metadata", {}).get("resourceVersion"):
-            # Custom resources allow no unconditional updates (built-in kinds mostly do).
-            message = "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
-            raise errors.invalid(resource, name, message)
         if body_name and body_name != name:
             raise errors.bad_request(
                 f"the name of the object ({body_name}) does not match the name on the URL ({name})"
             )
+        if subresource is None and self.creates_on_update(resource, namespace, name):
+            return self.create(resource, namespace, {**body, "metadata": {**body.get("metadata", {}), "name": name}},
+                               dry_run=dry_run)
+        if self.is_custom(resource) and not body.get("metadata", {}).get("resourceVersion"):
+            # Custom resources allow no unconditional updates (built-in kinds mostly do).
+            message = "metadata.resourceVersion: Invalid value: 0x0: must be specified for an update"
+            raise errors.invalid(resource, name, message)
+        if resource.key == LEASES and not body.get("metadata", {}).get("resourceVersion") \
+                and self._live(self._key(resource, namespace, name)) is not None:
+            # AllowUnconditionalUpdate is false for Leases (pkg/registry/coordination/lease/strategy.go).
+            problem = errors.FieldProblem("metadata.resourceVersion", "0", "must be specified for an update")
+            raise errors.invalid_fields(resource, name, [problem], by_resource=True)
         return self._update(
             resource,
             namespace,
@@ -448,6 +483,7 @@ class ObjectStore:
         *,
         subresource: str | None,
         dry_run: bool = False,
+        patched: bool = False,
     ) -> dict[str, Any]:
         if subresource is not None and subresource not in resource.subresources:
             raise errors.not_found(resource, name)
@@ -463,7 +499,7 @@ class ObjectStore:
         expected_rv = (proposed.get("metadata") or {}).get("resourceVersion")
         if expected_rv and expected_rv != current["metadata"]["resourceVersion"]:
             raise errors.conflict(resource, name)
-        result = self._merge_update(resource, current, proposed, subresource)
+        result = self._merge_update(resource, current, proposed, subresource, patched=patched)
         if result == current:
             return self.present(resource, current)  # a no-op: no new resourceVersion, no event
         if resource.key == CRDS and subresource is None:
@@ -485,6 +521,8 @@ class ObjectStore:
         current: dict[str, Any],
         proposed: dict[str, Any],
         subresource: str | None,
+        *,
+        patched: bool = False,
     ) -> dict[str, Any]:
         if subresource == "status":
             # Everything but the status comes from the stored object, as on a real server.
@@ -500,7 +538,7 @@ class ObjectStore:
         meta.pop("managedFields", None)
         result["apiVersion"], result["kind"] = current["apiVersion"], current["kind"]
         defaults.apply_defaults(resource.group, resource.plural, result, previous=current)
-        result = self._admit_custom(resource, result)
+        result = self._admit_custom(resource, self._admit_builtin(resource, result, patched=patched))
         self._check_finalizers(resource, current, result)
         if _spec_part(result) != _spec_part(current):
             meta["generation"] = current["metadata"].get("generation", 0) + 1

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any
 
 from controller.api.spec import API_GROUP, API_VERSION, KIND, PLURAL
-from tests.fidelity.api import JSON_PATCH, MERGE, STRATEGIC, Api, masked
+from tests.fidelity.api import JSON_PATCH, MERGE, STRATEGIC, Api, Reply, masked
 
 Json = Any
 Scenario = Callable[[Api, str], Json]
@@ -295,6 +295,81 @@ def stale_writes_conflict(api: Api, ns: str) -> Json:
         "stale_patch": (stale_patch.status, _status_shape(stale_patch.body)["reason"]),
         "put_without_version": (put_without_version.status, (put_without_version.body.get("data") or {}).get("k")),
     }
+
+
+# --- Leases (the operator's leader election) ------------------------------------------------------
+
+
+def _leases(ns: str) -> str:
+    return f"/apis/coordination.k8s.io/v1/namespaces/{ns}/leases"
+
+
+def _lease(name: str, **spec: Json) -> Json:
+    return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": name}, "spec": spec}
+
+
+def _error(reply: Reply) -> Json:
+    """What an error says: status, reason, message and the causes' fields and messages."""
+    body = reply.body if isinstance(reply.body, dict) else {}
+    causes = [(c.get("field"), c.get("message")) for c in (body.get("details") or {}).get("causes") or []]
+    return (reply.status, body.get("reason"), body.get("message"), causes)
+
+
+@scenario
+def leases_store_micro_times_and_refuse_stale_updates(api: Api, ns: str) -> Json:
+    """What the elector relies on: MicroTimes read back in UTC with six digits, 409 for a stale update."""
+    path = f"{_leases(ns)}/poolpilot"
+    created = api.post(_leases(ns), _lease("poolpilot", holderIdentity="a", leaseDurationSeconds=10,
+                                           acquireTime="2026-12-03T12:00:00.000000Z",
+                                           renewTime="2026-12-03T14:00:00.123456+02:00", leaseTransitions=0))
+    read = api.get(path)
+    listed = api.get(_leases(ns), expect=200)
+    renewed = api.put(path, {**read.body, "spec": {**read.body["spec"], "renewTime": "2026-12-03T12:00:02.500000Z"}})
+    stale = api.put(path, {**read.body, "spec": {**read.body["spec"], "holderIdentity": "b"}})
+    unconditional = copy.deepcopy(read.body)
+    unconditional["metadata"].pop("resourceVersion")
+    without_version = api.put(path, unconditional)
+    patched = api.patch(path, {"spec": {"holderIdentity": "", "leaseDurationSeconds": 1}})
+    events = api.watch(path.rsplit("/", 1)[0], {"resourceVersion": created.body["metadata"]["resourceVersion"],
+                                                "fieldSelector": "metadata.name=poolpilot"}, seconds=1)
+    deleted = api.delete(path)
+    return {
+        "created": (created.status, created.body.get("spec")), "read": read.body.get("spec"),
+        "listed": [item["metadata"]["name"] for item in listed.body["items"]],
+        "renewed": (renewed.status, renewed.body.get("spec", {}).get("renewTime"),
+                    renewed.body["metadata"]["resourceVersion"] != read.body["metadata"]["resourceVersion"]),
+        "stale": _error(stale), "without_version": _error(without_version),
+        "patched": (patched.status, patched.body.get("spec")),
+        "events": [(e["type"], e["object"]["spec"].get("holderIdentity")) for e in events],
+        "deleted": deleted.status, "gone": api.get(path).status,
+    }
+
+
+@scenario
+def leases_are_decoded_and_validated(api: Api, ns: str) -> Json:
+    """MicroTime's one layout (no fraction, three or nine digits refused), Go's types, ValidateLeaseSpec."""
+    times = ["2026-12-03T12:00:00Z", "2026-12-03T12:00:00.123Z", "2026-12-03T12:00:00.123456789Z",
+             "2026-12-03 12:00:00.123456Z", "2026-13-03T12:00:00.123456Z", "2026-02-30T12:00:00.123456Z",
+             "2026-12-03T12:00:00.123456+0200", "2026-12-03T12:00:00.123456Zabc", "", "soon", 5]
+    bad_times = {str(t): _error(api.post(_leases(ns), _lease("t", renewTime=t))) for t in times}
+    bad_types = [_error(api.post(_leases(ns), _lease("t", **{field: value}))) for field, value in (
+        ("leaseDurationSeconds", "10"), ("leaseDurationSeconds", 1.5), ("leaseTransitions", 3_000_000_000),
+        ("holderIdentity", 7), ("leaseTransitions", True))]
+    invalid = api.post(_leases(ns), _lease("t", leaseDurationSeconds=0, leaseTransitions=-1))
+    # strategy and preferredHolder: the CoordinatedLeaderElection gate is off, so they are dropped, as
+    # fields no Lease has are.
+    dropped = api.post(_leases(ns), {**_lease("d", holderIdentity="a", strategy="Bad", preferredHolder="b",
+                                              unknown=1), "status": {"x": 1}})
+    bare = api.post(_leases(ns), {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease", "metadata": {"name": "e"}})
+    put_creates = api.put(f"{_leases(ns)}/p", {**_lease("p", holderIdentity="a"),
+                                               "metadata": {"name": "p", "resourceVersion": "5"}})
+    bad_patch = api.patch(f"{_leases(ns)}/p", {"spec": {"renewTime": "2026-12-03T12:00:00Z"}})
+    invalid_patch = api.patch(f"{_leases(ns)}/p", {"spec": {"leaseDurationSeconds": -1}})
+    return {"bad_times": bad_times, "bad_types": bad_types, "invalid": _error(invalid),
+            "dropped": (dropped.status, dropped.body.get("spec"), "status" in dropped.body),
+            "bare": (bare.status, bare.body.get("spec")), "put_creates": (put_creates.status, put_creates.body.get(
+                "spec")), "bad_patch": (bad_patch.status, bad_patch.body.get("reason"), "cannot parse" in str(
+                    bad_patch.body.get("message"))), "invalid_patch": _error(invalid_patch)}
 
 
 # --- admission ---------------------------------------------------------------------------------
