@@ -15,15 +15,20 @@ from typing import TYPE_CHECKING
 from controller.router.settings import add_router_arguments
 
 if TYPE_CHECKING:
+    from controller.leader import LeaderElector
     from controller.router.settings import RouterSettings
+    from controller.settings import OperatorSettings
 
 __all__ = ["main"]
 
 
 def _run(args: argparse.Namespace) -> int:
+    import asyncio
+
     import kopf
 
     import controller.handlers  # noqa: F401  # registers the handlers with Kopf
+    from controller.leadership import Leadership, new_identity, run_when_leading
     from controller.settings import InvalidSettings, load_operator_settings
 
     try:
@@ -38,13 +43,39 @@ def _run(args: argparse.Namespace) -> int:
         # Kopf logs every handler call at INFO: thousands of lines an hour per pool. Keep warnings.
         for noisy in ("kopf.objects", "kopf.activities.probe", "aiohttp.access"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    kopf.run(
-        standalone=True,  # one replica with a Recreate strategy: no peering needed
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=args.liveness or settings.liveness_url(),
-    )
-    return 0
+    identity = new_identity(settings.reporting_instance)
+    liveness_endpoint = args.liveness or settings.liveness_url()
+    if not settings.leader_election:
+        kopf.run(
+            standalone=True,  # no Kopf peering: the Lease (or, without it, a single replica) decides who acts
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+            liveness_endpoint=liveness_endpoint,
+            memo=kopf.Memo(leadership=Leadership(identity=identity)),
+        )
+        return 0
+    elector = _elector(settings, identity)
+    leadership = Leadership(identity=identity, write_gate=elector.is_leading)
+
+    async def run_operator(stop_flag: asyncio.Event) -> None:
+        await kopf.operator(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
+                            liveness_endpoint=liveness_endpoint, stop_flag=stop_flag,
+                            memo=kopf.Memo(leadership=leadership, stop_flag=stop_flag))
+
+    return asyncio.run(run_when_leading(elector, run_operator))
+
+
+def _elector(settings: OperatorSettings, identity: str) -> LeaderElector:
+    from controller.kube.client import build_api_client, user_agent
+    from controller.kube.lease import LeaseApi
+    from controller.leader import ElectionTimings, LeaderElector
+
+    leases = LeaseApi(build_api_client(settings.kubeconfig, agent=user_agent(identity)),
+                      settings.lease_namespace_or_default(), settings.lease_name)
+    timings = ElectionTimings(lease_duration_seconds=settings.lease_duration_seconds,
+                              renew_deadline_seconds=settings.lease_renew_deadline_seconds,
+                              retry_period_seconds=settings.lease_retry_period_seconds)
+    return LeaderElector(leases, identity, timings)
 
 
 def _router(args: argparse.Namespace) -> int:

@@ -22,7 +22,8 @@ from controller.api.spec import API_GROUP, API_VERSION, PLURAL
 from controller.core.notices import InterruptionNotice, Verdict, instance_id_from_provider_id
 from controller.core.scaling import ScalingState
 from controller.kube.apply import VerifiedObjects
-from controller.kube.client import KubeApi, build_api_client
+from controller.kube.client import KubeApi, build_api_client, user_agent
+from controller.kube.kopf_session import session_for
 from controller.kube.observe import trimmed_pod
 from controller.kube.render import (
     COMPONENT_LABEL,
@@ -33,6 +34,7 @@ from controller.kube.render import (
     SERVING_LABEL,
     PoolRef,
 )
+from controller.leadership import Leadership
 from controller.notice_feed import NoticeFeed
 from controller.reconcile import ParsedSpec, PoolSnapshot, Reporting, UpgradeSlots, reconcile_pool
 from controller.settings import OperatorSettings
@@ -141,6 +143,24 @@ def _runtime(memo: kopf.Memo) -> Runtime:
     return runtime
 
 
+def _leadership(memo: kopf.Memo, settings: OperatorSettings) -> Leadership:
+    """The election's part (``poolpilot run`` puts it in the memo); without one, this process writes freely."""
+    leadership = memo.get("leadership")
+    return leadership if isinstance(leadership, Leadership) else Leadership(identity=settings.reporting_instance)
+
+
+@kopf.on.login()
+async def login(logger: kopf.Logger, memo: kopf.Memo, settings: kopf.OperatorSettings,
+                **_: Any) -> kopf.AiohttpSession | None:
+    """Kopf's own login (the kubernetes client's configuration), with a session whose User-Agent names this
+    replica and whose writes stop when the lead is lost (controller/kube/kopf_session.py)."""
+    info = kopf.login_via_client(logger=logger, settings=settings)
+    if info is None:
+        return None
+    leadership = _leadership(memo, OperatorSettings())
+    return session_for(info, agent=user_agent(leadership.identity), write_gate=leadership.write_gate)
+
+
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: kopf.Logger, **_: Any) -> None:
     operator_settings = OperatorSettings()
@@ -165,7 +185,9 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
     for resource in OWNED_RESOURCES:
         settings.watching.label_selectors[resource] = owned_selector
     settings.watching.chunk_size = operator_settings.list_chunk_size
-    memo["runtime"] = Runtime(api=KubeApi(build_api_client(operator_settings.kubeconfig), timeout_seconds=timeout),
+    leadership = _leadership(memo, operator_settings)
+    api_client = build_api_client(operator_settings.kubeconfig, agent=user_agent(leadership.identity))
+    memo["runtime"] = Runtime(api=KubeApi(api_client, timeout_seconds=timeout, write_gate=leadership.write_gate),
                               reader=SignalReader(operator_settings), settings=operator_settings,
                               upgrades=UpgradeSlots(limit=operator_settings.max_concurrent_upgrades),
                               evaluation_slots=asyncio.Semaphore(operator_settings.max_concurrent_evaluations))
@@ -182,6 +204,11 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, logger: ko
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
+    stop_flag = memo.get("stop_flag")
+    if isinstance(stop_flag, asyncio.Event):
+        # Stopped by a signal, Kopf leaves the task waiting for its stop_flag pending, then waits 5 s for
+        # it as a hung task: set, the flag ends it, and the Lease is released 5 s sooner.
+        stop_flag.set()
     runtime = memo.get("runtime")
     if isinstance(runtime, Runtime):
         for task in runtime.background:

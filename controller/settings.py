@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import ipaddress
+import pathlib
 import re
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from controller.kube.render import DEFAULT_ROUTER_IMAGE
 from controller.sources.metrics.urls import normalized_prometheus_url
 
 __all__ = ["InvalidSettings", "OperatorSettings", "load_operator_settings"]
+
+# Where a pod finds its own namespace (the ServiceAccount's projected volume).
+IN_CLUSTER_NAMESPACE_FILE = pathlib.Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+DEFAULT_LEASE_NAMESPACE = "poolpilot-system"
 
 
 class OperatorSettings(BaseSettings):
@@ -106,6 +111,63 @@ class OperatorSettings(BaseSettings):
                     "when the operator's image comes from a mirror (kustomize's `images:` does not reach it).",
     )
 
+    leader_election: bool = Field(
+        default=True,
+        description="Run only while holding the coordination.k8s.io Lease lease_name: of the operator's replicas, "
+                    "one leads and acts, the others stand by and take over when its Lease expires (README, "
+                    "\"High availability\"). false: act at once, as the only replica.",
+    )
+    lease_name: str = Field(default="poolpilot", min_length=1, max_length=253, description="The Lease's name.")
+    lease_namespace: str | None = Field(
+        default=None,
+        description="The Lease's namespace. Unset: the pod's own (pod_namespace, else the in-cluster "
+                    "ServiceAccount's namespace file), else poolpilot-system.",
+    )
+    pod_namespace: str | None = Field(
+        default=None, description="This pod's namespace (the Downward API's metadata.namespace)."
+    )
+    # client-go's defaults are 15 s, 10 s and 2 s. After a leader is killed (no release), the standby takes
+    # over within lease_duration plus two of its polls (one to see the last renewal, one after the expiry):
+    # 8 + 2 x 1.65 = 11.3 s at worst here, 15 s + 2 x 4.4 s with client-go's; with Kopf's start and the first
+    # evaluation the pools are evaluated again within 15 s. lease_duration / renew_deadline is the clock-rate
+    # skew tolerated between replicas (1.33), and their difference the margin for a write in flight (2 s).
+    lease_duration_seconds: int = Field(
+        default=8, ge=1, le=3600,
+        description="A standby takes the Lease when its holder has not renewed it for this long, as measured on "
+                    "the standby's own clock since it saw the Lease change.",
+    )
+    lease_renew_deadline_seconds: float = Field(
+        default=6.0, gt=0, le=3600,
+        description="The leader stops acting (and exits) when it has not renewed the Lease for this long; shorter "
+                    "than lease_duration_seconds, so that it has stopped before anyone may take over.",
+    )
+    lease_retry_period_seconds: float = Field(
+        default=1.5, gt=0, le=600,
+        description="The leader renews the Lease this often; a standby looks at it this often (up to 10 % later).",
+    )
+
+    @model_validator(mode="after")
+    def _lease_timings_in_order(self) -> OperatorSettings:
+        # As client-go's NewLeaderElector requires (tools/leaderelection/leaderelection.go).
+        if not self.lease_duration_seconds > self.lease_renew_deadline_seconds:
+            raise ValueError("POOLPILOT_LEASE_DURATION_SECONDS must be greater than "
+                             "POOLPILOT_LEASE_RENEW_DEADLINE_SECONDS")
+        if not self.lease_renew_deadline_seconds > 1.2 * self.lease_retry_period_seconds:
+            raise ValueError("POOLPILOT_LEASE_RENEW_DEADLINE_SECONDS must be greater than 1.2 x "
+                             "POOLPILOT_LEASE_RETRY_PERIOD_SECONDS")
+        return self
+
+    def lease_namespace_or_default(self, namespace_file: pathlib.Path = IN_CLUSTER_NAMESPACE_FILE) -> str:
+        """The Lease's namespace: the one set, else the pod's own, else poolpilot-system."""
+        if self.lease_namespace:
+            return self.lease_namespace
+        if self.pod_namespace:
+            return self.pod_namespace
+        try:
+            return namespace_file.read_text().strip() or DEFAULT_LEASE_NAMESPACE
+        except OSError:
+            return DEFAULT_LEASE_NAMESPACE
+
     @field_validator("prometheus_url")
     @classmethod
     def _a_prometheus_url(cls, value: str | None) -> str | None:
@@ -153,8 +215,9 @@ def load_operator_settings() -> OperatorSettings:
     try:
         return OperatorSettings()
     except ValidationError as e:
-        problems = [f"{prefix}{'_'.join(map(str, error['loc'])).upper()}: "
-                    f"{error['msg'].removeprefix('Value error, ')}" for error in e.errors()]
+        # A rule over several variables (the lease timings) names them in its message, with no location.
+        problems = [(f"{prefix}{'_'.join(map(str, error['loc'])).upper()}: " if error["loc"] else "")
+                    + error["msg"].removeprefix("Value error, ") for error in e.errors()]
         raise InvalidSettings("; ".join(problems)) from None
     except SettingsError as e:  # a list or object variable that is not JSON
         field = re.search(r'field "(\w+)"', str(e))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import importlib.metadata
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ from kubernetes.client.exceptions import ApiException
 
 from controller.api.spec import API_GROUP, API_VERSION, PLURAL
 
-__all__ = ["EvictionBlocked", "KubeApi", "NotFound", "build_api_client"]
+__all__ = ["EvictionBlocked", "KubeApi", "NotFound", "NotLeading", "WriteGate", "build_api_client", "user_agent"]
 
 Manifest = dict[str, Any]
 
@@ -40,8 +41,22 @@ class NotFound(Exception):
     """The object does not exist."""
 
 
-def build_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClient:
-    """In-cluster credentials when running in a pod, else the kubeconfig (``KUBECONFIG`` or the given path)."""
+class NotLeading(Exception):
+    """A write refused before it was sent: this replica does not hold the leader Lease (any more)."""
+
+
+# Says whether this replica may write now (controller/leader.py's LeaderElector.is_leading).
+WriteGate = Callable[[], bool]
+
+
+def user_agent(identity: str) -> str:
+    """``poolpilot/<version> (<identity>)``: every write names the replica that made it."""
+    return f"poolpilot/{importlib.metadata.version('poolpilot')} ({identity})"
+
+
+def build_api_client(kubeconfig: str | None = None, *, agent: str | None = None) -> kubernetes.client.ApiClient:
+    """In-cluster credentials when running in a pod, else the kubeconfig (``KUBECONFIG`` or the given path);
+    ``agent``: the User-Agent of its requests (see ``user_agent``)."""
     configuration = kubernetes.client.Configuration()
     # As many connections as calls in flight (KubeApi's threads): a reclaim storm writes for many pools at once.
     configuration.connection_pool_maxsize = API_THREADS + URGENT_API_THREADS
@@ -49,7 +64,10 @@ def build_api_client(kubeconfig: str | None = None) -> kubernetes.client.ApiClie
         kubernetes.config.load_incluster_config(client_configuration=configuration)
     except kubernetes.config.ConfigException:
         kubernetes.config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-    return kubernetes.client.ApiClient(configuration)
+    client = kubernetes.client.ApiClient(configuration)
+    if agent:
+        client.user_agent = agent
+    return client
 
 
 @dataclass(frozen=True)
@@ -73,10 +91,17 @@ def _status_message(error: ApiException) -> str:
 
 
 class KubeApi:
-    """Create, read and patch the kinds a pool owns, and patch a pool's status."""
+    """Create, read and patch the kinds a pool owns, and patch a pool's status.
 
-    def __init__(self, api_client: kubernetes.client.ApiClient, *, timeout_seconds: float = 10.0) -> None:
+    ``write_gate``: asked before every write (create, patch, delete, evict, status), once when the call is
+    made and again in the worker thread just before the request leaves; when it says no, the write raises
+    ``NotLeading`` unsent. A leader whose Lease lapsed thus writes nothing, even from a call queued before.
+    """
+
+    def __init__(self, api_client: kubernetes.client.ApiClient, *, timeout_seconds: float = 10.0,
+                 write_gate: WriteGate | None = None) -> None:
         self._timeout_seconds = timeout_seconds
+        self._write_gate = write_gate
         self._kinds = {
             "Deployment": _KindApi(kubernetes.client.AppsV1Api(api_client), "namespaced_deployment"),
             "Service": _KindApi(kubernetes.client.CoreV1Api(api_client), "namespaced_service"),
@@ -97,8 +122,18 @@ class KubeApi:
         self._custom = kubernetes.client.CustomObjectsApi(api_client)
         self._api_client = api_client
 
-    async def _call(self, method: Callable[..., Any], *args: Any, urgent: bool = False, **kwargs: Any) -> Manifest:
+    def _check_write_gate(self) -> None:
+        if self._write_gate is not None and not self._write_gate():
+            raise NotLeading("not writing: this replica does not hold the leader Lease")
+
+    async def _call(self, method: Callable[..., Any], *args: Any, urgent: bool = False, write: bool = False,
+                    **kwargs: Any) -> Manifest:
+        if write:
+            self._check_write_gate()
+
         def blocking() -> Manifest:
+            if write:
+                self._check_write_gate()  # the call may have waited for a thread: ask again
             try:
                 # (connect, read): a stalled server raises instead of blocking this call forever.
                 response = method(*args, _preload_content=False,
@@ -125,16 +160,16 @@ class KubeApi:
             return None
 
     async def create(self, kind: str, namespace: str, body: Manifest) -> Manifest:
-        return await self._call(self._method("create", kind), namespace, body)
+        return await self._call(self._method("create", kind), namespace, body, write=True)
 
     async def patch(self, kind: str, namespace: str, name: str, patch: Manifest, *, urgent: bool = False) -> Manifest:
         """A merge patch; ``urgent`` takes the lane kept for reclaims (see URGENT_API_THREADS)."""
-        return await self._call(self._method("patch", kind), name, namespace, patch, urgent=urgent,
+        return await self._call(self._method("patch", kind), name, namespace, patch, urgent=urgent, write=True,
                                 _content_type=MERGE_PATCH)
 
     async def delete(self, kind: str, namespace: str, name: str) -> None:
         with contextlib.suppress(NotFound):  # gone already: what we wanted
-            await self._call(self._method("delete", kind), name, namespace)
+            await self._call(self._method("delete", kind), name, namespace, write=True)
 
     async def evict(self, namespace: str, pod: str, *, grace_seconds: int, uid: str | None = None) -> None:
         """POST pods/{pod}/eviction: the API server checks the pod's PodDisruptionBudgets first.
@@ -148,7 +183,7 @@ class KubeApi:
         body = {"apiVersion": "policy/v1", "kind": "Eviction",
                 "metadata": {"name": pod, "namespace": namespace}, "deleteOptions": options}
         try:
-            await self._call(self._core.create_namespaced_pod_eviction, pod, namespace, body)
+            await self._call(self._core.create_namespaced_pod_eviction, pod, namespace, body, write=True)
         except ApiException as error:
             if error.status == 429:
                 raise EvictionBlocked(_status_message(error)) from error
@@ -165,13 +200,13 @@ class KubeApi:
                                 operations: list[Manifest]) -> Manifest:
         """An RFC 6902 JSON patch: it can address list items, and its ``test`` operations make it conditional."""
         return await self._call(self._custom.patch_namespaced_custom_object, group, version, namespace, plural,
-                                name, operations, _content_type=JSON_PATCH)
+                                name, operations, write=True, _content_type=JSON_PATCH)
 
     async def patch_pool_status(self, namespace: str, name: str, status: Manifest) -> Manifest:
         return await self._call(
             self._custom.patch_namespaced_custom_object_status,
             API_GROUP, API_VERSION, namespace, PLURAL, name, {"status": status},
-            _content_type=MERGE_PATCH,
+            write=True, _content_type=MERGE_PATCH,
         )
 
     def close(self) -> None:

@@ -15,6 +15,8 @@ __all__: list[str] = []
     ("POOLPILOT_ALLOWED_PROMETHEUS_URLS", '["http://prom:9090", "prom"]', "'prom' is not an http(s) URL"),
     ("POOLPILOT_ALLOWED_PROMETHEUS_URLS", "http://prom:9090", "a JSON list"),
     ("POOLPILOT_POD_IP", "pod-1", "'pod-1' is not an IP address"),
+    ("POOLPILOT_LEASE_RENEW_DEADLINE_SECONDS", "9", "must be greater than POOLPILOT_LEASE_RENEW_DEADLINE_SECONDS"),
+    ("POOLPILOT_LEASE_RETRY_PERIOD_SECONDS", "5.5", "greater than 1.2 x POOLPILOT_LEASE_RETRY_PERIOD_SECONDS"),
 ])
 def test_a_bad_setting_is_one_line_naming_it(variable: str, value: str, words: str) -> None:
     result = subprocess.run([sys.executable, "-m", "controller.cli", "run"], capture_output=True, text=True,

@@ -23,7 +23,8 @@ from tests.support.waiting import eventually
 
 Manifest = dict[str, Any]
 OPERATOR_MANIFESTS = ["manifests/00-namespace.yaml", "manifests/serviceaccount.yaml",
-                      "manifests/clusterrole.yaml", "manifests/clusterrolebinding.yaml"]
+                      "manifests/clusterrole.yaml", "manifests/clusterrolebinding.yaml",
+                      "manifests/role-leader-election.yaml", "manifests/rolebinding-leader-election.yaml"]
 
 
 def requires_simulated_nodes(backend: Backend) -> None:
@@ -52,8 +53,10 @@ def service_account_kubeconfig(backend: Backend, tmp_path: pathlib.Path) -> Iter
 
 def test_the_operator_works_under_its_own_least_privilege_rbac(
         backend: Backend, service_account_kubeconfig: pathlib.Path) -> None:
-    # Cluster-wide, as the shipped Deployment runs it: namespaces and CRDs are listed with the same token.
-    operator = OperatorProcess(service_account_kubeconfig)
+    # Cluster-wide, as the shipped Deployment runs it: namespaces and CRDs are listed with the same token,
+    # and the leader election's Lease is in poolpilot-system, where its Role grants it.
+    operator = OperatorProcess(service_account_kubeconfig, env={"POOLPILOT_POD_NAMESPACE": "poolpilot-system",
+                                                               "POOLPILOT_LEASE_NAMESPACE": ""})
     backend.operators.append(operator)
     operator.start()
     env = ScenarioEnv(kube=backend.kube, operator=operator, namespace=backend.namespace,
@@ -73,11 +76,17 @@ def test_the_operator_works_under_its_own_least_privilege_rbac(
                lambda d: d is not None and d["spec"]["replicas"] == 3, what="a patch under its RBAC")
     log = operator.log()
     assert "forbidden" not in log.lower(), log[-5000:]
-    # ... and nothing more than it needs: it cannot read Secrets, say.
-    can_i = subprocess.run(
-        [kubectl_binary(), "auth", "can-i", "get", "secrets", "-n", backend.namespace,
-         f"--kubeconfig={service_account_kubeconfig}"], capture_output=True, text=True, check=False)
-    assert can_i.stdout.strip() == "no", can_i
+    lease = backend.kube.coordination.read_namespaced_lease("poolpilot", "poolpilot-system")
+    assert lease.spec.holder_identity == operator.identity
+
+    def can_i(*args: str) -> str:
+        return subprocess.run([kubectl_binary(), "auth", "can-i", *args, f"--kubeconfig={service_account_kubeconfig}"],
+                              capture_output=True, text=True, check=False).stdout.strip()
+
+    # ... and nothing more than it needs: it cannot read Secrets, say, nor touch Leases but its own namespace's.
+    assert can_i("get", "secrets", "-n", backend.namespace) == "no"
+    assert can_i("update", "leases", "-n", "poolpilot-system") == "yes"
+    assert can_i("update", "leases", "-n", backend.namespace) == "no"
 
 
 def pool_pods(backend: Backend, pool: str) -> list[Manifest]:

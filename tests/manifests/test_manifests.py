@@ -117,8 +117,10 @@ def test_builtin_object_validates_against_kubernetes_schemas(obj: Obj) -> None:
 
 def test_namespaced_objects_live_in_the_operator_namespace() -> None:
     assert the("Namespace")["metadata"]["name"] == OPERATOR_NAMESPACE
-    for obj in objects_of_kind("ServiceAccount") + objects_of_kind("Deployment"):
-        assert obj["metadata"].get("namespace") == OPERATOR_NAMESPACE, object_id(obj)
+    for kind in ("ServiceAccount", "Deployment", "PodDisruptionBudget", "Role", "RoleBinding"):
+        assert objects_of_kind(kind), kind
+        for obj in objects_of_kind(kind):
+            assert obj["metadata"].get("namespace") == OPERATOR_NAMESPACE, object_id(obj)
     for obj in objects_of_kind("ClusterRole") + objects_of_kind("ClusterRoleBinding"):
         assert "namespace" not in obj["metadata"], f"{object_id(obj)} is cluster-scoped"
 
@@ -190,6 +192,11 @@ EXPECTED_GRANTS: dict[str, Grants] = {
         ("poolpilot.io", "inferencepools/status"): {"get", "list", "watch"},
     },
 }
+# The same for the Roles, which grant in the operator's namespace only.
+EXPECTED_ROLE_GRANTS: dict[str, Grants] = {
+    # The leader election reads, creates and (conditionally) updates its Lease; nothing lists or watches it.
+    "poolpilot-leader-election": {("coordination.k8s.io", "leases"): {"get", "create", "update"}},
+}
 AGGREGATION = "rbac.authorization.k8s.io/aggregate-to-"
 
 
@@ -236,6 +243,17 @@ def test_rbac_grants_exactly_the_table() -> None:
             )
 
 
+def test_roles_grant_exactly_the_table_and_are_bound_to_the_operator() -> None:
+    roles = {role["metadata"]["name"]: grants_of(role) for role in objects_of_kind("Role")}
+    assert roles == EXPECTED_ROLE_GRANTS
+    account = the("ServiceAccount")
+    for name in EXPECTED_ROLE_GRANTS:
+        binding = the("RoleBinding", name)
+        assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name}
+        assert binding["subjects"] == [{"kind": "ServiceAccount", "name": account["metadata"]["name"],
+                                        "namespace": account["metadata"]["namespace"]}]
+
+
 def test_user_roles_aggregate_into_the_builtin_roles_and_the_operator_role_does_not() -> None:
     def aggregated(name: str) -> set[str]:
         labels = the("ClusterRole", name)["metadata"].get("labels", {})
@@ -271,10 +289,29 @@ def operator_container() -> Obj:
     return containers[0]
 
 
-def test_operator_runs_once_with_recreate() -> None:
+def test_two_replicas_roll_one_at_a_time_on_different_nodes() -> None:
     spec = operator_deployment()["spec"]
-    assert spec["replicas"] == 1
-    assert spec["strategy"] == {"type": "Recreate"}
+    assert spec["replicas"] == 2
+    # A new pod first (it stands by), then an old one goes: the leader is never without a standby.
+    assert spec["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxUnavailable": 0, "maxSurge": 1}}
+    (term,) = spec["template"]["spec"]["affinity"]["podAntiAffinity"][
+        "preferredDuringSchedulingIgnoredDuringExecution"]
+    assert term["podAffinityTerm"]["topologyKey"] == "kubernetes.io/hostname"
+    assert term["podAffinityTerm"]["labelSelector"] == spec["selector"]
+
+
+def test_a_disruption_budget_keeps_one_replica() -> None:
+    budget = the("PodDisruptionBudget", "poolpilot")
+    assert budget["spec"] == {"minAvailable": 1, "selector": operator_deployment()["spec"]["selector"]}
+
+
+def test_the_replicas_elect_through_a_lease_in_their_own_namespace() -> None:
+    """The Lease is where the Role grants it: the pod's namespace, from the Downward API."""
+    env = {item["name"]: item for item in operator_container().get("env", [])}
+    assert env["POOLPILOT_POD_NAMESPACE"]["valueFrom"] == {"fieldRef": {"fieldPath": "metadata.namespace"}}
+    assert "POOLPILOT_LEADER_ELECTION" not in env and OperatorSettings().leader_election  # on by default
+    settings = OperatorSettings(pod_namespace=OPERATOR_NAMESPACE)
+    assert settings.lease_namespace_or_default() == the("Role", "poolpilot-leader-election")["metadata"]["namespace"]
 
 
 def test_operator_labels_and_selector() -> None:

@@ -118,7 +118,9 @@ class Backend:
 
     def operator(self, *, start: bool = True, env: dict[str, str] | None = None) -> OperatorProcess:
         """The real operator process; on a shared cluster it watches this test's namespace only."""
-        process = OperatorProcess(self.kubeconfig_path, namespaces=None if self.dev else [self.namespace], env=env)
+        # The leader election's Lease in the test's namespace: operators of other tests never meet it.
+        process = OperatorProcess(self.kubeconfig_path, namespaces=None if self.dev else [self.namespace],
+                                  env={"POOLPILOT_LEASE_NAMESPACE": self.namespace, **(env or {})})
         self.operators.append(process)
         if start:
             process.start()

@@ -32,6 +32,7 @@ class TestKube:
         self.apps = kubernetes.client.AppsV1Api(self.api_client)
         self.policy = kubernetes.client.PolicyV1Api(self.api_client)
         self.rbac = kubernetes.client.RbacAuthorizationV1Api(self.api_client)
+        self.coordination = kubernetes.client.CoordinationV1Api(self.api_client)
 
     def close(self) -> None:
         self.api_client.close()
@@ -77,6 +78,7 @@ class TestKube:
                                                                                  _preload_content=False),
             "Role": lambda: self.rbac.read_namespaced_role(name, namespace, _preload_content=False),
             "RoleBinding": lambda: self.rbac.read_namespaced_role_binding(name, namespace, _preload_content=False),
+            "Lease": lambda: self.coordination.read_namespaced_lease(name, namespace, _preload_content=False),
         }
         return self._read(readers[kind])
 
