@@ -21,29 +21,49 @@ __all__ = ["main"]
 
 
 def _run(args: argparse.Namespace) -> int:
-    import kopf
+    import asyncio
 
     import controller.handlers  # noqa: F401  # registers the handlers with Kopf
     from controller.settings import InvalidSettings, load_operator_settings
+    from controller.telemetry.logs import configure_logging
 
     try:
         settings = load_operator_settings()
     except InvalidSettings as e:
         print(f"poolpilot: {e}", file=sys.stderr)
         return 2
-    namespaces = args.namespace or settings.namespaces
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_format or settings.log_format, verbose=args.verbose)
     if not args.verbose:
         # Kopf logs every handler call at INFO: thousands of lines an hour per pool. Keep warnings.
         for noisy in ("kopf.objects", "kopf.activities.probe", "aiohttp.access"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
-    kopf.run(
-        standalone=True,  # one replica with a Recreate strategy: no peering needed
-        clusterwide=not namespaces,
-        namespaces=namespaces,
-        liveness_endpoint=args.liveness or settings.liveness_url(),
-    )
+    namespaces = args.namespace or settings.namespaces
+    return asyncio.run(_operate(namespaces, args.liveness or settings.liveness_url()))
+
+
+async def _operate(namespaces: list[str], liveness_url: str) -> int:
+    """Serve /healthz and /metrics, and run Kopf with PoolPilot's handlers until it stops."""
+    import kopf
+    from prometheus_client import REGISTRY
+
+    from controller.telemetry.metrics import LEADER
+    from controller.telemetry.server import HealthReport, OperatorHttpServer
+
+    def health() -> HealthReport:
+        return HealthReport(role="single", pools=int(REGISTRY.get_sample_value("poolpilot_pools") or 0))
+
+    server = OperatorHttpServer(liveness_url, health)
+    await server.start()
+    LEADER.set(1)
+    try:
+        await kopf.operator(
+            standalone=True,  # no Kopf peering: one replica acts
+            clusterwide=not namespaces,
+            namespaces=namespaces,
+        )
+    finally:
+        LEADER.set(0)
+        await server.stop()
     return 0
 
 
@@ -153,9 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--namespace", "-n", action="append", default=[],
                      help="watch only this namespace (repeatable); default: all namespaces")
     run.add_argument("--liveness", default=None,
-                     help="liveness endpoint, e.g. http://[::]:8080/healthz; default: POOLPILOT_LIVENESS_ENDPOINT, "
+                     help="liveness endpoint (and /metrics on its port), e.g. http://[::]:8080/healthz; default: "
+                          "POOLPILOT_LIVENESS_ENDPOINT, "
                           "or every address of the pod's IP family (POOLPILOT_POD_IP) on port 8080")
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    run.add_argument("--log-format", choices=("text", "json"), default=None,
+                     help="text, or one JSON object per line; default: POOLPILOT_LOG_FORMAT, else text")
     run.set_defaults(handler=_run)
 
     router = commands.add_parser(

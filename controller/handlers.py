@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -39,6 +40,8 @@ from controller.settings import OperatorSettings
 from controller.signal_reader import SignalReader
 from controller.sources.interruptions.kube_objects import parse_node, parse_pod
 from controller.sources.interruptions.sqs import SqsNoticeSource
+from controller.telemetry import metrics
+from controller.telemetry.logs import log_decisions
 
 __all__ = ["Runtime"]
 
@@ -390,20 +393,25 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
     failures = 0
     copied = _PoolCopy()
     memory = runtime.memories.setdefault(key, PoolMemory())
+    metrics.POOLS.inc()
     try:
         while True:  # Kopf cancels this task when the pool is deleted or the operator stops
             wakeup.clear()
             runtime.urgent.discard(key)
+            started = time.monotonic()
             try:
                 async with runtime.evaluation_slots:
+                    started = time.monotonic()  # the evaluation, not its wait for a slot
                     snapshot_version = body.get("metadata", {}).get("resourceVersion")
                     snapshot = _snapshot(body, indexes, memory, copied, runtime.notices_for_node,
                                          runtime.settings.router_image)
                     memory.evaluated_generation = snapshot.generation
-                    result = await reconcile_pool(runtime.api, runtime.reader, snapshot, now=datetime.now(UTC),
+                    now = datetime.now(UTC)
+                    result = await reconcile_pool(runtime.api, runtime.reader, snapshot, now=now,
                                                   reporting=reporting, upgrades=runtime.upgrades)
             except Exception:
                 # The loop must outlive a flaky API server.
+                metrics.record_failed_evaluation(key, seconds=time.monotonic() - started)
                 failures += 1
                 interval = error_backoff_seconds(failures)
                 logger.exception("evaluation of pool %s/%s failed (%d in a row); retrying in %.0f s",
@@ -415,6 +423,10 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
                     memory.written_status = (snapshot_version, result.written_status)
                 for event in result.events:
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+                if result.status is not None and result.previous is not None:
+                    metrics.record_evaluation(key, result.previous, result.status, result.events,
+                                              seconds=time.monotonic() - started, now=now)
+                    log_decisions(*key, result.events, result.status)
                 interval = float(result.spec.scaling.evaluation_interval_seconds if result.spec
                                  else MAX_ERROR_BACKOFF_SECONDS)  # an invalid spec waits for its fix (an event)
                 if result.retry_after is not None:  # an eviction to retry before the next round
@@ -423,12 +435,11 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
                 # A burst of events (a rollout) costs one evaluation, not one each.
                 await asyncio.sleep(runtime.settings.wake_debounce_seconds)
     finally:
+        metrics.POOLS.dec()
+        metrics.forget_pool(key)
         runtime.wakeups.pop(key, None)
         runtime.memories.pop(key, None)
         runtime.upgrades.record(key, holds=False)
         runtime.reader.forget(key)
 
 
-@kopf.on.probe(id="pools")
-async def count_pools(memo: kopf.Memo, **_: Any) -> int:
-    return len(_runtime(memo).wakeups)

@@ -113,6 +113,9 @@ class ReconcileResult:
     scaling_state: ScalingState = field(default_factory=ScalingState)
     retry_after: float | None = None  # an eviction retry is due this soon
     written_status: Manifest | None = None  # the status this evaluation wrote, if it wrote one
+    # The status before and after (what metrics and decision logs report); None when the pool went away.
+    previous: InferencePoolStatus | None = None
+    status: InferencePoolStatus | None = None
 
 
 @dataclass
@@ -255,4 +258,5 @@ async def reconcile_pool(api: KubeApi, reader: SignalReader, pool: PoolSnapshot,
         return ReconcileResult(events=[], status_written=False, spec=None)
     return ReconcileResult(events=list(conclusion.events), status_written=written, spec=planned.spec,
                            scaling_state=planned.memory, retry_after=planned.drain.retry_after,
-                           written_status=_status_dump(conclusion.status) if written else None)
+                           written_status=_status_dump(conclusion.status) if written else None,
+                           previous=observation.previous, status=conclusion.status)
