@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import urllib.request
 from typing import Any
-
-from prometheus_client.parser import text_string_to_metric_families
 
 from devkube.fakevllm import FakeVLLMFleet
 from devkube.localrun import OperatorProcess
@@ -14,25 +11,8 @@ from devkube.wiring import PodReplicas
 from tests.integration.test_scaling import pool_spec, wait_for_replicas
 from tests.support.backends import Backend
 from tests.support.kube import condition
+from tests.support.operator_metrics import Samples, pool_series, scrape, value
 from tests.support.waiting import eventually
-
-Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
-
-
-def scrape(operator: OperatorProcess) -> Samples:
-    with urllib.request.urlopen(f"http://127.0.0.1:{operator.liveness_port}/metrics", timeout=5) as response:
-        assert response.headers["Content-Type"].startswith("text/plain")
-        text = response.read().decode()
-    return {(sample.name, frozenset(sample.labels.items())): sample.value
-            for family in text_string_to_metric_families(text) for sample in family.samples}
-
-
-def value(samples: Samples, name: str, **labels: str) -> float | None:
-    return samples.get((name, frozenset(labels.items())))
-
-
-def pool_series(samples: Samples, pool: str) -> list[str]:
-    return [name for name, labels in samples if ("pool", pool) in labels]
 
 
 def decision_lines(operator: OperatorProcess) -> list[dict[str, Any]]:
