@@ -73,15 +73,21 @@ class PoolMemory:
     # The generation last evaluated: a pool's event wakes its loop only for a new one (a spec change),
     # not for the loop's own status writes.
     evaluated_generation: int | None = None
-    # The status the loop last wrote, and the pool's resourceVersion it was computed from: until the
-    # watch brings the write back, the next evaluation starts from it, not from the older status in
-    # the cache (an Event about a drain that finished must not be posted twice).
+    # The status the loop last wrote, and the pool's resourceVersion that write made. Until the watch
+    # brings that version back, the next evaluation starts from what was written, not from the cache: an
+    # Event about a drain that finished must not be posted twice. The cache can lag by more than one write
+    # (it may show the write before last), so any other version counts as older: the operator is the
+    # status' only writer, and what it wrote last is the status.
     written_status: tuple[str | None, dict[str, Any]] | None = None
 
     def status_after_writes(self, resource_version: str | None, cached: Any) -> Any:
-        if self.written_status is not None and self.written_status[0] == resource_version:
-            return self.written_status[1]
-        return cached
+        if self.written_status is None:
+            return cached
+        written_version, written = self.written_status
+        if written_version is not None and resource_version == written_version:
+            self.written_status = None  # the watch caught up: the cache is our write
+            return cached
+        return written
 
 
 @dataclass
@@ -402,7 +408,6 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
             try:
                 async with runtime.evaluation_slots:
                     started = time.monotonic()  # the evaluation, not its wait for a slot
-                    snapshot_version = body.get("metadata", {}).get("resourceVersion")
                     snapshot = _snapshot(body, indexes, memory, copied, runtime.notices_for_node,
                                          runtime.settings.router_image)
                     memory.evaluated_generation = snapshot.generation
@@ -420,7 +425,7 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
                 failures = 0
                 memory.scaling_state = result.scaling_state
                 if result.written_status is not None:
-                    memory.written_status = (snapshot_version, result.written_status)
+                    memory.written_status = (result.written_version, result.written_status)
                 for event in result.events:
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
                 if result.status is not None and result.previous is not None:
