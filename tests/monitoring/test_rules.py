@@ -181,3 +181,10 @@ def test_a_real_prometheus_evaluates_every_rule_on_scraped_series(monitoring_wor
     # The leader reports tenant-b/idle without signals (pending for its 10 minutes); at zero replicas, its Full
     # mode is the design; a leader and a standby are up.
     assert active == {("PoolPilotMetricsBlind", "tenant-b", "idle")}
+
+
+def test_a_missing_promtool_fails_with_a_clear_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PATH", "")
+    monkeypatch.delenv(BINARY_ENV, raising=False)
+    with pytest.raises(pytest.fail.Exception, match="promtool is not installed"):
+        promtool()
