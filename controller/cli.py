@@ -46,7 +46,7 @@ async def _operate(namespaces: list[str], liveness_url: str) -> int:
     import kopf
     from prometheus_client import REGISTRY
 
-    from controller.telemetry.metrics import LEADER
+    from controller.telemetry.metrics import OPERATOR
     from controller.telemetry.server import HealthReport, OperatorHttpServer
 
     def health() -> HealthReport:
@@ -54,7 +54,7 @@ async def _operate(namespaces: list[str], liveness_url: str) -> int:
 
     server = OperatorHttpServer(liveness_url, health)
     await server.start()
-    LEADER.set(1)
+    OPERATOR.leader.set(1)
     try:
         await kopf.operator(
             standalone=True,  # no Kopf peering: one replica acts
@@ -62,7 +62,7 @@ async def _operate(namespaces: list[str], liveness_url: str) -> int:
             namespaces=namespaces,
         )
     finally:
-        LEADER.set(0)
+        OPERATOR.leader.set(0)
         await server.stop()
     return 0
 

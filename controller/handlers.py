@@ -399,7 +399,7 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
     failures = 0
     copied = _PoolCopy()
     memory = runtime.memories.setdefault(key, PoolMemory())
-    metrics.POOLS.inc()
+    metrics.OPERATOR.pools.inc()
     try:
         while True:  # Kopf cancels this task when the pool is deleted or the operator stops
             wakeup.clear()
@@ -440,7 +440,7 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
                 # A burst of events (a rollout) costs one evaluation, not one each.
                 await asyncio.sleep(runtime.settings.wake_debounce_seconds)
     finally:
-        metrics.POOLS.dec()
+        metrics.OPERATOR.pools.dec()
         metrics.forget_pool(key)
         runtime.wakeups.pop(key, None)
         runtime.memories.pop(key, None)

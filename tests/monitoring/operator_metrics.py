@@ -1,9 +1,7 @@
-"""A stand-in for the operator's ``/metrics``: every series of the operator's metric contract, with values.
-
-The names and labels are the fixed contract the alerts and the dashboard are written against (the lead's
-list: ``poolpilot_*``, per pool ``namespace`` and ``pool``). Served from a prometheus_client registry of its
-own, in the classic text format, on 127.0.0.1, so a real Prometheus scrapes it as it would the operator.
-A leader exports the pools' series; a standby only who it is (``poolpilot_leader 0``).
+"""The operator's ``/metrics`` for a real Prometheus to scrape: the operator's own metrics
+(``controller.telemetry.metrics.OperatorMetrics``), in a registry of their own, fed the statuses of a few pools
+through the same ``record_evaluation`` an evaluation calls, and served in the classic text format on
+127.0.0.1. A leader exports the pools' series; a standby only who it is (``poolpilot_leader 0``).
 """
 
 from __future__ import annotations
@@ -13,28 +11,34 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from wsgiref.simple_server import WSGIRequestHandler, make_server
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, generate_latest
 
+from controller.api.status import InferencePoolStatus
+from controller.core.events import PoolEvent
+from controller.telemetry.metrics import OperatorMetrics
 from devkube.fakevllm import CONTENT_TYPE
 
 __all__ = ["OPERATOR_METRICS", "FakeOperatorPool", "MetricsServer", "operator_registry", "serve_registry"]
 
-# Every metric of the contract, as exposed (a counter's samples are NAME_total; a histogram's _bucket, _sum
-# and _count): what the alerts and the dashboard may name.
-OPERATOR_METRICS = frozenset({
-    "poolpilot_build_info", "poolpilot_leader", "poolpilot_pools",
-    "poolpilot_pool_replicas", "poolpilot_pool_decisions_total", "poolpilot_pool_events_total",
-    "poolpilot_pool_fallback_mode", "poolpilot_pool_signal", "poolpilot_pool_signals_age_seconds",
-    "poolpilot_pool_metrics_available", "poolpilot_pool_last_evaluation_timestamp_seconds",
-    "poolpilot_pool_evaluations_total", "poolpilot_evaluation_duration_seconds",
-    "poolpilot_interruption_messages_total", "poolpilot_notices_total", "poolpilot_drain_duration_seconds",
-    "poolpilot_drain_deadline_missed_total", "poolpilot_kube_api_errors_total", "poolpilot_pool_cost_per_hour",
-    "poolpilot_pool_spot_moved_replicas",
-})
-POOL = ("namespace", "pool")
+
+def _exposed_names() -> frozenset[str]:
+    """Every series name the operator can expose (a counter's NAME_total, a histogram's _bucket, _sum, _count):
+    what the alerts and the dashboard may name."""
+    names: set[str] = set()
+    for family in OperatorMetrics(CollectorRegistry()).__dict__.values():
+        describe = getattr(family, "describe", None)
+        for metric in describe() if describe else ():
+            kind = metric.type
+            suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count")}.get(kind, ("",))
+            names.update(metric.name + suffix for suffix in suffixes)
+    return frozenset(names)
+
+
+OPERATOR_METRICS = _exposed_names()
 
 
 @dataclass(frozen=True)
@@ -53,64 +57,61 @@ class FakeOperatorPool:
     spot_moved: int = 0
     cost: dict[str, float] = field(default_factory=lambda: {"pool": 2.11, "api": 0.35})
 
+    def statuses(self, now: datetime) -> tuple[InferencePoolStatus, InferencePoolStatus]:
+        """(before, after) one evaluation that scaled up, and acted on a notice for a pod that drained at once."""
+        def at(seconds_ago: float) -> str:
+            return (now - timedelta(seconds=seconds_ago)).isoformat()
+
+        drain = {"pod": f"{self.name}-spot-x", "kind": "spot-interruption", "source": "aws-sqs",
+                 "capacityType": "spot", "outcome": "Drained", "noticedTime": at(60), "deadline": at(-60),
+                 "drainedTime": at(18)}
+        before = InferencePoolStatus()
+        after = InferencePoolStatus.model_validate({
+            "replicas": {"desired": sum(self.desired.values()), "ready": sum(self.ready.values()),
+                         "spotDesired": self.desired["spot"], "spotReady": self.ready["spot"],
+                         "onDemandDesired": self.desired["on-demand"], "onDemandReady": self.ready["on-demand"]},
+            "signals": {**{_camel(k): v for k, v in self.signals.items()}, "observedTime": at(2.5)},
+            "fallback": {"mode": self.mode},
+            "cost": {"currency": "USD", "hourly": self.cost["pool"], "apiHourly": self.cost["api"]},
+            **({"spot": {"unavailableSince": at(600), "movedReplicas": self.spot_moved}} if self.spot_moved else {}),
+            "lastDecision": {"time": at(1), "fromReplicas": 1, "toReplicas": 3, "reason": "ScaledUp", "message": "m"},
+            "conditions": [{"type": "MetricsAvailable", "status": "True" if self.metrics_available else "False",
+                            "reason": "SignalsRead" if self.metrics_available else "Unreachable", "message": "m",
+                            "lastTransitionTime": at(900)}],
+            "interruptions": [drain]})
+        return before, after
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(word.capitalize() for word in rest)
+
+
+EVENTS = (PoolEvent("Normal", "ScaledUp", "1 -> 3"), PoolEvent("Warning", "SpotInterruptionNotice", "n"),
+          PoolEvent("Normal", "ReplicaDrained", "d"))
+
 
 def operator_registry(*, leader: bool, pools: Sequence[FakeOperatorPool] = (),
                       version: str = "0.1.0") -> CollectorRegistry:
     registry = CollectorRegistry()
-    build_info = Gauge("poolpilot_build_info", "The running PoolPilot version.", ["version"], registry=registry)
-    build_info.labels(version).set(1)
-    Gauge("poolpilot_leader", "1 on the replica that holds the Lease.", registry=registry).set(1 if leader else 0)
-    Gauge("poolpilot_pools", "Pools this replica evaluates.", registry=registry).set(len(pools) if leader else 0)
-    # The operator's own counters exist whether or not it leads.
-    errors = Counter("poolpilot_kube_api_errors", "Failed API calls.", ["verb", "code"], registry=registry)
-    errors.labels("patch", "409").inc(3)
+    metrics = OperatorMetrics(registry, version=version)
+    metrics.leader.set(1 if leader else 0)
+    metrics.record_kube_api_error("patch", 409)  # the operator's own counters exist whether or not it leads
     if not leader:
         return registry
-    duration = Histogram("poolpilot_evaluation_duration_seconds", "One evaluation.", registry=registry,
-                         buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0))
-    for seconds in (0.004, 0.02, 0.03, 0.2):
-        duration.observe(seconds)
-    messages = Counter("poolpilot_interruption_messages", "SQS messages.", ["result"], registry=registry)
-    messages.labels("notice").inc(2)
-    messages.labels("ignored").inc(5)
-    Counter("poolpilot_notices", "Reclaim notices acted on.", ["kind", "source"],
-            registry=registry).labels("spot-interruption", "aws-sqs").inc(2)
-    Histogram("poolpilot_drain_duration_seconds", "Notice to pod gone.", ["capacity_type"], registry=registry,
-              buckets=(5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600)).labels("spot").observe(42)
-    replicas = Gauge("poolpilot_pool_replicas", "Replicas.", [*POOL, "capacity_type", "state"], registry=registry)
-    decisions = Counter("poolpilot_pool_decisions", "Decisions.", [*POOL, "reason"], registry=registry)
-    events = Counter("poolpilot_pool_events", "Events posted.", [*POOL, "type", "reason"], registry=registry)
-    mode = Gauge("poolpilot_pool_fallback_mode", "Fallback mode.", [*POOL, "mode"], registry=registry)
-    signal = Gauge("poolpilot_pool_signal", "Signals.", [*POOL, "signal"], registry=registry)
-    age = Gauge("poolpilot_pool_signals_age_seconds", "Signals' age.", POOL, registry=registry)
-    available = Gauge("poolpilot_pool_metrics_available", "MetricsAvailable.", POOL, registry=registry)
-    last = Gauge("poolpilot_pool_last_evaluation_timestamp_seconds", "Last evaluation.", POOL, registry=registry)
-    evaluations = Counter("poolpilot_pool_evaluations", "Evaluations.", [*POOL, "result"], registry=registry)
-    missed = Counter("poolpilot_drain_deadline_missed", "Deadlines missed.", POOL, registry=registry)
-    cost = Gauge("poolpilot_pool_cost_per_hour", "Cost per hour.", [*POOL, "component", "currency"], registry=registry)
-    moved = Gauge("poolpilot_pool_spot_moved_replicas", "Spot replicas on on-demand.", POOL, registry=registry)
+    metrics.pools.set(len(pools))
+    metrics.interruption_messages.labels("notice").inc(2)
+    metrics.interruption_messages.labels("ignored").inc(5)
+    for seconds in (0.004, 0.03, 0.2):
+        metrics.evaluation_seconds.observe(seconds)
+    now = datetime.now(UTC)
     for pool in pools:
         key = (pool.namespace, pool.name)
-        for capacity_type in ("spot", "on-demand"):
-            replicas.labels(*key, capacity_type, "desired").set(pool.desired[capacity_type])
-            replicas.labels(*key, capacity_type, "ready").set(pool.ready[capacity_type])
-        decisions.labels(*key, "ScaledUp").inc()
-        events.labels(*key, "Normal", "ScaledUp").inc()
-        events.labels(*key, "Warning", "SpotInterruptionNotice").inc()
-        events.labels(*key, "Normal", "ReplicaDrained").inc()
-        for candidate in ("Off", "Overflow", "Full"):
-            mode.labels(*key, candidate).set(1 if candidate == pool.mode else 0)
-        for name, value in pool.signals.items():
-            signal.labels(*key, name).set(value)
-        age.labels(*key).set(2.5)
-        available.labels(*key).set(1 if pool.metrics_available else 0)
-        last.labels(*key).set_function(time.time)  # evaluated just now, at every scrape
-        evaluations.labels(*key, "ok").inc(100)
-        evaluations.labels(*key, "error").inc(1)
-        missed.labels(*key).inc(0)
-        for component, hourly in pool.cost.items():
-            cost.labels(*key, component, "USD").set(hourly)
-        moved.labels(*key).set(pool.spot_moved)
+        before, after = pool.statuses(now)
+        metrics.record_evaluation(key, before, after, EVENTS, seconds=0.02, now=now)
+        metrics.record_failed_evaluation(key, seconds=0.5)
+        metrics.drain_deadline_missed.labels(*key).inc(0)  # a series at 0, as after a first miss elsewhere
+        metrics.last_evaluation.labels(*key).set_function(time.time)  # evaluated just now, at every scrape
     return registry
 
 

@@ -22,7 +22,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from controller.core.notices import InterruptionNotice, Verdict
 from controller.sources.interruptions.aws_events import parse_sqs_body
-from controller.telemetry.metrics import INTERRUPTION_MESSAGES
+from controller.telemetry.metrics import OPERATOR
 
 __all__ = ["SqsNoticeSource"]
 
@@ -91,12 +91,12 @@ class SqsNoticeSource:
     def _read(self, message: dict[str, Any]) -> list[InterruptionNotice]:
         result = parse_sqs_body(message.get("Body") or "")
         if result.verdict is not Verdict.NOTICE:
-            INTERRUPTION_MESSAGES.labels(result.verdict.value).inc()
+            OPERATOR.interruption_messages.labels(result.verdict.value).inc()
             log = logger.warning if result.verdict is Verdict.REJECTED else logger.info
             log("interruption queue message %s %s: %s", message.get("MessageId"), result.verdict.value, result.reason)
             return []
         fresh = [notice for notice in result.notices if self._first_time(notice.event_id)]
-        INTERRUPTION_MESSAGES.labels("notice" if fresh else "duplicate").inc()
+        OPERATOR.interruption_messages.labels("notice" if fresh else "duplicate").inc()
         for notice in fresh:
             logger.info("interruption notice %s: %s", notice.kind.value, notice.detail)
         return fresh
