@@ -429,8 +429,10 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
                 for event in result.events:
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
                 if result.status is not None and result.previous is not None:
-                    metrics.record_evaluation(key, result.previous, result.status, result.events,
-                                              seconds=time.monotonic() - started, now=now)
+                    metrics.record_evaluation(
+                        key, result.previous, result.status, result.events, seconds=time.monotonic() - started,
+                        now=now, interval_seconds=result.spec.scaling.evaluation_interval_seconds if result.spec
+                        else None)
                     log_decisions(*key, result.events, result.status)
                 interval = float(result.spec.scaling.evaluation_interval_seconds if result.spec
                                  else MAX_ERROR_BACKOFF_SECONDS)  # an invalid spec waits for its fix (an event)

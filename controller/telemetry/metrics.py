@@ -71,6 +71,9 @@ class OperatorMetrics:
             buckets=EVALUATION_BUCKETS, registry=registry)
         self.evaluations = Counter("poolpilot_pool_evaluations", "Evaluations of a pool, by whether they completed.",
                                    [*pool, "result"], registry=registry)
+        self.evaluation_interval = Gauge("poolpilot_pool_evaluation_interval_seconds",
+                                         "The pool's evaluation interval (spec.scaling.evaluationIntervalSeconds): "
+                                         "how often its last evaluation time should move.", pool, registry=registry)
         self.last_evaluation = Gauge("poolpilot_pool_last_evaluation_timestamp_seconds",
                                      "When the pool's last evaluation completed (Unix time).", pool, registry=registry)
         self.replicas = Gauge("poolpilot_pool_replicas",
@@ -121,11 +124,14 @@ class OperatorMetrics:
         return metric.labels(*key, *extra)
 
     def record_evaluation(self, key: PoolKey, previous: InferencePoolStatus, status: InferencePoolStatus,
-                          events: Iterable[PoolEvent], *, seconds: float, now: datetime) -> None:
+                          events: Iterable[PoolEvent], *, seconds: float, now: datetime,
+                          interval_seconds: float | None = None) -> None:
         """One completed evaluation: the pool's gauges from the status it concluded, counters for what changed."""
         self.evaluation_seconds.observe(seconds)
         self._labels(self.evaluations, key, "ok").inc()
         self._labels(self.last_evaluation, key).set(now.timestamp())
+        if interval_seconds is not None:
+            self._labels(self.evaluation_interval, key).set(interval_seconds)
         replicas = status.replicas
         if replicas is not None:
             for capacity_type, desired, ready in (

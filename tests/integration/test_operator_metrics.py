@@ -59,6 +59,7 @@ def test_the_operator_exports_each_pool_and_logs_each_decision_as_json(
     assert (value(samples, "poolpilot_pool_events_total", **pool_labels, type="Normal", reason="Created") or 0) >= 2
     assert (value(samples, "poolpilot_pool_evaluations_total", **pool_labels, result="ok") or 0) >= 2
     assert (value(samples, "poolpilot_evaluation_duration_seconds_count") or 0) >= 2
+    assert value(samples, "poolpilot_pool_evaluation_interval_seconds", **pool_labels) == 1  # the spec's
     age = value(samples, "poolpilot_pool_signals_age_seconds", **pool_labels)
     assert age is not None and 0 <= age < 30
     assert value(samples, "poolpilot_pool_cost_per_hour", **pool_labels, component="pool",

@@ -108,7 +108,7 @@ def operator_registry(*, leader: bool, pools: Sequence[FakeOperatorPool] = (),
     for pool in pools:
         key = (pool.namespace, pool.name)
         before, after = pool.statuses(now)
-        metrics.record_evaluation(key, before, after, EVENTS, seconds=0.02, now=now)
+        metrics.record_evaluation(key, before, after, EVENTS, seconds=0.02, now=now, interval_seconds=5)
         metrics.record_failed_evaluation(key, seconds=0.5)
         metrics.drain_deadline_missed.labels(*key).inc(0)  # a series at 0, as after a first miss elsewhere
         metrics.last_evaluation.labels(*key).set_function(time.time)  # evaluated just now, at every scrape
