@@ -25,44 +25,71 @@ __all__ = ["main"]
 def _run(args: argparse.Namespace) -> int:
     import asyncio
 
-    import kopf
-
     import controller.handlers  # noqa: F401  # registers the handlers with Kopf
-    from controller.leadership import Leadership, new_identity, run_when_leading
     from controller.settings import InvalidSettings, load_operator_settings
+    from controller.telemetry.logs import configure_logging
 
     try:
         settings = load_operator_settings()
     except InvalidSettings as e:
         print(f"poolpilot: {e}", file=sys.stderr)
         return 2
-    namespaces = args.namespace or settings.namespaces
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(args.log_format or settings.log_format, verbose=args.verbose)
     if not args.verbose:
         # Kopf logs every handler call at INFO: thousands of lines an hour per pool. Keep warnings.
         for noisy in ("kopf.objects", "kopf.activities.probe", "aiohttp.access"):
             logging.getLogger(noisy).setLevel(logging.WARNING)
+    namespaces = args.namespace or settings.namespaces
+    return asyncio.run(_operate(settings, namespaces, args.liveness or settings.liveness_url()))
+
+
+async def _operate(settings: OperatorSettings, namespaces: list[str], liveness_url: str) -> int:
+    """Serve /healthz and /metrics on either role, and run Kopf with PoolPilot's handlers while this replica
+    leads (controller/leadership.py), or at once without leader election, until it stops."""
+    import asyncio
+
+    import kopf
+    from prometheus_client import REGISTRY
+
+    from controller.leadership import Leadership, new_identity, run_when_leading
+    from controller.telemetry.metrics import OPERATOR
+    from controller.telemetry.server import HealthReport, OperatorHttpServer
+
     identity = new_identity(settings.reporting_instance)
-    liveness_endpoint = args.liveness or settings.liveness_url()
-    if not settings.leader_election:
-        kopf.run(
-            standalone=True,  # no Kopf peering: the Lease (or, without it, a single replica) decides who acts
-            clusterwide=not namespaces,
-            namespaces=namespaces,
-            liveness_endpoint=liveness_endpoint,
-            memo=kopf.Memo(leadership=Leadership(identity=identity)),
-        )
-        return 0
-    elector = _elector(settings, identity)
-    leadership = Leadership(identity=identity, write_gate=elector.is_leading)
+    role = "standby" if settings.leader_election else "single"
 
-    async def run_operator(stop_flag: asyncio.Event) -> None:
-        await kopf.operator(standalone=True, clusterwide=not namespaces, namespaces=namespaces,
-                            liveness_endpoint=liveness_endpoint, stop_flag=stop_flag,
-                            memo=kopf.Memo(leadership=leadership, stop_flag=stop_flag))
+    def health() -> HealthReport:
+        return HealthReport(role=role, pools=int(REGISTRY.get_sample_value("poolpilot_pools") or 0))
 
-    return asyncio.run(run_when_leading(elector, run_operator))
+    def on_role(leading: bool) -> None:
+        nonlocal role
+        role = "leader" if leading else "standby"
+        OPERATOR.leader.set(1 if leading else 0)
+
+    server = OperatorHttpServer(liveness_url, health)
+    await server.start()
+    try:
+        if not settings.leader_election:
+            OPERATOR.leader.set(1)
+            await kopf.operator(
+                standalone=True,  # no Kopf peering: one replica acts
+                clusterwide=not namespaces,
+                namespaces=namespaces,
+                memo=kopf.Memo(leadership=Leadership(identity=identity)),
+            )
+            return 0
+        elector = _elector(settings, identity)
+        leadership = Leadership(identity=identity, write_gate=elector.is_leading)
+
+        async def run_operator(stop_flag: asyncio.Event) -> None:
+            await kopf.operator(standalone=True,  # no Kopf peering: the Lease decides who acts
+                                clusterwide=not namespaces, namespaces=namespaces, stop_flag=stop_flag,
+                                memo=kopf.Memo(leadership=leadership, stop_flag=stop_flag))
+
+        return await run_when_leading(elector, run_operator, on_role=on_role)
+    finally:
+        OPERATOR.leader.set(0)
+        await server.stop()
 
 
 def _elector(settings: OperatorSettings, identity: str) -> LeaderElector:
@@ -184,9 +211,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--namespace", "-n", action="append", default=[],
                      help="watch only this namespace (repeatable); default: all namespaces")
     run.add_argument("--liveness", default=None,
-                     help="liveness endpoint, e.g. http://[::]:8080/healthz; default: POOLPILOT_LIVENESS_ENDPOINT, "
+                     help="liveness endpoint (and /metrics on its port), e.g. http://[::]:8080/healthz; default: "
+                          "POOLPILOT_LIVENESS_ENDPOINT, "
                           "or every address of the pod's IP family (POOLPILOT_POD_IP) on port 8080")
     run.add_argument("--verbose", "-v", action="store_true", help="debug logging")
+    run.add_argument("--log-format", choices=("text", "json"), default=None,
+                     help="text, or one JSON object per line; default: POOLPILOT_LOG_FORMAT, else text")
     run.set_defaults(handler=_run)
 
     router = commands.add_parser(

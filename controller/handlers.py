@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import functools
+import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -41,6 +42,8 @@ from controller.settings import OperatorSettings
 from controller.signal_reader import SignalReader
 from controller.sources.interruptions.kube_objects import parse_node, parse_pod
 from controller.sources.interruptions.sqs import SqsNoticeSource
+from controller.telemetry import metrics
+from controller.telemetry.logs import log_decisions
 
 __all__ = ["Runtime"]
 
@@ -72,15 +75,21 @@ class PoolMemory:
     # The generation last evaluated: a pool's event wakes its loop only for a new one (a spec change),
     # not for the loop's own status writes.
     evaluated_generation: int | None = None
-    # The status the loop last wrote, and the pool's resourceVersion it was computed from: until the
-    # watch brings the write back, the next evaluation starts from it, not from the older status in
-    # the cache (an Event about a drain that finished must not be posted twice).
+    # The status the loop last wrote, and the pool's resourceVersion that write made. Until the watch
+    # brings that version back, the next evaluation starts from what was written, not from the cache: an
+    # Event about a drain that finished must not be posted twice. The cache can lag by more than one write
+    # (it may show the write before last), so any other version counts as older: the operator is the
+    # status' only writer, and what it wrote last is the status.
     written_status: tuple[str | None, dict[str, Any]] | None = None
 
     def status_after_writes(self, resource_version: str | None, cached: Any) -> Any:
-        if self.written_status is not None and self.written_status[0] == resource_version:
-            return self.written_status[1]
-        return cached
+        if self.written_status is None:
+            return cached
+        written_version, written = self.written_status
+        if written_version is not None and resource_version == written_version:
+            self.written_status = None  # the watch caught up: the cache is our write
+            return cached
+        return written
 
 
 @dataclass
@@ -417,20 +426,24 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
     failures = 0
     copied = _PoolCopy()
     memory = runtime.memories.setdefault(key, PoolMemory())
+    metrics.OPERATOR.pools.inc()
     try:
         while True:  # Kopf cancels this task when the pool is deleted or the operator stops
             wakeup.clear()
             runtime.urgent.discard(key)
+            started = time.monotonic()
             try:
                 async with runtime.evaluation_slots:
-                    snapshot_version = body.get("metadata", {}).get("resourceVersion")
+                    started = time.monotonic()  # the evaluation, not its wait for a slot
                     snapshot = _snapshot(body, indexes, memory, copied, runtime.notices_for_node,
                                          runtime.settings.router_image)
                     memory.evaluated_generation = snapshot.generation
-                    result = await reconcile_pool(runtime.api, runtime.reader, snapshot, now=datetime.now(UTC),
+                    now = datetime.now(UTC)
+                    result = await reconcile_pool(runtime.api, runtime.reader, snapshot, now=now,
                                                   reporting=reporting, upgrades=runtime.upgrades)
             except Exception:
                 # The loop must outlive a flaky API server.
+                metrics.record_failed_evaluation(key, seconds=time.monotonic() - started)
                 failures += 1
                 interval = error_backoff_seconds(failures)
                 logger.exception("evaluation of pool %s/%s failed (%d in a row); retrying in %.0f s",
@@ -439,9 +452,15 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
                 failures = 0
                 memory.scaling_state = result.scaling_state
                 if result.written_status is not None:
-                    memory.written_status = (snapshot_version, result.written_status)
+                    memory.written_status = (result.written_version, result.written_status)
                 for event in result.events:
                     kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+                if result.status is not None and result.previous is not None:
+                    metrics.record_evaluation(
+                        key, result.previous, result.status, result.events, seconds=time.monotonic() - started,
+                        now=now, interval_seconds=result.spec.scaling.evaluation_interval_seconds if result.spec
+                        else None)
+                    log_decisions(*key, result.events, result.status)
                 interval = float(result.spec.scaling.evaluation_interval_seconds if result.spec
                                  else MAX_ERROR_BACKOFF_SECONDS)  # an invalid spec waits for its fix (an event)
                 if result.retry_after is not None:  # an eviction to retry before the next round
@@ -450,12 +469,11 @@ async def evaluate_pool_continuously(body: kopf.Body, memo: kopf.Memo, logger: k
                 # A burst of events (a rollout) costs one evaluation, not one each.
                 await asyncio.sleep(runtime.settings.wake_debounce_seconds)
     finally:
+        metrics.OPERATOR.pools.dec()
+        metrics.forget_pool(key)
         runtime.wakeups.pop(key, None)
         runtime.memories.pop(key, None)
         runtime.upgrades.record(key, holds=False)
         runtime.reader.forget(key)
 
 
-@kopf.on.probe(id="pools")
-async def count_pools(memo: kopf.Memo, **_: Any) -> int:
-    return len(_runtime(memo).wakeups)

@@ -113,6 +113,10 @@ class ReconcileResult:
     scaling_state: ScalingState = field(default_factory=ScalingState)
     retry_after: float | None = None  # an eviction retry is due this soon
     written_status: Manifest | None = None  # the status this evaluation wrote, if it wrote one
+    written_version: str | None = None  # the pool's resourceVersion that write made
+    # The status before and after (what metrics and decision logs report); None when the pool went away.
+    previous: InferencePoolStatus | None = None
+    status: InferencePoolStatus | None = None
 
 
 @dataclass
@@ -225,18 +229,25 @@ def _as_planned(owned: OwnedObject, pool: PoolSnapshot, planned: Plan) -> OwnedO
                        with_template_generation(owned.manifest, pool.generation))
 
 
-async def report(api: KubeApi, pool: PoolSnapshot, observation: Observation, conclusion: Conclusion) -> bool | None:
-    """Write the status if it changed: whether it was written, None if the pool is gone."""
+@dataclass(frozen=True)
+class StatusWrite:
+    written: bool
+    resource_version: str | None = None  # the pool's, as the server answered the write
+
+
+async def report(api: KubeApi, pool: PoolSnapshot, observation: Observation,
+                 conclusion: Conclusion) -> StatusWrite | None:
+    """Write the status if it changed; None if the pool is gone."""
     wanted = _status_dump(conclusion.status)
     previous = _status_dump(observation.previous)
     if wanted == previous:
-        return False
+        return StatusWrite(written=False)
     try:
         patch = replacing_patch(pool.raw_status or previous, wanted)
-        await api.patch_pool_status(pool.ref.namespace, pool.ref.name, patch)
+        answer = await api.patch_pool_status(pool.ref.namespace, pool.ref.name, patch)
     except NotFound:
         return None  # deleted while we evaluated it: nothing left to report on, and Kopf stops this loop
-    return True
+    return StatusWrite(written=True, resource_version=(answer.get("metadata") or {}).get("resourceVersion"))
 
 
 async def reconcile_pool(api: KubeApi, reader: SignalReader, pool: PoolSnapshot, *, now: datetime,
@@ -250,9 +261,11 @@ async def reconcile_pool(api: KubeApi, reader: SignalReader, pool: PoolSnapshot,
     upgrades.record(key, planned.rollout.holds_slot)
     applied, evictions = await apply(api, pool, planned)
     conclusion = conclude(observation, planned, applied, now=now, reporting=reporting, evictions=evictions)
-    written = await report(api, pool, observation, conclusion)
-    if written is None:
+    write = await report(api, pool, observation, conclusion)
+    if write is None:
         return ReconcileResult(events=[], status_written=False, spec=None)
-    return ReconcileResult(events=list(conclusion.events), status_written=written, spec=planned.spec,
+    return ReconcileResult(events=list(conclusion.events), status_written=write.written, spec=planned.spec,
                            scaling_state=planned.memory, retry_after=planned.drain.retry_after,
-                           written_status=_status_dump(conclusion.status) if written else None)
+                           written_status=_status_dump(conclusion.status) if write.written else None,
+                           written_version=write.resource_version,
+                           previous=observation.previous, status=conclusion.status)

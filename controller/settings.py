@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import pathlib
 import re
+from typing import Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
@@ -41,12 +42,16 @@ class OperatorSettings(BaseSettings):
     )
     liveness_endpoint: str | None = Field(
         default=None,
-        description="Where Kopf serves its liveness probe. Unset: every address of the pod's IP family on "
-                    "liveness_port, http://[::]:8080/healthz on an IPv6 pod (pod_ip), else "
-                    "http://0.0.0.0:8080/healthz. One family only: Kopf's server is one asyncio listener, and "
-                    "asyncio makes an IPv6 listener IPv6-only, so no single URL serves both.",
+        description="Where the operator serves its liveness probe, and /metrics on the same port. Unset: every "
+                    "address of the pod's IP family on liveness_port, http://[::]:8080/healthz on an IPv6 pod "
+                    "(pod_ip), else http://0.0.0.0:8080/healthz. One family only: the server is one asyncio "
+                    "listener, and asyncio makes an IPv6 listener IPv6-only, so no single URL serves both.",
     )
-    liveness_port: int = Field(default=8080, ge=1, le=65535, description="The port of the default liveness endpoint.")
+    liveness_port: int = Field(default=8080, ge=1, le=65535,
+                               description="The port of the default liveness endpoint and of /metrics.")
+    log_format: Literal["text", "json"] = Field(
+        default="text", description="text: one readable line per record; json: one JSON object per line, a "
+                                    "decision's pool, reason and numbers as fields of their own.")
     pod_ip: str | None = Field(
         default=None,
         description="This pod's IP (the Downward API's status.podIP, which the kubelet probes): its family picks "

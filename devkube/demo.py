@@ -367,8 +367,29 @@ def _overflow_and_back(api: _Api, cluster: DevCluster, fleet: FakeVLLMFleet, pro
         raise DemoFailed("no request went to the API while the pool was saturated")
 
 
+# The series an on-call engineer's dashboard starts from (manifests/monitoring/), for the demo's pools.
+ON_CALL_SERIES = ("poolpilot_leader", "poolpilot_pools", "poolpilot_pool_replicas{", "poolpilot_pool_fallback_mode{",
+                  "poolpilot_pool_cost_per_hour{", "poolpilot_notices_total{", "poolpilot_drain_duration_seconds_count",
+                  "poolpilot_drain_deadline_missed_total", "poolpilot_interruption_messages_total{")
+
+
+def _operator_metrics(operator: OperatorProcess) -> None:
+    _section("7. What on-call sees: the operator's own /metrics (Prometheus scrapes them; the alerts read them)")
+    url = f"http://127.0.0.1:{operator.liveness_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as response:
+        text = response.read().decode()
+    shown = [line for line in text.splitlines() if (line.startswith(ON_CALL_SERIES)
+             and not line.endswith((" 0.0", " 0"))) or line.startswith(("poolpilot_leader", "poolpilot_pools"))]
+    notices = sum(float(line.rsplit(" ", 1)[1]) for line in shown if line.startswith("poolpilot_notices_total"))
+    drains = sum(float(line.rsplit(" ", 1)[1]) for line in shown
+                 if line.startswith("poolpilot_drain_duration_seconds_count"))
+    if not notices or drains != notices:  # every replica noticed in act 5 has drained, each once
+        raise DemoFailed(f"the operator's /metrics shows {notices:g} notices and {drains:g} drains:\n{text[-3000:]}")
+    _show(f"curl -s {url} | grep ...", "\n".join(shown))
+
+
 def _simulate() -> None:
-    _section("7. What it would cost on real traffic: `poolpilot simulate`, against the baselines")
+    _section("8. What it would cost on real traffic: `poolpilot simulate`, against the baselines")
     print("The same decisions without a cluster: the operator's own plan on simulated replicas (continuous "
           "batching, KV cache, cold starts), spot reclaims and the hosted API, against static on-demand, KEDA, "
           "SkyServe, the API alone and a hindsight oracle, on the same requests and the same reclaims.")
@@ -478,6 +499,7 @@ def _run_against(cluster: DevCluster, fleet: FakeVLLMFleet, moto: MotoServer, pr
         _scale_on_load(api, fleet)
         _spot_reclaim(api, cluster, moto)
         _overflow_and_back(api, cluster, fleet, provider)
+        _operator_metrics(operator)
         _simulate()
     except DemoFailed as failure:
         print(f"\nDEMO FAILED: {failure}\n--- operator log ---\n{operator.log()[-5000:]}", file=sys.stderr)

@@ -60,8 +60,8 @@ class OperatorProcess:
         self.log_path = self._log_dir / "operator-0.log"
 
     def start(self, *, wait_until_live: bool = True) -> None:
-        """Start it and wait until its liveness probe answers (it leads: Kopf runs); ``wait_until_live=False``:
-        only until its leader election has looked at the Lease (a standby has no probe yet)."""
+        """Start it and wait until its liveness probe answers (a standby's does too: wait for "became leader" in
+        its log to know it acts); ``wait_until_live=False``: until its leader election has looked at the Lease."""
         if self._process is not None:
             raise RuntimeError("the operator is already running")
         self.liveness_port = free_port()

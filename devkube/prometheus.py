@@ -12,6 +12,9 @@ that tests rewrite (atomically) to add and remove replicas::
         prom.wait_for_samples("vllm:num_requests_waiting", timeout=15)
         prom.query("sum(vllm:num_requests_waiting)")
 
+More jobs (``extra_scrape_configs``, e.g. manifests/monitoring/scrape-configs.yaml with file-based discovery
+in place of Kubernetes') and rule files (``rule_files``) can be added to the config.
+
 Every query is also written to Prometheus' own query log (``queries_logged()``), and its
 own ``/metrics`` counts API requests (``api_query_count()``), so a test can count what a
 source asked without trusting the source. A missing binary raises :class:`PrometheusNotInstalled`.
@@ -109,7 +112,8 @@ class PrometheusServer:
 
     def __init__(self, *, scrape_interval_seconds: float = 1.0, evaluation_interval_seconds: float | None = None,
                  scrape_timeout_seconds: float | None = None, job_name: str = "vllm",
-                 startup_timeout_seconds: float = 30.0, extra_args: Sequence[str] = ()) -> None:
+                 startup_timeout_seconds: float = 30.0, extra_args: Sequence[str] = (),
+                 extra_scrape_configs: Sequence[Mapping[str, Any]] = (), rule_files: Sequence[str | Path] = ()) -> None:
         self.scrape_interval_seconds = scrape_interval_seconds
         self.evaluation_interval_seconds = evaluation_interval_seconds or scrape_interval_seconds
         # Prometheus refuses a scrape timeout longer than the interval (its default is 10 s).
@@ -117,6 +121,8 @@ class PrometheusServer:
         self.job_name = job_name
         self.startup_timeout_seconds = startup_timeout_seconds
         self.extra_args = tuple(extra_args)
+        self.extra_scrape_configs = [dict(job) for job in extra_scrape_configs]
+        self.rule_files = [str(path) for path in rule_files]
         self.port: int | None = None
         self._process: subprocess.Popen[bytes] | None = None
         self._dir: Path | None = None
@@ -240,7 +246,7 @@ class PrometheusServer:
     def _write_config(self) -> None:
         directory = self.directory
         # JSON is YAML: no YAML library needed, and no quoting surprises.
-        config = {
+        config: dict[str, Any] = {
             "global": {
                 "scrape_interval": _duration(self.scrape_interval_seconds),
                 "scrape_timeout": _duration(self.scrape_timeout_seconds),
@@ -254,8 +260,10 @@ class PrometheusServer:
                     "files": [str(directory / "targets.json")],
                     "refresh_interval": _duration(max(self.scrape_interval_seconds, 1.0)),
                 }],
-            }],
+            }, *self.extra_scrape_configs],
         }
+        if self.rule_files:
+            config["rule_files"] = self.rule_files
         (directory / "prometheus.yml").write_text(json.dumps(config, indent=2), encoding="utf-8")
 
     def set_targets(self, targets: Sequence[ScrapeTarget]) -> None:
@@ -299,6 +307,10 @@ class PrometheusServer:
         """(address, health, last error) of each active target."""
         body = self._get_json("/api/v1/targets?state=active")
         return [(t["scrapeUrl"], t["health"], t["lastError"]) for t in body["data"]["activeTargets"]]
+
+    def get_api(self, path: str) -> dict[str, Any]:
+        """A GET of Prometheus' HTTP API (``/api/v1/...``): the decoded body. Raises on an error status."""
+        return self._get_json(path)
 
     def api_query_count(self) -> int:
         """Instant queries Prometheus has answered (its own prometheus_http_requests_total for /api/v1/query)."""

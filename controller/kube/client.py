@@ -19,9 +19,11 @@ from dataclasses import dataclass
 from typing import Any
 
 import kubernetes
+import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from controller.api.spec import API_GROUP, API_VERSION, PLURAL
+from controller.telemetry.metrics import record_kube_api_error
 
 __all__ = ["EvictionBlocked", "KubeApi", "NotFound", "NotLeading", "WriteGate", "build_api_client", "user_agent"]
 
@@ -74,6 +76,15 @@ def build_api_client(kubeconfig: str | None = None, *, agent: str | None = None)
 class _KindApi:
     api: Any
     suffix: str  # e.g. "namespaced_deployment" in read_namespaced_deployment
+
+
+def _verb(method: Callable[..., Any]) -> str:
+    """The API verb of a client method, for the error counter: read_namespaced_pod -> get."""
+    name = getattr(method, "__name__", "")
+    if name.endswith("_eviction"):
+        return "evict"
+    verb = name.split("_", 1)[0]
+    return {"read": "get", "get": "get"}.get(verb, verb or "unknown")
 
 
 class EvictionBlocked(Exception):
@@ -139,8 +150,15 @@ class KubeApi:
                 response = method(*args, _preload_content=False,
                                   _request_timeout=(self._timeout_seconds, self._timeout_seconds), **kwargs)
             except ApiException as error:
-                if error.status == 404:
+                if error.status == 404:  # an answer, not an error: the object is not there
                     raise NotFound(str(error.reason)) from error
+                record_kube_api_error(_verb(method), error.status)
+                raise
+            except urllib3.exceptions.TimeoutError:
+                record_kube_api_error(_verb(method), "timeout")
+                raise
+            except urllib3.exceptions.HTTPError:
+                record_kube_api_error(_verb(method), "connection")
                 raise
             parsed: Manifest = json.loads(response.data)
             return parsed

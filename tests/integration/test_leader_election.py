@@ -7,8 +7,10 @@ User-Agent (``poolpilot/<version> (<identity>)``), Kopf's too.
 
 from __future__ import annotations
 
+import json
 import re
 import time
+import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -32,6 +34,7 @@ from tests.integration.test_spot_drain import (
     settle,
 )
 from tests.support.backends import Backend, open_backend
+from tests.support.operator_metrics import pool_series, scrape, value
 from tests.support.scenarios import ScenarioEnv, create_and_settle, is_current
 from tests.support.waiting import eventually
 
@@ -45,6 +48,7 @@ TAKEOVER_LIMIT_SECONDS = 15.0  # issue 11: the standby takes over within 15 s of
 def replicas_pair(backend: Backend, env: dict[str, str] | None = None) -> tuple[OperatorProcess, OperatorProcess]:
     """replica-a, started first, leads; replica-b stands by."""
     leader = backend.operator(env={**(env or {}), "POOLPILOT_REPORTING_INSTANCE": "replica-a"})
+    leader.wait_for_log("became leader", what="replica-a leading")  # /healthz answers on a standby too
     standby = backend.operator(start=False, env={**(env or {}), "POOLPILOT_REPORTING_INSTANCE": "replica-b"})
     standby.start(wait_until_live=False)
     standby.wait_for_log(re.escape(f"standing by: {leader.identity} leads"), what="replica-b standing by")
@@ -54,6 +58,13 @@ def replicas_pair(backend: Backend, env: dict[str, str] | None = None) -> tuple[
 def lease_holder(backend: Backend) -> str | None:
     lease = backend.kube.get("Lease", backend.namespace, "poolpilot")
     return None if lease is None else lease["spec"].get("holderIdentity")
+
+
+def role(operator: OperatorProcess) -> str:
+    """What the replica's /healthz says it is: leader or standby."""
+    with urllib.request.urlopen(operator.probe_url("127.0.0.1"), timeout=5) as response:
+        role: str = json.loads(response.read())["role"]
+        return role
 
 
 def writes_by(cluster: DevCluster, operator: OperatorProcess, since: int = 0) -> list[WriteRecord]:
@@ -73,6 +84,9 @@ def test_one_replica_acts_and_the_standby_takes_over_within_15_s_of_a_kill(backe
                       replicas_become_ready=backend.replicas_become_ready)
     create_and_settle(env, "qwen")
     assert "PoolPilot started" in leader.log() and "PoolPilot started" not in standby.log()  # no Kopf on standby
+    assert (role(leader), role(standby)) == ("leader", "standby")
+    assert value(scrape(leader), "poolpilot_leader") == 1 and value(scrape(standby), "poolpilot_leader") == 0
+    assert pool_series(scrape(leader), "qwen") and not pool_series(scrape(standby), "qwen")
     if backend.dev is not None:
         assert acting_writes(writes_by(backend.dev, standby)) == []
         assert acting_writes(writes_by(backend.dev, leader))  # the leader did the work
@@ -89,6 +103,7 @@ def test_one_replica_acts_and_the_standby_takes_over_within_15_s_of_a_kill(backe
     print(f"takeover after SIGKILL ({backend.name} API server, default timings): {takeover:.1f} s")
     assert takeover < TAKEOVER_LIMIT_SECONDS
     assert lease_holder(backend) == standby.identity
+    assert role(standby) == "leader" and value(scrape(standby), "poolpilot_leader") == 1
     lease = backend.kube.get("Lease", backend.namespace, "poolpilot")
     assert lease is not None and lease["spec"]["leaseTransitions"] == 1
     spot = backend.kube.get("Deployment", backend.namespace, "qwen-spot")

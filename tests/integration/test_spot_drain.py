@@ -27,6 +27,8 @@ from devkube.nodes import NodeSpec, instance_id
 from devkube.wiring import PodReplicas
 from tests.support.backends import Backend, open_backend
 from tests.support.kube import condition
+from tests.support.operator_metrics import scrape, value
+from tests.support.scenarios import wait_for_quiet
 from tests.support.waiting import eventually
 
 Manifest = dict[str, Any]
@@ -143,8 +145,10 @@ class BackgroundLoad:
 def test_a_spot_warning_for_a_node_with_two_replicas_replaces_reroutes_and_drains_them_losing_no_request(
         backend: Backend, cluster: DevCluster, moto: MotoServer, queue: InterruptionQueue,
         fleet: FakeVLLMFleet, replicas: PodReplicas) -> None:
-    start_operator(backend, moto, queue)
+    operator = start_operator(backend, moto, queue)
     settle(backend, cluster, fleet)
+    # A message that is no EC2 event, first in the queue: counted as rejected, and the notice after it still acts.
+    moto.client("sqs").send_message(QueueUrl=queue.url, MessageBody="{not json")
     doomed = on_node(cluster, DOOMED_NODE)
     doomed_ips = {p["status"]["podIP"] for p in pool_pods(cluster) if p["metadata"]["name"] in doomed}
     mark = cluster.mark()
@@ -193,6 +197,17 @@ def test_a_spot_warning_for_a_node_with_two_replicas_replaces_reroutes_and_drain
     assert len(events(backend, "SpotInterruptionNotice")) == 2 and len(events(backend, "ReplacementOrdered")) == 2
     drained = eventually(lambda: events(backend, "ReplicaDrained"), lambda m: len(m) == 2, what="ReplicaDrained")
     assert all("before its deadline" in m for m in drained), drained
+    wait_for_quiet()  # a duplicate would come now: an evaluation starting from a status older than its last write
+    assert len(events(backend, "ReplicaDrained")) == 2 and len(events(backend, "SpotInterruptionNotice")) == 2
+
+    # What on-call's dashboard shows of it: two notices from SQS, two drains within the deadline, one
+    # message rejected.
+    samples = scrape(operator)
+    assert value(samples, "poolpilot_notices_total", kind="spot-interruption", source="aws-sqs") == 2
+    assert value(samples, "poolpilot_drain_duration_seconds_count", capacity_type="spot") == 2
+    assert value(samples, "poolpilot_drain_deadline_missed_total", namespace=NAMESPACE, pool="qwen") is None
+    assert value(samples, "poolpilot_interruption_messages_total", result="rejected") == 1
+    assert (value(samples, "poolpilot_interruption_messages_total", result="notice") or 0) >= 1
 
 
 def replicas_on(cluster: DevCluster, wiring: PodReplicas, node: str) -> list[Any]:

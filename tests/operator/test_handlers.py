@@ -94,6 +94,18 @@ def test_until_the_watch_brings_a_status_write_back_the_next_evaluation_starts_f
     cached = {"interruptions": [{"pod": "a", "outcome": "Draining"}]}
     assert memory.status_after_writes("41", cached) is cached
     written = {"interruptions": [{"pod": "a", "outcome": "Drained"}]}
-    memory.written_status = ("41", written)
+    memory.written_status = ("42", written)  # our write made version 42
     assert memory.status_after_writes("41", cached) is written  # the cache still shows version 41
-    assert memory.status_after_writes("42", {"x": 1}) == {"x": 1}  # our write (or a later one) arrived
+    assert memory.status_after_writes("42", {"x": 1}) == {"x": 1}  # our write arrived: the cache is current
+    assert memory.written_status is None
+
+
+def test_a_cache_two_writes_behind_does_not_bring_an_older_status_back() -> None:
+    """Found by the demo: write 1 made version 41, write 2 version 42; the watch then brought 41, and the
+    next evaluation started from write 1's status, before write 2's drain, and posted ReplicaDrained twice."""
+    memory = controller.handlers.PoolMemory()
+    first = {"interruptions": [{"pod": "a", "outcome": "Draining"}]}
+    second = {"interruptions": [{"pod": "a", "outcome": "Drained"}]}
+    memory.written_status = ("42", second)
+    assert memory.status_after_writes("41", first) is second
+    assert memory.status_after_writes("42", second) is second

@@ -19,17 +19,14 @@ from typing import Any
 
 import boto3
 from botocore.exceptions import BotoCoreError, ClientError
-from prometheus_client import Counter
 
 from controller.core.notices import InterruptionNotice, Verdict
 from controller.sources.interruptions.aws_events import parse_sqs_body
+from controller.telemetry.metrics import OPERATOR
 
-__all__ = ["MESSAGES", "SqsNoticeSource"]
+__all__ = ["SqsNoticeSource"]
 
 logger = logging.getLogger(__name__)
-
-MESSAGES = Counter("poolpilot_interruption_messages", "Interruption queue messages received, by what they were",
-                   ["result"])  # notice, ignored, rejected, duplicate
 
 
 class SqsNoticeSource:
@@ -94,12 +91,12 @@ class SqsNoticeSource:
     def _read(self, message: dict[str, Any]) -> list[InterruptionNotice]:
         result = parse_sqs_body(message.get("Body") or "")
         if result.verdict is not Verdict.NOTICE:
-            MESSAGES.labels(result.verdict.value).inc()
+            OPERATOR.interruption_messages.labels(result.verdict.value).inc()
             log = logger.warning if result.verdict is Verdict.REJECTED else logger.info
             log("interruption queue message %s %s: %s", message.get("MessageId"), result.verdict.value, result.reason)
             return []
         fresh = [notice for notice in result.notices if self._first_time(notice.event_id)]
-        MESSAGES.labels("notice" if fresh else "duplicate").inc()
+        OPERATOR.interruption_messages.labels("notice" if fresh else "duplicate").inc()
         for notice in fresh:
             logger.info("interruption notice %s: %s", notice.kind.value, notice.detail)
         return fresh
