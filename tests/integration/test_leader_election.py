@@ -29,6 +29,7 @@ from tests.integration.test_spot_drain import (
     NAMESPACE,
     blocking_budget,
     events,
+    interruption_records,
     on_node,
     pool_pods,
     settle,
@@ -181,8 +182,7 @@ def test_a_leader_killed_mid_drain_leaves_exactly_one_replacement_per_doomed_rep
     cluster.taint_node(DOOMED_NODE, "karpenter.sh/disrupted", effect="NoSchedule")  # Karpenter's notice
 
     def records() -> list[Manifest]:
-        pool = backend.kube.get_pool(NAMESPACE, "qwen") or {}
-        return list((pool.get("status") or {}).get("interruptions") or [])
+        return interruption_records(backend)
 
     # The leader released both doomed replicas (their records are in the status) and tries to evict them.
     released = eventually(records, lambda r: len(r) == 2 and all(x["evictionAttempts"] >= 1 for x in r),

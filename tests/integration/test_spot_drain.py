@@ -215,6 +215,11 @@ def replicas_on(cluster: DevCluster, wiring: PodReplicas, node: str) -> list[Any
     return [replica for key, replica in wiring.replicas_by_pod().items() if key[2] in ips]
 
 
+def interruption_records(backend: Backend) -> list[Manifest]:
+    pool = backend.kube.get_pool(NAMESPACE, "qwen") or {}
+    return list((pool.get("status") or {}).get("interruptions") or [])
+
+
 def blocking_budget(backend: Backend) -> None:
     """Somebody else's budget over the draining replicas: every eviction of them gets a 429."""
     backend.kube.policy.create_namespaced_pod_disruption_budget(NAMESPACE, {
@@ -233,8 +238,7 @@ def test_a_refused_eviction_is_retried_and_a_restart_mid_drain_orders_no_second_
     cluster.taint_node(DOOMED_NODE, "karpenter.sh/disrupted", effect="NoSchedule")  # Karpenter's notice
 
     def records() -> list[Manifest]:
-        pool = backend.kube.get_pool(NAMESPACE, "qwen") or {}
-        return list((pool.get("status") or {}).get("interruptions") or [])
+        return interruption_records(backend)
 
     blocked = eventually(records, lambda r: len(r) == 2 and all(x["evictionAttempts"] >= 2 for x in r),
                          timeout=20, what="evictions refused and retried")
