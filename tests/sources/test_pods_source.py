@@ -37,13 +37,6 @@ async def fleet() -> AsyncIterator[FakeVLLMFleet]:
         yield fleet
 
 
-@pytest.fixture
-async def source() -> AsyncIterator[PodsSource]:
-    source = PodsSource(timeout_seconds=1.0)
-    yield source
-    await source.close()
-
-
 async def _read_one(source: PodsSource, endpoints: tuple[str, ...]) -> PoolSignals | MetricsProblem:
     return (await source.read([PoolTarget(POOL, endpoints)], now=NOW))[POOL]
 

@@ -40,13 +40,6 @@ async def router() -> AsyncIterator[FakeRouterMetrics]:
         yield router
 
 
-@pytest.fixture
-async def source() -> AsyncIterator[PodsSource]:
-    source = PodsSource(timeout_seconds=1.0)
-    yield source
-    await source.close()
-
-
 async def read(source: PodsSource, now: datetime, endpoints: tuple[str, ...] = (),
                routers: tuple[str, ...] = ()) -> PoolSignals | MetricsProblem:
     return (await source.read([PoolTarget(POOL, endpoints, routers)], now=now))[POOL]

@@ -39,13 +39,6 @@ async def fleet() -> AsyncIterator[FakeVLLMFleet]:
         yield fleet
 
 
-@pytest.fixture
-async def source() -> AsyncIterator[PodsSource]:
-    source = PodsSource(timeout_seconds=1.0)
-    yield source
-    await source.close()
-
-
 async def ttft_of(source: PodsSource, now: datetime, endpoints: tuple[str, ...]) -> Histogram | None:
     result = (await source.read([PoolTarget(POOL, endpoints)], now=now))[POOL]
     assert isinstance(result, PoolSignals), result
